@@ -1,0 +1,14 @@
+"""dynzoo: dynamic convolutional networks for Keras 3, from the papers to the phone.
+
+>>> import dynzoo
+>>> model = dynzoo.create_model("micronet_m0")
+>>> print(dynzoo.profile(model))
+"""
+
+__version__ = "0.1.0"
+
+from dynzoo import layers  # noqa: E402  (registers the serializable layers)
+from dynzoo.profile import profile  # noqa: E402
+from dynzoo.registry import create_model, list_models  # noqa: E402
+
+__all__ = ["__version__", "create_model", "layers", "list_models", "profile"]

@@ -1,0 +1,139 @@
+"""Pieces shared by every dynzoo layer: argument checks, MAdds counting and sequential blocks.
+
+MAdds follow the papers' convention (thesis §2.4 of the spec): a convolution costs
+``output elements × kernel area × input channels per group``, a dense layer ``inputs × outputs``;
+pooling, BatchNorm, additions and biases are free. Layers with a dynamic part add their own
+element-wise multiplications through ``compute_madds``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import keras
+
+PACKAGE = "dynzoo"
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise a ValueError naming the argument and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_pair(name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
+    """Accept an int or a pair of ints; return a pair."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"`{name}` must be an integer or a pair of integers, got {value!r}.")
+    return check_int(name, value[0], minimum), check_int(name, value[1], minimum)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+    return value
+
+
+def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> None:
+    if value % divisor:
+        raise ValueError(
+            f"`{name}` ({value}) must be divisible by `{divisor_name}` ({divisor})."
+        )
+
+
+def channels_of(input_shape: Sequence[int | None], layer_name: str) -> int:
+    """The static channel count of a channels-last input, or a clear error."""
+    channels = input_shape[-1]
+    if channels is None:
+        raise ValueError(f"{layer_name} needs a known channel count (last axis), got shape {input_shape}.")
+    return int(channels)
+
+
+def count_madds(layer: keras.layers.Layer, input_shape: Sequence[int | None]) -> int:
+    """MAdds of one layer for one sample of ``input_shape`` (batch axis included, ignored)."""
+    if hasattr(layer, "compute_madds"):
+        return int(layer.compute_madds(input_shape))
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+        out = layer.compute_output_shape(input_shape)
+        kh, kw = layer.kernel_size
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            per_output = kh * kw
+        else:
+            per_output = kh * kw * input_shape[-1] // layer.groups
+        return math.prod(out[1:]) * per_output
+    if isinstance(layer, keras.layers.Dense):
+        out = layer.compute_output_shape(input_shape)
+        return math.prod(out[1:]) * input_shape[-1]
+    return 0
+
+
+def batchnorm(name: str | None = None, axis: int = -1) -> keras.layers.BatchNormalization:
+    """BatchNorm with PyTorch's epsilon and momentum, so official weights convert exactly."""
+    return keras.layers.BatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9, name=name)
+
+
+def conv_initializer() -> keras.initializers.Initializer:
+    """N(0, sqrt(2 / (kh·kw·C_out))), the authors' initialisation for every convolution."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def dense_initializer() -> keras.initializers.Initializer:
+    """N(0, 0.01), the authors' initialisation for linear layers."""
+    return keras.initializers.RandomNormal(stddev=0.01)
+
+
+class SequenceBlock(keras.layers.Layer):
+    """A layer made of sub-layers applied one after the other, with an optional identity skip.
+
+    Subclasses implement ``make_steps(in_channels)``, returning ``[(official_name, layer), …]``;
+    ``official_name`` is the sub-module path of the layer in the authors' PyTorch code (``None`` where
+    the code has no module). It drives checkpoint conversion and MAdds counting, so neither needs
+    per-block code.
+    """
+
+    def make_steps(self, in_channels: int) -> list[tuple[str | None, keras.layers.Layer]]:
+        raise NotImplementedError
+
+    def uses_residual(self, in_channels: int) -> bool:
+        return False
+
+    def build(self, input_shape):
+        in_channels = channels_of(input_shape, type(self).__name__)
+        steps = self.make_steps(in_channels)
+        self.official_names = [name for name, _ in steps]
+        self.steps = [layer for _, layer in steps]
+        self.residual = self.uses_residual(in_channels)
+        shape = tuple(input_shape)
+        for layer in self.steps:
+            layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.steps:
+            x = layer(x, training=training)
+        return x + inputs if self.residual else x
+
+    def compute_output_shape(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+        shape = tuple(input_shape)
+        for layer in self.steps:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def compute_madds(self, input_shape) -> int:
+        total, shape = 0, tuple(input_shape)
+        for layer in self.steps:
+            total += count_madds(layer, shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        return total
+
+    def official_children(self) -> list[tuple[str, keras.layers.Layer]]:
+        """(PyTorch sub-module path, Keras layer) for every step that holds weights."""
+        return [(n, l) for n, l in zip(self.official_names, self.steps) if n is not None and l.weights]

@@ -1,0 +1,99 @@
+"""Convolutions with PyTorch's padding arithmetic, so ported networks match their originals exactly.
+
+TF's ``padding="same"`` pads asymmetrically (the extra row/column at the bottom/right) for stride 2 on
+even inputs, which shifts every strided layer of a PyTorch network by one pixel; TF's depthwise
+convolution also rejects unequal strides, which MicroNet uses. These layers pad ``k // 2`` on both
+sides like ``nn.Conv2d(padding=k//2)`` and accept any strides.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from dynzoo.layers.base import PACKAGE, check_pair
+
+
+def torch_output_size(size: int | None, kernel: int, stride: int) -> int | None:
+    """Output length of ``nn.Conv2d(kernel, stride, padding=kernel // 2)``."""
+    if size is None:
+        return None
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class _SymmetricPadding:
+    """Mixin for Keras convolutions: symmetric ``k // 2`` padding and per-axis strides.
+
+    The wrapped convolution runs at the smaller of the two strides; the axis with the larger stride is
+    then subsampled (exact, because a strided convolution is the stride-1 one taken every s-th row).
+    Where the run stride is 1 and the kernel odd, Keras' ``"same"`` already pads symmetrically and no
+    PAD op is added.
+    """
+
+    def _setup(self, kernel_size, strides, kwargs):
+        if "padding" in kwargs and kwargs.pop("padding") not in ("symmetric", None):
+            raise ValueError("`padding` is always symmetric (k // 2 on both sides) for this layer.")
+        kernel = check_pair("kernel_size", kernel_size)
+        sh, sw = check_pair("strides", strides)
+        run = min(sh, sw)
+        if sh % run or sw % run:
+            raise ValueError(f"`strides` {sh, sw}: the larger stride must be a multiple of the smaller.")
+        self.requested_strides = (sh, sw)
+        self.subsample = (sh // run, sw // run)
+        same = run == 1 and kernel[0] % 2 == 1 and kernel[1] % 2 == 1
+        self.explicit_pad = None if same else (kernel[0] // 2, kernel[1] // 2)
+        return kernel, run, "same" if same else "valid"
+
+    def call(self, inputs):
+        x = inputs
+        if self.explicit_pad is not None and any(self.explicit_pad):
+            ph, pw = self.explicit_pad
+            x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        y = super().call(x)
+        rows, cols = self.subsample
+        if rows > 1:
+            y = y[:, ::rows]
+        if cols > 1:
+            y = y[:, :, ::cols]
+        return y
+
+    def compute_output_shape(self, input_shape):
+        full = super().compute_output_shape(input_shape)
+        (kh, kw), (sh, sw) = self.kernel_size, self.requested_strides
+        return (
+            input_shape[0],
+            torch_output_size(input_shape[1], kh, sh),
+            torch_output_size(input_shape[2], kw, sw),
+            full[-1],
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("padding", None)
+        config["strides"] = list(self.requested_strides)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SymmetricConv2D(_SymmetricPadding, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with PyTorch's symmetric ``k // 2`` padding (any strides, groups allowed).
+
+    Takes Conv2D's arguments except ``padding``.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, **kwargs):
+        kernel, run, padding = self._setup(kernel_size, strides, kwargs)
+        super().__init__(filters, kernel, strides=run, padding=padding, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with PyTorch's symmetric padding and unequal strides.
+
+    Output channel ``c·m + j`` comes from input channel ``c`` (m = ``depth_multiplier``), the same order
+    as PyTorch's ``groups=C_in`` convolution. Takes DepthwiseConv2D's arguments except ``padding``.
+    """
+
+    def __init__(self, kernel_size, strides=1, **kwargs):
+        kernel, run, padding = self._setup(kernel_size, strides, kwargs)
+        super().__init__(kernel, strides=run, padding=padding, **kwargs)

@@ -1,0 +1,309 @@
+"""MicroNet operators (thesis ch. 4): Micro-Factorized convolutions, the stem and the Micro-Blocks.
+
+The blocks follow the official code's module order (spec §1.8), which is what the released weights
+need: a code block is "expand GC → DW → squeeze GC" in inverted-residual style, offset by half a block
+from the text's Micro-Blocks A/B/C (spec §2.1 maps one onto the other).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from dynzoo.layers.base import (
+    PACKAGE,
+    SequenceBlock,
+    batchnorm,
+    check_choice,
+    check_divisible,
+    check_int,
+    check_pair,
+    conv_initializer,
+)
+from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
+from dynzoo.layers.shift_max import DynamicShiftMax
+from dynzoo.layers.shuffle import ChannelShuffle
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GroupPointwiseConv(SequenceBlock):
+    """Group-adaptive 1×1 convolution followed by BatchNorm: one half of the Micro-Factorized
+    pointwise convolution (thesis §4.2.1; official ``GroupConv`` + BN).
+
+    Args:
+        filters: output channels; must be divisible by ``groups``.
+        groups: number of groups; must divide the input channels too.
+
+    Input/output: (B, H, W, C_in) → (B, H, W, filters).
+    """
+
+    def __init__(self, filters: int, groups: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = check_int("filters", filters)
+        self.groups = check_int("groups", groups)
+        check_divisible("filters", self.filters, self.groups, "groups")
+
+    def make_steps(self, in_channels):
+        check_divisible("input channels", in_channels, self.groups, "groups")
+        conv = keras.layers.Conv2D(
+            self.filters, 1, groups=self.groups, use_bias=False, kernel_initializer=conv_initializer()
+        )
+        return [("conv.0", conv), ("conv.1", batchnorm())]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MicroFactorizedPointwise(SequenceBlock):
+    """Micro-Factorized pointwise convolution ``W = P Φ Qᵀ`` (thesis §4.2.1, eq. 4.1).
+
+    Q: group 1×1 conv C_in → ``hidden`` with ``groups[0]`` groups (+BN); Φ: channel shuffle;
+    P: group 1×1 conv ``hidden`` → ``filters`` with ``groups[1]`` groups (+BN), then a shuffle.
+    Eq. 4.3 picks ``groups[0]·groups[1] = hidden`` so that every output reaches every input once.
+
+    Args:
+        filters: output channels C.
+        hidden: C/R, the compressed width.
+        groups: (G1, G2); ``None`` uses the rule of eq. 4.3 (G = √(C/R), or the nearest factor pair).
+    """
+
+    def __init__(self, filters: int, hidden: int, groups: Sequence[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = check_int("filters", filters)
+        self.hidden = check_int("hidden", hidden)
+        self.groups = list(check_pair("groups", groups) if groups is not None else factor_pair(hidden))
+
+    def make_steps(self, in_channels):
+        g1, g2 = self.groups
+        return [
+            ("0", GroupPointwiseConv(self.hidden, g1)),
+            (None, ChannelShuffle(g1)),
+            ("1", GroupPointwiseConv(self.filters, g2)),
+            (None, ChannelShuffle(g2)),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "hidden": self.hidden, "groups": self.groups}
+
+
+def factor_pair(n: int) -> tuple[int, int]:
+    """The factor pair (a, b), a ≤ b, a·b = n, closest to (√n, √n) (eq. 4.3 for a non-square C/R)."""
+    a = int(n**0.5)
+    while n % a:
+        a -= 1
+    return a, n // a
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MicroFactorizedDepthwise(SequenceBlock):
+    """Micro-Factorized depthwise convolution (thesis §4.2.2): a k×1 depthwise conv (stride (s, 1),
+    channel multiplier e1) + BN, then a 1×k depthwise conv (stride (1, s), multiplier e2) + BN, no
+    activation in between. Cost O(k·C) instead of O(k²·C); with e1·e2 > 1 it is the expanding half of
+    the lite combination (§4.2.3). Do not fuse the two convs into one k×k: BN1's shift does not pass
+    through the zero padding, so the fused form is not exact.
+
+    Args:
+        kernel_size: k (odd).
+        strides: s.
+        expansion: (e1, e2) channel multipliers.
+
+    Input/output: (B, H, W, C) → (B, ⌈H/s⌉, ⌈W/s⌉, C·e1·e2).
+    """
+
+    def __init__(self, kernel_size: int, strides: int = 1, expansion: Sequence[int] = (1, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = check_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be odd, got {kernel_size}.")
+        self.strides = check_int("strides", strides)
+        self.expansion = list(check_pair("expansion", expansion))
+
+    def make_steps(self, in_channels):
+        k, s = self.kernel_size, self.strides
+        e1, e2 = self.expansion
+        init = conv_initializer()
+        return [
+            ("conv.0", SymmetricDepthwiseConv2D((k, 1), (s, 1), depth_multiplier=e1, use_bias=False,
+                                                depthwise_initializer=init)),
+            ("conv.1", batchnorm()),
+            ("conv.2", SymmetricDepthwiseConv2D((1, k), (1, s), depth_multiplier=e2, use_bias=False,
+                                                depthwise_initializer=init)),
+            ("conv.3", batchnorm()),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "expansion": self.expansion,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MicroStem(SequenceBlock):
+    """MicroNet stem (official ``spatialsepsf``): Conv 3×1 (3 → g1, stride (2, 1)) + BN, depthwise 1×3
+    (multiplier g2, stride (1, 2)) + BN, channel shuffle (g1), ReLU6. Output: g1·g2 channels at half
+    resolution.
+
+    Args:
+        groups: (g1, g2).
+    """
+
+    def __init__(self, groups: Sequence[int] = (2, 2), **kwargs):
+        super().__init__(**kwargs)
+        self.groups = list(check_pair("groups", groups))
+
+    def make_steps(self, in_channels):
+        g1, g2 = self.groups
+        init = conv_initializer()
+        return [
+            ("stem.0.conv.0", SymmetricConv2D(g1, (3, 1), (2, 1), use_bias=False, kernel_initializer=init)),
+            ("stem.0.conv.1", batchnorm()),
+            ("stem.0.conv.2", SymmetricDepthwiseConv2D((1, 3), (1, 2), depth_multiplier=g2, use_bias=False,
+                                                       depthwise_initializer=init)),
+            ("stem.0.conv.3", batchnorm()),
+            (None, ChannelShuffle(g1)),
+            (None, keras.layers.ReLU(6.0)),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+BLOCK_TYPES = ("A", "BC", "final")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MicroBlock(SequenceBlock):
+    """One block of the official MicroNet code (``DYMicroBlock``), with the activation flags of its
+    configuration row. Three kinds (spec §1.8):
+
+    * ``"A"`` — Micro-Block-A, the lite combination: MF-DW expanding by e1·e2 → act(y2) → shuffle →
+      group 1×1 squeeze to ``filters`` → act(y3) → shuffle.
+    * ``"BC"`` — inverted residual: group 1×1 expand (×e1·e2) → act(y1) → shuffle → MF-DW → act(y2)
+      → shuffle → group 1×1 squeeze → act(y3) → shuffle. The text's Micro-Blocks B/C are the tail of
+      one such block plus the expand conv of the next.
+    * ``"final"`` — the last 1×1: group 1×1 expand to ``filters`` → act(y3).
+
+    Activation flags: y1/y2 = 2 → Dynamic Shift-Max with K = 2, 1 → K = 1, 0 → ReLU6; y3 > 0 →
+    Dynamic Shift-Max with K = 1 (offsets ``init_a_out``), 0 → none. The identity skip is added after the
+    last shuffle when the stride is 1 and the channel count is unchanged.
+
+    Args:
+        block_type: "A", "BC" or "final".
+        filters: output channels.
+        kernel_size, strides: of the MF-DW.
+        expansion: (e1, e2).
+        expand_groups: (g1, g2): groups of the expand conv and of the shuffle after it (A: g2 only).
+        squeeze_groups: (g3, g4): groups of the squeeze conv and of its shuffle.
+        activations: (y1, y2, y3).
+        reduction: Dynamic Shift-Max reduction of y1/y2 and of the final block's y3 (y3 of A/BC
+            blocks uses half of it).
+        init_a, init_b: Dynamic Shift-Max offsets of the K = 2 layers; ``init_a_out`` of the y3 layers.
+    """
+
+    def __init__(
+        self,
+        block_type: str,
+        filters: int,
+        kernel_size: int = 3,
+        strides: int = 1,
+        expansion: Sequence[int] = (1, 1),
+        expand_groups: Sequence[int] = (1, 1),
+        squeeze_groups: Sequence[int] = (1, 1),
+        activations: Sequence[int] = (2, 2, 1),
+        reduction: int = 8,
+        init_a: Sequence[float] = (1.0, 1.0),
+        init_b: Sequence[float] = (0.0, 0.0),
+        init_a_out: Sequence[float] = (1.0, 0.0),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.block_type = check_choice("block_type", block_type, BLOCK_TYPES)
+        self.filters = check_int("filters", filters)
+        self.kernel_size = check_int("kernel_size", kernel_size)
+        self.strides = check_int("strides", strides)
+        self.expansion = list(check_pair("expansion", expansion))
+        minimum = 0 if block_type == "A" else 1
+        self.expand_groups = [check_int("expand_groups", g, minimum) for g in expand_groups]
+        self.squeeze_groups = list(check_pair("squeeze_groups", squeeze_groups))
+        if len(activations) != 3 or any(a not in (0, 1, 2) for a in activations):
+            raise ValueError(f"`activations` must be three flags in {{0, 1, 2}}, got {activations!r}.")
+        self.activations = list(activations)
+        self.reduction = check_int("reduction", reduction)
+        self.init_a, self.init_b, self.init_a_out = list(init_a), list(init_b), list(init_a_out)
+
+    def _act(self, flag: int, shift_groups: int, reduction: int, out: bool = False):
+        """The activation a flag selects (``None`` for y3 = 0)."""
+        if out:
+            if flag == 0:
+                return None
+            return DynamicShiftMax(1, reduction, shift_groups, self.init_a_out, self.init_b)
+        if flag == 0:
+            return keras.layers.ReLU(6.0)
+        return DynamicShiftMax(flag, reduction, shift_groups, self.init_a, self.init_b)
+
+    def make_steps(self, in_channels):
+        e1, e2 = self.expansion
+        hidden = in_channels * e1 * e2
+        y1, y2, y3 = self.activations
+        g1, g2 = self.expand_groups
+        g3, g4 = self.squeeze_groups
+        r = self.reduction
+        steps: list = []
+
+        def add(index, layer):
+            # index: the module's position in the official ``layers`` Sequential
+            if layer is not None:
+                steps.append((f"layers.{index}", layer))
+
+        if self.block_type == "final":
+            if self.filters != hidden:
+                raise ValueError(
+                    f"a final MicroBlock outputs input·e1·e2 = {hidden} channels, but `filters` is {self.filters}."
+                )
+            add(0, GroupPointwiseConv(hidden, g1))
+            add(1, self._act(y3, g2, r, out=True))
+            return steps
+        squeeze_shuffle = [g4] + ([self.filters // 2] if y3 and self.filters % 2 == 0 else [])
+        if self.block_type == "A":
+            add(0, MicroFactorizedDepthwise(self.kernel_size, self.strides, (e1, e2)))
+            add(1, self._act(y2, g2, r))
+            steps.append((None, ChannelShuffle([g2] + ([hidden // 2] if y2 else []))))
+            add(4, GroupPointwiseConv(self.filters, g3))
+            add(5, self._act(y3, g4, r // 2, out=True))
+        else:
+            add(0, GroupPointwiseConv(hidden, g1))
+            add(1, self._act(y1, g2, r))
+            steps.append((None, ChannelShuffle(g2)))
+            add(3, MicroFactorizedDepthwise(self.kernel_size, self.strides))
+            add(5, self._act(y2, hidden // g2 if g2 != 1 else g2, r))
+            if y1 or y2:
+                steps.append((None, ChannelShuffle(hidden // 4 if (y1 and y2) else hidden // 2)))
+            add(7, GroupPointwiseConv(self.filters, g3))
+            add(8, self._act(y3, g4, r // 2, out=True))
+        steps.append((None, ChannelShuffle(squeeze_shuffle)))
+        return steps
+
+    def uses_residual(self, in_channels):
+        return self.block_type != "final" and self.strides == 1 and in_channels == self.filters
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "block_type": self.block_type,
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "expansion": self.expansion,
+            "expand_groups": self.expand_groups,
+            "squeeze_groups": self.squeeze_groups,
+            "activations": self.activations,
+            "reduction": self.reduction,
+            "init_a": self.init_a,
+            "init_b": self.init_b,
+            "init_a_out": self.init_a_out,
+        }

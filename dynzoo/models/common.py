@@ -1,0 +1,119 @@
+"""What every keras.applications-style builder of dynzoo shares: argument checks, the input and
+preprocessing, the pooling/top switch and weight loading."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import keras
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_application_args(
+    *,
+    model_name: str,
+    input_shape: Sequence[int | None] | None,
+    input_tensor,
+    include_top: bool,
+    weights: str | None,
+    pooling: str | None,
+    classes: int,
+    default_size: int = 224,
+    min_size: int = 32,
+    size_multiple: int = 32,
+) -> tuple[int | None, int | None, int]:
+    """Validate the common builder arguments; return the (height, width, channels) to build for."""
+    if not (weights is None or weights == "imagenet" or isinstance(weights, (str, os.PathLike))):
+        raise ValueError(
+            f"`weights` must be None, 'imagenet' or the path to a weights file, got {weights!r}."
+        )
+    if isinstance(weights, (str, os.PathLike)) and weights != "imagenet" and not os.path.exists(weights):
+        raise ValueError(f"`weights`: no such file {os.fspath(weights)!r}.")
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000 "
+            f"(got {classes}). Use `include_top=False` and add your own head to fine-tune."
+        )
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
+
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        input_shape = (default_size, default_size, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, 3) (channels last), got {input_shape}."
+        )
+    height, width, channels = input_shape
+    if channels != 3:
+        raise ValueError(f"{model_name} takes 3-channel (RGB) input; `input_shape` has {channels} channels.")
+    for axis, size in (("height", height), ("width", width)):
+        if size is not None and (size < min_size or size % size_multiple):
+            raise ValueError(
+                f"{model_name}: input {axis} must be at least {min_size} and a multiple of "
+                f"{size_multiple}, got {size} (input_shape={input_shape})."
+            )
+    return height, width, channels
+
+
+def model_input(input_shape, input_tensor) -> tuple[Any, Any]:
+    """(the model's input, the tensor the network starts from), as keras.applications does."""
+    if input_tensor is None:
+        inputs = keras.Input(shape=input_shape)
+        return inputs, inputs
+    if not keras.backend.is_keras_tensor(input_tensor):
+        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
+        return inputs, inputs
+    return keras.utils.get_source_inputs(input_tensor)[0], input_tensor
+
+
+def imagenet_preprocessing(name: str = "preprocessing") -> keras.layers.Layer:
+    """Map RGB in [0, 255] to ImageNet-normalised values: one multiply and one add per channel."""
+    scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
+    offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    return keras.layers.Rescaling(scale=scale, offset=offset, name=name)
+
+
+def pool(x, pooling: str | None):
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def load_model_weights(
+    model: keras.Model,
+    weights: str | os.PathLike | None,
+    *,
+    model_name: str,
+    include_top: bool,
+    official_loader: Callable[..., None],
+) -> None:
+    """Load ``weights`` into ``model``: a registry tag, an official PyTorch checkpoint or a Keras file.
+
+    ``official_loader(model, path, include_top=…)`` converts the family's official checkpoints.
+    """
+    if weights is None:
+        return
+    if weights == "imagenet":
+        from dynzoo.weights import pretrained_file
+
+        weights = pretrained_file(model_name, "imagenet")
+    path = os.fspath(weights)
+    if path.endswith((".pth", ".pth.tar", ".pt", ".tar")):
+        official_loader(model, path, include_top=include_top)
+    elif path.endswith(".weights.h5"):
+        model.load_weights(path, skip_mismatch=not include_top)
+    else:
+        raise ValueError(
+            f"`weights`: unknown file type {path!r}; expected an official PyTorch checkpoint "
+            "(.pth, .pth.tar) or Keras weights (.weights.h5)."
+        )

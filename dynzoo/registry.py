@@ -1,0 +1,78 @@
+"""Names → model builders. Every family module registers its named models here on import."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., keras.Model]
+    family: str
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, builder: Callable[..., keras.Model], family: str, description: str = "",
+                   **defaults: Any) -> None:
+    """Register ``builder`` under a stable lowercase ``name`` (``defaults`` are passed to it)."""
+    if name != name.lower() or name in _REGISTRY:
+        raise ValueError(f"model name {name!r} must be lowercase and unique.")
+    _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(defaults))
+
+
+def _ensure_families_loaded() -> None:
+    import dynzoo.models  # noqa: F401  (registers every family)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a shell-style pattern (``"micronet_*"``)."""
+    _ensure_families_loaded()
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_families_loaded()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}.{hint} `dynzoo.list_models()` lists all {len(_REGISTRY)} models."
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> keras.Model:
+    """Build the registered model ``name``; keyword arguments go to its keras.applications-style builder
+    (``input_shape, include_top, weights, input_tensor, pooling, classes, classifier_activation,
+    include_preprocessing, dropout_rate, name``)."""
+    entry = get_entry(name)
+    return entry.builder(**{**entry.defaults, **kwargs})
+
+
+@lru_cache(maxsize=None)
+def load_config(family: str) -> dict[str, Any]:
+    """The ``zoo_configs/<family>.json`` shipped with the package."""
+    return json.loads(config_dir().joinpath(f"{family}.json").read_text())
+
+
+def config_dir():
+    """``zoo_configs/``: inside the installed package, or beside it in a source checkout."""
+    installed = resources.files("dynzoo").joinpath("zoo_configs")
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "zoo_configs"
