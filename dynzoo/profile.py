@@ -99,3 +99,27 @@ def _rebuild(model: keras.Model, input_shape) -> keras.Model:
         if layer["class_name"] == "InputLayer":
             layer["config"]["batch_shape"] = [None, *input_shape]
     return keras.Model.from_config(config)
+
+
+def compare_table(profiles: list[Profile]) -> str:
+    """Markdown table: our counts next to the official code's and the paper's (from the registry)."""
+    from dynzoo.registry import get_entry
+
+    def fmt(value, scale=1.0, digits=2):
+        return "–" if value is None else f"{value / scale:.{digits}f}"
+
+    lines = [
+        "| model | params (ours) | params (official code) | params (paper) | MAdds (ours) | "
+        "MAdds (official code) | MAdds (paper) | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in profiles:
+        ref = get_entry(p.model_name).reference
+        official = ref.get("official_params")
+        lines.append(
+            f"| {p.model_name} | {p.params:,} | {'–' if official is None else f'{official:,}'} | "
+            f"{fmt(ref.get('paper_params_m'), 1, 1)}M | {p.madds / 1e6:.2f}M | "
+            f"{fmt(ref.get('official_madds_m'))}M | {fmt(ref.get('paper_madds_m'), 1, 1)}M | {ref.get('note', '')} |"
+        )
+    return "\n".join(lines)
+

@@ -21,17 +21,20 @@ class ModelEntry:
     family: str
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    # figures to compare with (``dynzoo profile --compare``): official_params, official_madds_m,
+    # paper_params_m, paper_madds_m, note
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, builder: Callable[..., keras.Model], family: str, description: str = "",
-                   **defaults: Any) -> None:
+                   reference: dict[str, Any] | None = None, **defaults: Any) -> None:
     """Register ``builder`` under a stable lowercase ``name`` (``defaults`` are passed to it)."""
     if name != name.lower() or name in _REGISTRY:
         raise ValueError(f"model name {name!r} must be lowercase and unique.")
-    _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(defaults))
+    _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(defaults), dict(reference or {}))
 
 
 def _ensure_families_loaded() -> None:

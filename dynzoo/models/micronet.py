@@ -151,4 +151,5 @@ MicroNetM3 = _builder("micronet_m3")
 
 for _name, _fn in zip(MODEL_NAMES, (MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3)):
     register_model(_name, _fn, family="micronet",
-                   description=f"MicroNet-{_name[-2:].upper()} (thesis ch. 4), official configuration")
+                   description=f"MicroNet-{_name[-2:].upper()} (thesis ch. 4), official configuration",
+                   reference=micronet_config(_name)["reference"])

@@ -1,0 +1,41 @@
+"""dynzoo: dynamic convolutional networks for Keras 3 with TFLite deployment."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "dynzoo" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="dynzoo",
+    version=VERSION,
+    description="Dynamic convolutional networks (MicroNet, DCD, CDB, DRNet, DDW, DDN, DRT) for Keras 3 and TFLite",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # `export/` and `zoo_configs/` sit at the top of the repository but install inside the package, so
+    # `import dynzoo.export` and the configurations work from any folder after `pip install .`.
+    packages=["dynzoo", *(f"dynzoo.{p}" for p in find_packages("dynzoo")), "dynzoo.export", "dynzoo.zoo_configs"],
+    package_dir={"dynzoo": "dynzoo", "dynzoo.export": "export", "dynzoo.zoo_configs": "zoo_configs"},
+    package_data={"dynzoo.zoo_configs": ["*.json"]},
+    install_requires=[
+        # The CPU wheel; GPU users swap it for `tensorflow[and-cuda]` (README, "Install").
+        "tensorflow-cpu>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "h5py>=3.10",
+        "ai-edge-litert>=2.3,<2.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "dev": ["pytest>=8", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["dynzoo=dynzoo.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
