@@ -28,6 +28,7 @@ setup(
         "numpy>=1.26",
         "h5py>=3.10",
         "ai-edge-litert>=2.3,<2.4",
+        "scikit-learn>=1.3",  # ships the offline default dataset (handwritten digits)
     ],
     extras_require={
         "test": ["pytest>=8"],
