@@ -1,0 +1,212 @@
+"""MicroNet operators against independent NumPy references and the official code's index rules."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from dynzoo.layers import (
+    ChannelShuffle,
+    DynamicShiftMax,
+    MicroBlock,
+    MicroFactorizedDepthwise,
+    MicroFactorizedPointwise,
+    SymmetricConv2D,
+    SymmetricDepthwiseConv2D,
+)
+from dynzoo.layers.micronet import factor_pair
+from dynzoo.layers.shift_max import make_divisible, partner_indices
+from dynzoo.layers.shuffle import shuffle_indices
+
+RNG = np.random.default_rng(0)
+
+
+def test_channel_shuffle_matches_the_view_transpose_definition():
+    x = RNG.normal(size=(2, 3, 3, 12)).astype("float32")
+    # PyTorch: view (B, g, C/g, H, W) → transpose(1, 2) → flatten; in NHWC the same on the last axis
+    expected = x.reshape(2, 3, 3, 4, 3).transpose(0, 1, 2, 4, 3).reshape(2, 3, 3, 12)
+    np.testing.assert_array_equal(ChannelShuffle(4)(x), expected)
+    # a sequence of shuffles is one gather equal to applying them in order
+    twice = ChannelShuffle(3)(ChannelShuffle(4)(x))
+    np.testing.assert_array_equal(ChannelShuffle([4, 3])(x), twice)
+    assert list(shuffle_indices(8, 2)) == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def test_partner_indices_shift_by_a_group_and_a_channel():
+    # the examples of the spec (§1.6)
+    assert list(partner_indices(8, 2)) == [5, 6, 7, 4, 1, 2, 3, 0]
+    assert list(partner_indices(12, 4)) == [4, 5, 3, 7, 8, 6, 10, 11, 9, 1, 2, 0]
+
+
+@pytest.mark.parametrize("value, expected", [(2, 4), (6, 8), (24, 24), (12, 12), (20, 20), (44, 44), (9, 12)])
+def test_make_divisible(value, expected):
+    assert make_divisible(value, 4) == expected
+
+
+def _shift_max_reference(layer: DynamicShiftMax, x: np.ndarray) -> np.ndarray:
+    """Eq. 4.4 in the official form, written out in NumPy."""
+    w1, b1 = (v.numpy() for v in layer.fc1.weights)
+    w2, b2 = (v.numpy() for v in layer.fc2.weights)
+    c = x.shape[-1]
+    pooled = x.mean(axis=(1, 2))
+    h = np.maximum(pooled @ w1 + b1, 0) @ w2 + b2
+    h = np.clip(h + 3, 0, 6) / 6
+    h = (h - 0.5) * 2 * layer.act_max
+    parts = np.split(h, 2 * layer.fusions, axis=-1)
+    idx = partner_indices(c, layer.shift_groups)
+    partner = x[..., idx]
+    outs = []
+    for k in range(layer.fusions):
+        a = parts[2 * k][:, None, None] + layer.init_a[k]
+        b = parts[2 * k + 1][:, None, None] + layer.init_b[k]
+        outs.append(x * a + partner * b)
+    return np.maximum(*outs) if layer.fusions == 2 else outs[0]
+
+
+@pytest.mark.parametrize("fusions, init_a, init_b", [(2, (1.0, 1.0), (0.0, 0.0)), (2, (1.0, 0.5), (0.0, 0.5)),
+                                                      (1, (1.0, 0.0), (0.0, 0.0))])
+def test_dynamic_shift_max_matches_reference(fusions, init_a, init_b):
+    x = RNG.normal(size=(3, 5, 4, 24)).astype("float32")
+    layer = DynamicShiftMax(fusions, reduction=4, shift_groups=6, init_a=init_a, init_b=init_b)
+    layer.build(x.shape)
+    for v in layer.weights:  # large weights so that every branch of the hard sigmoid is exercised
+        v.assign(RNG.normal(size=v.shape).astype("float32"))
+    np.testing.assert_allclose(layer(x), _shift_max_reference(layer, x), rtol=1e-5, atol=1e-5)
+    coeffs = layer.coefficients(x)
+    assert len(coeffs) == 2 * fusions and tuple(coeffs[0].shape) == (3, 1, 1, 24)
+    assert layer.squeeze == 8  # make_divisible(24 // 4)
+    # the coefficients are per sample: changing one sample changes only its output
+    x2 = x.copy()
+    x2[0] += 1.0
+    out1, out2 = np.asarray(layer(x)), np.asarray(layer(x2))
+    np.testing.assert_array_equal(out1[1:], out2[1:])
+
+
+def test_dynamic_shift_max_starts_as_identity():
+    """With the authors' init (FC ~ N(0, 0.01), zero bias) and offsets (1, 1)/(0, 0), y ≈ x (spec §1.6)."""
+    x = RNG.normal(size=(2, 4, 4, 16)).astype("float32")
+    y = DynamicShiftMax(2, 4, 4)(x)
+    np.testing.assert_allclose(y, x, atol=0.05 * np.abs(x).max())
+
+
+def _depthwise_reference(x, kernel, strides):
+    """PyTorch nn.Conv2d(groups=C, padding=k//2) in NumPy; kernel (kh, kw, C, m)."""
+    kh, kw, c, m = kernel.shape
+    sh, sw = strides
+    xp = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    oh = (x.shape[1] + 2 * (kh // 2) - kh) // sh + 1
+    ow = (x.shape[2] + 2 * (kw // 2) - kw) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, c, m), "float32")
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            out[:, i, j] = np.einsum("bhwc,hwcm->bcm", patch, kernel)
+    return out.reshape(x.shape[0], oh, ow, c * m)
+
+
+@pytest.mark.parametrize("kernel, strides", [((3, 1), (2, 1)), ((1, 3), (1, 2)), ((5, 1), (2, 1)),
+                                             ((3, 3), (2, 2)), ((1, 5), (1, 1))])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_symmetric_depthwise_matches_pytorch_arithmetic(kernel, strides, size):
+    x = RNG.normal(size=(2, *size, 3)).astype("float32")
+    layer = SymmetricDepthwiseConv2D(kernel, strides, depth_multiplier=2, use_bias=False)
+    y = layer(x)
+    np.testing.assert_allclose(y, _depthwise_reference(x, layer.kernel.numpy(), strides), rtol=1e-5, atol=1e-5)
+    assert tuple(y.shape) == tuple(layer.compute_output_shape(x.shape))
+
+
+def test_symmetric_conv_pads_like_pytorch_on_even_inputs():
+    x = RNG.normal(size=(1, 8, 8, 2)).astype("float32")
+    layer = SymmetricConv2D(1, (3, 3), (2, 2), use_bias=False)
+    y = np.asarray(layer(x))
+    k = layer.kernel.numpy()[..., 0]  # (3, 3, 2)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    assert np.isclose(y[0, 0, 0, 0], (xp[0, 0:3, 0:3] * k).sum(), atol=1e-5)
+    assert np.isclose(y[0, 3, 3, 0], (xp[0, 6:9, 6:9] * k).sum(), atol=1e-5)
+
+
+def test_micro_factorized_depthwise_is_two_separable_convs():
+    x = RNG.normal(size=(2, 8, 8, 4)).astype("float32")
+    layer = MicroFactorizedDepthwise(3, strides=2, expansion=(2, 2))
+    y = layer(x)
+    assert tuple(y.shape) == (2, 4, 4, 16)
+    dw1, _, dw2, _ = layer.steps
+    ref = _depthwise_reference(x, dw1.kernel.numpy(), (2, 1))  # BN is identity at init (eval mode)
+    ref = _depthwise_reference(ref, dw2.kernel.numpy(), (1, 2))
+    np.testing.assert_allclose(y, ref / (1 + 1e-5), rtol=1e-4, atol=1e-4)
+    # MAdds as the paper counts them: k×1 at the strided output, then 1×k
+    assert layer.compute_madds(x.shape) == 4 * 8 * 8 * 3 + 4 * 4 * 16 * 3
+
+
+def test_micro_factorized_pointwise_connects_every_input_once():
+    """Eq. 4.3: with G1·G2 = C/R every output depends on every input exactly through one path."""
+    assert factor_pair(32) == (4, 8) and factor_pair(16) == (4, 4) and factor_pair(120) == (10, 12)
+    layer = MicroFactorizedPointwise(filters=16, hidden=8, groups=(2, 4))
+    layer.build((None, 1, 1, 16))
+    q, p = layer.steps[0].steps[0].kernel.numpy(), layer.steps[2].steps[0].kernel.numpy()
+    # count input→output paths through the block-diagonal Q, the shuffle and P
+    dense_q = np.zeros((16, 8))
+    for g in range(2):
+        dense_q[g * 8:(g + 1) * 8, g * 4:(g + 1) * 4] = q[0, 0, :, g * 4:(g + 1) * 4] != 0
+    perm = shuffle_indices(8, 2)
+    dense_p = np.zeros((8, 16))
+    for g in range(4):
+        dense_p[g * 2:(g + 1) * 2, g * 4:(g + 1) * 4] = p[0, 0, :, g * 4:(g + 1) * 4] != 0
+    paths = dense_q[:, perm] @ dense_p
+    assert (paths == 1).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(block_type="D", filters=8), "block_type"),
+        (dict(block_type="A", filters=0), "filters"),
+        (dict(block_type="BC", filters=8, activations=(3, 2, 1)), "activations"),
+        (dict(block_type="BC", filters=8, expansion=(1, 0)), "expansion"),
+    ],
+)
+def test_micro_block_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MicroBlock(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: DynamicShiftMax(fusions=3), "fusions"),
+        (lambda: DynamicShiftMax(reduction=0), "reduction"),
+        (lambda: DynamicShiftMax(act_max=0), "act_max"),
+        (lambda: DynamicShiftMax(init_a=(1.0,)), "init_a"),
+        (lambda: DynamicShiftMax(shift_groups=5)(np.zeros((1, 2, 2, 8), "float32")), "shift_groups"),
+        (lambda: ChannelShuffle(3)(np.zeros((1, 2, 2, 8), "float32")), "groups"),
+        (lambda: SymmetricDepthwiseConv2D((3, 1), (2, 3)), "strides"),
+        (lambda: MicroFactorizedDepthwise(4), "kernel_size"),
+    ],
+)
+def test_layers_reject_bad_arguments(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        DynamicShiftMax(2, 4, 4, init_a=(1.0, 0.5), init_b=(0.0, 0.5)),
+        ChannelShuffle([4, 2]),
+        MicroBlock("BC", 16, kernel_size=3, strides=1, expansion=(1, 4), expand_groups=(4, 4),
+                   squeeze_groups=(4, 4), activations=(2, 2, 1), reduction=8),
+        MicroBlock("A", 12, kernel_size=3, strides=2, expansion=(2, 2), expand_groups=(0, 8),
+                   squeeze_groups=(4, 4), activations=(2, 2, 1), reduction=8),
+        MicroFactorizedPointwise(16, 8),
+    ],
+    ids=lambda l: type(l).__name__,
+)
+def test_layer_config_round_trip(layer):
+    x = RNG.normal(size=(2, 8, 8, 16)).astype("float32")
+    y = layer(x)
+    clone = type(layer).from_config(layer.get_config())
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(x), y)
+    assert keras.saving.get_registered_name(type(layer)).startswith("dynzoo>")
