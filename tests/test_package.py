@@ -1,0 +1,75 @@
+"""The package as a user meets it: registry, CLI, installation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dynzoo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_list_models_and_patterns():
+    names = dynzoo.list_models()
+    assert names == sorted(names)
+    assert dynzoo.list_models("micronet_*") == ["micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3"]
+    assert dynzoo.list_models("no_such_*") == []
+
+
+def test_unknown_model_suggests_the_closest_names():
+    with pytest.raises(ValueError, match="Did you mean 'micronet_m1'"):
+        dynzoo.create_model("micronet_m1x")
+    with pytest.raises(ValueError, match="unknown model"):
+        dynzoo.create_model("resnet9000_zzz")
+
+
+def test_builders_have_the_keras_applications_signature():
+    import inspect
+
+    from dynzoo.models import MicroNetM0
+
+    expected = ["input_shape", "include_top", "weights", "input_tensor", "pooling", "classes",
+                "classifier_activation", "include_preprocessing", "dropout_rate", "name"]
+    assert list(inspect.signature(MicroNetM0).parameters) == expected
+    assert MicroNetM0(input_shape=(64, 64, 3)).name == "micronet_m0"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "dynzoo.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO.parent, timeout=300)
+
+
+def test_cli_profile_prints_the_table():
+    result = run_cli("profile", "micronet_m0")
+    assert result.returncode == 0, result.stderr
+    assert "1,019,590 parameters, 4.05M MAdds" in result.stdout
+    assert "block7" in result.stdout
+
+
+def test_cli_compare_and_errors():
+    result = run_cli("profile", "--compare", "micronet_m0", "micronet_m3")
+    assert result.returncode == 0, result.stderr
+    assert "| micronet_m3 | 2,622,960 | 2,622,960 |" in result.stdout
+    result = run_cli("profile", "micronet_zz")
+    assert result.returncode == 2
+    assert "unknown model 'micronet_zz'" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("profile", "micronet_m0", "--input-size", "100")
+    assert result.returncode == 2 and "--input-size" in result.stderr
+
+
+def test_installed_package_is_self_contained():
+    """Configs and ``dynzoo.export`` come with the installed package, whatever the working folder."""
+    import dynzoo.export
+    from dynzoo.registry import config_dir
+
+    assert config_dir().joinpath("micronet.json").is_file()
+    assert callable(dynzoo.export.to_tflite)
+    if os.environ.get("CI"):  # CI installs non-editable: nothing may come from the checkout
+        for module in (dynzoo, dynzoo.export):
+            assert REPO not in Path(module.__file__).resolve().parents, module.__file__
