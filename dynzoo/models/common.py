@@ -12,6 +12,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def is_weight_tag(weights) -> bool:
+    """A manifest tag (``"imagenet"``, ``"digits"`` …) rather than a path: a plain name, no file."""
+    return (isinstance(weights, str) and weights.replace("_", "").replace("-", "").isalnum()
+            and not os.path.exists(weights))
+
+
 def check_application_args(
     *,
     model_name: str,
@@ -26,17 +32,23 @@ def check_application_args(
     size_multiple: int = 32,
 ) -> tuple[int | None, int | None, int]:
     """Validate the common builder arguments; return the (height, width, channels) to build for."""
-    if not (weights is None or weights == "imagenet" or isinstance(weights, (str, os.PathLike))):
+    if not (weights is None or isinstance(weights, (str, os.PathLike))):
         raise ValueError(
-            f"`weights` must be None, 'imagenet' or the path to a weights file, got {weights!r}."
+            f"`weights` must be None, a weight tag such as 'imagenet' or the path to a weights file, "
+            f"got {weights!r}."
         )
-    if isinstance(weights, (str, os.PathLike)) and weights != "imagenet" and not os.path.exists(weights):
+    if is_weight_tag(weights):
+        from dynzoo.weights import get_weights
+
+        entry = get_weights(model_name, weights)  # a ValueError lists the available tags
+        if include_top and entry.num_classes is not None and classes != entry.num_classes:
+            raise ValueError(
+                f"If using `weights='{weights}'` with `include_top=True`, `classes` should be "
+                f"{entry.num_classes} (got {classes}). Use `include_top=False` and add your own head to "
+                "fine-tune."
+            )
+    elif weights is not None and not os.path.exists(weights):
         raise ValueError(f"`weights`: no such file {os.fspath(weights)!r}.")
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
-            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000 "
-            f"(got {classes}). Use `include_top=False` and add your own head to fine-tune."
-        )
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
     if pooling not in (None, "avg", "max"):
@@ -97,16 +109,18 @@ def load_model_weights(
     include_top: bool,
     official_loader: Callable[..., None],
 ) -> None:
-    """Load ``weights`` into ``model``: a registry tag, an official PyTorch checkpoint or a Keras file.
+    """Load ``weights`` into ``model``: a weight tag of the manifest (downloaded, converted once and
+    cached; see :func:`dynzoo.weights.load_pretrained`), an official PyTorch checkpoint or a Keras file.
 
     ``official_loader(model, path, include_top=…)`` converts the family's official checkpoints.
     """
     if weights is None:
         return
-    if weights == "imagenet":
-        from dynzoo.weights import pretrained_file
+    if is_weight_tag(weights):
+        from dynzoo.weights import load_pretrained
 
-        weights = pretrained_file(model_name, "imagenet")
+        load_pretrained(model, model_name, weights, include_top=include_top, official_loader=official_loader)
+        return
     path = os.fspath(weights)
     if path.endswith((".pth", ".pth.tar", ".pt", ".tar")):
         official_loader(model, path, include_top=include_top)
