@@ -27,7 +27,9 @@ def _list(args: argparse.Namespace) -> int:
     from dynzoo.registry import get_entry, list_models
 
     for name in list_models(args.pattern):
-        print(f"{name:28s} {get_entry(name).description}")
+        entry = get_entry(name)
+        tags = ", ".join(entry.pretrained) or "-"
+        print(f"{name:28s} weights: {tags:16s} {entry.description}")
     return 0
 
 

@@ -25,6 +25,14 @@ class ModelEntry:
     # paper_params_m, paper_madds_m, note
     reference: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pretrained(self) -> dict[str, Any]:
+        """Tag → manifest entry (source, sha256, preprocessing, input size, licence) of every pretrained
+        weight file of this model, like timm's pretrained_cfg."""
+        from dynzoo.weights.manifest import get_weights, pretrained_tags
+
+        return {tag: get_weights(self.name, tag) for tag in pretrained_tags(self.name)}
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
