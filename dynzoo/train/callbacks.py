@@ -1,0 +1,122 @@
+"""Fault-tolerant checkpoints and a throughput meter (Keras callbacks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
+def _state_variables(model: keras.Model) -> list:
+    """Everything a resumed run needs: the model's variables (weights, BN statistics, dropout seed
+    states) and the optimizer's (its iteration counter, momenta)."""
+    return [*model.variables, *model.optimizer.variables]
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Save the whole training state every ``every_steps`` iterations and at each epoch end.
+
+    The state (model and optimizer variables, the global step) is written to a temporary file and
+    renamed over ``directory/checkpoint.npz``, so a process killed at any moment (SIGKILL included)
+    leaves the previous checkpoint intact: a resumed run loses at most ``every_steps`` steps. The
+    position in the data follows from the step (the input pipeline is a function of it).
+
+    Args:
+        directory: where the checkpoint lives.
+        every_steps: save every this many iterations (0: only at epoch ends).
+        write: this process writes (the chief under multi-worker training; the others only restore).
+    """
+
+    def __init__(self, directory: str | os.PathLike, every_steps: int, write: bool = True):
+        super().__init__()
+        if every_steps < 0:
+            raise ValueError(f"`every_steps` must be >= 0, got {every_steps}.")
+        self.path = Path(directory) / CHECKPOINT_FILE
+        self.every_steps = every_steps
+        self.write = write
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and self._global_step() % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def _global_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def save(self) -> None:
+        if not self.write:
+            return
+        arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
+        paths = [v.path for v in _state_variables(self.model)]
+        meta = {"global_step": self._global_step(), "paths": paths}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def checkpoint_step(directory: str | os.PathLike) -> int | None:
+    """The global step of the checkpoint in ``directory``, or None if there is none."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return int(json.loads(data["__meta__"].tobytes())["global_step"])
+
+
+def restore_checkpoint(directory: str | os.PathLike, model: keras.Model) -> int | None:
+    """Load the checkpoint in ``directory`` into ``model`` and its (built) optimizer; return its global
+    step, or None if there is none. Raises ``ValueError`` when it belongs to another model."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    variables = _state_variables(model)
+    with np.load(path) as data:
+        meta = json.loads(data["__meta__"].tobytes())
+        arrays = [data[f"v{i:05d}"] for i in range(len(meta["paths"]))]
+    problems = []
+    if len(arrays) != len(variables):
+        problems.append(f"{len(arrays)} saved variables, the model and optimizer have {len(variables)}")
+    else:
+        problems = [f"{v.path}: saved {a.shape}, expected {tuple(v.shape)}"
+                    for v, a in zip(variables, arrays) if tuple(a.shape) != tuple(v.shape)]
+    if problems:
+        raise ValueError(f"the checkpoint {os.fspath(path)!r} belongs to another model or recipe "
+                         f"({'; '.join(problems[:5])}); use another --model_dir or --noresume.")
+    for variable, value in zip(variables, arrays):
+        variable.assign(value)
+    return int(meta["global_step"])
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second of each epoch, timed from its second batch (the first one traces
+    and compiles the step)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.images_per_second: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._batches = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._start is None:
+            self._start = time.perf_counter()
+        else:
+            self._batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batches:
+            self.images_per_second.append(self._batches * self.batch_size / (time.perf_counter() - self._start))

@@ -1,0 +1,66 @@
+"""Scale-out through ``tf.distribute``: one device, all local devices, several workers, or a TPU."""
+
+from __future__ import annotations
+
+import json
+import os
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def split_cpu(count: int) -> None:
+    """Expose the CPU as ``count`` logical devices (to run ``mirrored`` without accelerators, e.g. in
+    tests). Must run before TensorFlow initialises its devices."""
+    import tensorflow as tf
+
+    if count < 1:
+        raise ValueError(f"`logical_cpus` must be >= 1, got {count}.")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def make_strategy(name: str, tpu: str | None = None):
+    """The ``tf.distribute`` strategy ``name``.
+
+    * ``default``: the current device;
+    * ``mirrored``: synchronous data parallelism over every local GPU (or every logical CPU when
+      there is no GPU);
+    * ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster comes from the ``TF_CONFIG``
+      environment variable, which must be set;
+    * ``tpu``: ``TPUStrategy`` on the TPU ``tpu`` (name or grpc address; empty: the local one).
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {name!r}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        config = os.environ.get("TF_CONFIG")
+        if not config:
+            raise ValueError("`strategy=multi_worker` reads the cluster from the TF_CONFIG environment "
+                             "variable, which is not set.")
+        try:
+            json.loads(config)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"TF_CONFIG is not valid JSON: {e}.") from e
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes checkpoints and logs (always, except on non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

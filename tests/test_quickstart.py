@@ -1,0 +1,61 @@
+"""``dynzoo quickstart`` end to end in a fresh process (offline): ≥ 95 % top-1 on the digits test split,
+float32 and int8 bundles that LiteRT runs and that agree with Keras, and ``dynzoo eval`` on its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dynzoo.cli import main as dynzoo_main
+
+
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in ("Keras (float32)", "TFLite float32", "TFLite int8"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _percent(cell: str) -> float:
+    return float(cell.rstrip("%")) / 100
+
+
+@pytest.mark.slow
+def test_quickstart_trains_exports_and_compares(tmp_path, capsys):
+    out, run_dir = tmp_path / "bundles", tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "dynzoo.cli", "quickstart", "--out", str(out), "--run_dir", str(run_dir)],
+        cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, timeout=600, check=False)
+    stdout = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    rows = _table_rows(stdout)
+    assert set(rows) == {"Keras (float32)", "TFLite float32", "TFLite int8"}, stdout[-2000:]
+    keras_top1 = _percent(rows["Keras (float32)"][0])
+    assert keras_top1 >= 0.95  # the README's promise
+    # float32 TFLite is the same network: same decisions, logits equal to float rounding.
+    assert _percent(rows["TFLite float32"][1]) == 1.0 and float(rows["TFLite float32"][2]) < 1e-3
+    # int8 (dynamic operators included) keeps the decisions on nearly every test image.
+    assert _percent(rows["TFLite int8"][1]) >= 0.95 and _percent(rows["TFLite int8"][0]) >= 0.93
+    assert re.search(r"quickstart finished in \d+ s", stdout)
+
+    for mode in ("float32", "int8"):
+        bundle = out / f"micronet_m0_digits_{mode}"
+        info = json.loads((bundle / "model_info.json").read_text())
+        assert info["mode"] == mode and info["source_model"] == "micronet_m0"
+        assert info["input"]["height"] == info["input"]["width"] == 32
+        assert (bundle / "labels.txt").read_text().splitlines() == [str(d) for d in range(10)]
+        assert (bundle / "golden" / "golden.json").exists()
+
+    # `dynzoo eval` reproduces the quickstart's figures from the files it left behind.
+    capsys.readouterr()
+    assert dynzoo_main(["eval", "--tflite", str(out / "micronet_m0_digits_float32"), "--dataset", "digits"]) == 0
+    assert f"| top-1    | {rows['TFLite float32'][0]} |" in capsys.readouterr().out
+    assert dynzoo_main(["eval", "--model", str(run_dir / "model.keras"), "--dataset", "digits"]) == 0
+    assert f"| top-1    | {rows['Keras (float32)'][0]} |" in capsys.readouterr().out
