@@ -2,6 +2,8 @@
 
 from dynzoo.layers.base import SequenceBlock, count_madds
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
+from dynzoo.layers.dcd import DCDConv2D, DCDDense
+from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
 from dynzoo.layers.micronet import (
     GroupPointwiseConv,
     MicroBlock,
@@ -14,6 +16,9 @@ from dynzoo.layers.shuffle import ChannelShuffle
 
 __all__ = [
     "ChannelShuffle",
+    "DCDConv2D",
+    "DCDDense",
+    "DynamicConv2D",
     "DynamicShiftMax",
     "GroupPointwiseConv",
     "MicroBlock",
@@ -23,5 +28,6 @@ __all__ = [
     "SequenceBlock",
     "SymmetricConv2D",
     "SymmetricDepthwiseConv2D",
+    "TemperatureAnnealing",
     "count_madds",
 ]

@@ -1,0 +1,260 @@
+"""MobileNetV2 and ResNet, static / DCD / DY-Conv / CondConv: sizes against the official modules and
+keras.applications, parity with the authors' code, checkpoint loading, serialization, TFLite, errors."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from torch_format import save_zip_checkpoint
+
+import dynzoo
+from dynzoo.models import mobilenetv2, resnet
+from dynzoo.models.resnet import ResNetBlock
+from dynzoo.weights import load_pth, state_dict_from
+
+# spec §2.5 / §2.6 / §5.4: the official modules' trainable parameters and state-dict sizes
+OFFICIAL = {
+    "dcd_mobilenetv2_100": (5_720_028, 842),
+    "dcd_mobilenetv2_050": (3_056_616, 842),
+    "dcd_mobilenetv2_035": (2_267_932, 842),
+    "dcd_resnet18": (14_703_332, 394),
+    "dcd_resnet50": (29_835_056, 1104),
+}
+FIXTURES = {"dcd_mobilenetv2_050": "mobilenetv2_dcd_w0.5", "dcd_resnet18": "resnet18_dcd"}
+
+
+def logits_model(name, **kwargs):
+    return dynzoo.create_model(name, include_preprocessing=False, classifier_activation=None, **kwargs)
+
+
+def prefixes(model, head="classifier.1."):
+    module = mobilenetv2 if "mobilenetv2" in model.name else resnet
+    return module.official_layer_prefixes(model, head)
+
+
+def to_state_dict(model, head="classifier.1.") -> dict[str, np.ndarray]:
+    """Our weights in the official PyTorch layout and names (the inverse of the converter)."""
+    state = {}
+    resnet_names = "resnet" in model.name
+
+    def walk(layer, prefix):
+        if hasattr(layer, "official_children"):
+            for name, child in layer.official_children():
+                if resnet_names:
+                    name = {"conv_q": "q", "conv_p": "p"}.get(name, name)
+                walk(child, f"{prefix}{name}.")
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, cin, mult = layer.kernel.shape
+            state[prefix + "weight"] = layer.kernel.numpy().transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
+        elif isinstance(layer, keras.layers.Conv2D):
+            state[prefix + "weight"] = layer.kernel.numpy().transpose(3, 2, 0, 1)
+        elif isinstance(layer, keras.layers.Dense):
+            state[prefix + "weight"] = layer.kernel.numpy().T
+            if layer.use_bias:
+                state[prefix + "bias"] = layer.bias.numpy()
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            for key, var in (("weight", layer.gamma), ("bias", layer.beta), ("running_mean", layer.moving_mean),
+                             ("running_var", layer.moving_variance)):
+                state[prefix + key] = var.numpy()
+            state[prefix + "num_batches_tracked"] = np.array(0, "int64")
+
+    for layer, prefix in prefixes(model, head):
+        walk(layer, prefix)
+    return state
+
+
+def randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        value = rng.normal(0, 0.1 if "kernel" in v.path else 0.3, size=v.shape)
+        if "variance" in v.path:
+            value = np.abs(value) + 0.5
+        if "temperature" in v.path:
+            value = np.ones(v.shape)
+        v.assign(value.astype("float32"))
+
+
+def trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_sizes_and_key_names_equal_the_official_modules(name):
+    params, keys = OFFICIAL[name]
+    model = dynzoo.create_model(name)
+    assert trainable(model) == params
+    assert dynzoo.profile(model).params == params
+    state = to_state_dict(model, "classifier.0." if "resnet" in name else "classifier.1.")
+    assert len(state) == keys
+    examples = {  # spec §5.4
+        "dcd_mobilenetv2_100": {"features.2.conv.0.fc.0.weight": (4, 64), "features.2.conv.6.conv_q.weight": (12, 96, 1, 1),
+                                "classifier.1.fc_phi.weight": (1024, 32), "features.17.conv.6.conv.weight": (320, 960, 1, 1)},
+        "dcd_resnet50": {"layer1.0.conv1.q.weight": (8, 64, 1, 1), "layer4.2.conv3.conv.weight": (2048, 512, 1, 1),
+                         "layer1.0.downsample.0.weight": (256, 64, 1, 1), "classifier.0.cls.bias": (1000,)},
+        "dcd_resnet18": {"layer2.0.conv2.q.weight": (22, 128, 1, 1), "layer2.0.conv2.fc.0.weight": (32, 512)},
+    }.get(name, {})
+    for key, shape in examples.items():
+        assert state[key].shape == shape, key
+
+
+@pytest.mark.parametrize("width, name", [(1.0, "mobilenetv2_100"), (0.5, "mobilenetv2_050"), (0.35, "mobilenetv2_035")])
+def test_static_mobilenetv2_sizes_equal_keras_applications(width, name):
+    ours = dynzoo.create_model(name)
+    reference = keras.applications.MobileNetV2(alpha=width, weights=None)
+    assert ours.count_params() == reference.count_params()
+    assert trainable(ours) == trainable(reference)
+
+
+def test_static_resnet_sizes_and_madds():
+    """torchvision's ResNet-18/50 sizes; MAdds against Table 3.4 (1.81G, 0.89G)."""
+    assert trainable(dynzoo.create_model("resnet18")) == 11_689_512
+    assert trainable(dynzoo.create_model("resnet50")) == 25_557_032
+    for name, madds in (("resnet18", 1.81e9), ("resnet10", 0.89e9), ("mobilenetv2_100", 300.0e6)):
+        assert abs(dynzoo.profile(dynzoo.create_model(name)).madds - madds) / madds < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_parity_with_the_official_models(official_dir, name):
+    fixture = FIXTURES[name]
+    io = np.load(official_dir / f"{fixture}_io.npz")
+    x = io["input_nchw"].transpose(0, 2, 3, 1)
+    expected = io["logits"]
+    model = logits_model(name, weights=official_dir / f"{fixture}.pth", dropout_rate=0.0)
+    got = model.predict(x, verbose=0)
+    for sample in range(len(x)):  # every sample: the dynamic branches are per sample
+        assert np.abs(got[sample] - expected[sample]).max() <= 1e-4 * np.abs(expected[sample]).max()
+    # the unfolded training-mode graph gives the same logits once the BNs are frozen (fine-tuning)
+    model.trainable = False
+    assert np.abs(np.asarray(model(x, training=True)) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_official_key_names_and_shapes_are_exactly_ours(official_dir, name):
+    official = state_dict_from(load_pth(official_dir / f"{FIXTURES[name]}.pth"))
+    head = "classifier.0." if "resnet" in name else "classifier.1."
+    ours = to_state_dict(dynzoo.create_model(name), head)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in official.items()}
+
+
+@pytest.mark.parametrize("name, head", [("dcd_mobilenetv2_100", "classifier.0."), ("dcd_resnet50", "classifier.1.")])
+def test_authors_checkpoint_layout_loads_for_the_unfixtured_models(tmp_path, name, head):
+    """×1.0 and ResNet-50 (released as ``.pth.tar`` with ``state_dict`` and ``module.``), either classifier index."""
+    source = logits_model(name, input_shape=(64, 64, 3))
+    randomize(source)
+    wrapped = {"epoch": np.array(1), "state_dict": {f"module.{k}": v for k, v in to_state_dict(source, head).items()}}
+    path = save_zip_checkpoint(wrapped, tmp_path / f"{name}.pth.tar")
+    loaded = logits_model(name, input_shape=(64, 64, 3), weights=path)
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_include_top_false_loads_the_backbone_and_a_wrong_checkpoint_lists_mismatches(official_dir):
+    path = official_dir / "mobilenetv2_dcd_w0.5.pth"
+    full = logits_model("dcd_mobilenetv2_050", weights=path)
+    backbone = dynzoo.create_model("dcd_mobilenetv2_050", include_top=False, pooling="avg",
+                                   include_preprocessing=False, weights=path)
+    assert backbone.output.shape == (None, 1280)
+    x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype("float32")
+    features = keras.Model(full.input, full.get_layer("avg_pool").output)
+    np.testing.assert_allclose(backbone.predict(x, verbose=0), features.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match this model") as error:
+        dynzoo.create_model("dcd_mobilenetv2_035", weights=path)
+    assert "shape mismatches" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["dcd_mobilenetv2_035", "dcd_resnet10"])
+def test_keras_file_round_trip_is_exact(tmp_path, name):
+    model = dynzoo.create_model(name, input_shape=(64, 64, 3))
+    randomize(model)
+    model.save(tmp_path / f"{name}.keras")
+    restored = keras.models.load_model(tmp_path / f"{name}.keras")
+    x = np.random.default_rng(3).uniform(0, 255, size=(2, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_condconv_classifier_round_trip_is_exact(tmp_path):
+    """CondConv's dynamic classifier and the DY-Conv blocks serialize (the blocks' layers: test_dynamic_conv)."""
+    from dynzoo.models.mobilenetv2 import DynamicDense, InvertedResidual
+
+    settings = {"experts": 8, "routing": "sigmoid", "attention_reduction": None, "formulation": "kernel"}
+    inp = keras.Input((8, 8, 8))
+    x = InvertedResidual(8, 1, 6, conv="dynamic", experts=4, attention_reduction=4)(inp)
+    out = DynamicDense(10, settings)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    randomize(model)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(3).normal(size=(2, 8, 8, 8)).astype("float32")
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_dynamic_models_place_their_layers_like_table_3_4():
+    """DY-Conv: every conv of the blocks, K = 4, softmax; CondConv also the last 1×1 conv and the classifier,
+    K = 8, sigmoid. Their sizes land within 4% of the paper's (thesis Table 3.4)."""
+    from dynzoo.layers import DynamicConv2D
+
+    for name, experts, routing, paper in (("dy_mobilenetv2_100", 4, "softmax", 11.1e6),
+                                          ("dy_mobilenetv2_050", 4, "softmax", 4.0e6),
+                                          ("condconv_mobilenetv2_100", 8, "sigmoid", 27.5e6),
+                                          ("condconv_mobilenetv2_050", 8, "sigmoid", 15.5e6)):
+        model = dynzoo.create_model(name)
+        layers = [l for l in model._flatten_layers() if isinstance(l, DynamicConv2D)]
+        assert {(l.experts, l.routing) for l in layers} == {(experts, routing)}
+        assert len(layers) == 50 + (2 if routing == "sigmoid" else 0)  # 17 blocks: 1×2 + 16×3 convs (+ head)
+        assert abs(trainable(model) - paper) / paper < 0.04
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenetv2_035", "dcd_mobilenetv2_035", "dy_mobilenetv2_035",
+                                  "condconv_mobilenetv2_050", "resnet10", "dcd_resnet10"])
+def test_float32_tflite_is_builtin_only_and_matches_keras(name):
+    from dynzoo.export import op_names, run_tflite, to_tflite
+
+    model = logits_model(name, input_shape=(64, 64, 3))
+    randomize(model, seed=5)
+    flatbuffer = to_tflite(model)
+    ops = set(op_names(flatbuffer))
+    assert not any(op.startswith("CUSTOM") for op in ops)
+    assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "RSQRT"}, ops  # variables and BNs folded
+    x = np.random.default_rng(6).normal(size=(2, 64, 64, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    assert np.abs(run_tflite(flatbuffer, x) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_bottleneck_dcd_block_converts_and_matches():
+    """The DCD-ResNet-50 block (global pooling, 1×1 and strided 3×3 DCD convs, downsample)."""
+    from dynzoo.export import run_tflite, to_tflite
+
+    inp = keras.Input((16, 16, 64))
+    model = keras.Model(inp, ResNetBlock(32, 2, bottleneck=True, conv="dcd")(inp))
+    randomize(model, seed=7)
+    x = np.random.default_rng(8).normal(size=(2, 16, 16, 64)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    assert np.abs(run_tflite(to_tflite(model), x) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("dcd_mobilenetv2_050", {"input_shape": (None, None, 3)}, "`pool_size=2` needs a static input"),
+        ("dcd_resnet18", {"dropout_rate": 1.5}, "`dropout_rate` must be in [0, 1)"),
+        ("dy_mobilenetv2_050", {"formulation": "fast"}, "`formulation` must be one of"),
+        ("dcd_mobilenetv2_050", {"inference_form": "fast"}, "`inference_form` must be one of"),
+        ("resnet18", {"input_shape": (100, 100, 3)}, "multiple of 32"),
+        ("dcd_resnet50", {"weights": "no_such_checkpoint.pth"}, "`weights`: no such file"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(name, kwargs, message):
+    with pytest.raises(ValueError) as error:
+        dynzoo.create_model(name, **kwargs)
+    assert message in str(error.value)
+
+
+def test_registered_names():
+    assert dynzoo.list_models("*mobilenetv2*") == [
+        "condconv_mobilenetv2_050", "condconv_mobilenetv2_100", "dcd_mobilenetv2_035", "dcd_mobilenetv2_050",
+        "dcd_mobilenetv2_100", "dy_mobilenetv2_035", "dy_mobilenetv2_050", "dy_mobilenetv2_100",
+        "mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_100"]
+    assert dynzoo.list_models("*resnet*") == ["dcd_resnet10", "dcd_resnet18", "dcd_resnet50",
+                                              "resnet10", "resnet18", "resnet50"]
