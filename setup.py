@@ -29,9 +29,13 @@ setup(
         "h5py>=3.10",
         "ai-edge-litert>=2.3,<2.4",
         "scikit-learn>=1.3",  # ships the offline default dataset (handwritten digits)
+        "absl-py>=1.4",  # `dynzoo train` flags
+        "tensorboard>=2.21,<2.22",  # `dynzoo train` writes TensorBoard logs
+        "matplotlib>=3.7",  # `dynzoo bench` plots latency vs MAdds
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "tensorflow-datasets>=4.9"],
+        "datasets": ["tensorflow-datasets>=4.9"],  # TFDS datasets by name (imagenet2012, cifar10, …)
         "dev": ["pytest>=8", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["dynzoo=dynzoo.cli:main"]},

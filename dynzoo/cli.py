@@ -8,7 +8,12 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
+    "dynzoo.train.cli",
+    "dynzoo.train.evaluate",
+    "dynzoo.quickstart",
     "dynzoo.profile_cli",
+    "dynzoo.weights.cli",
+    "dynzoo.export.cli",
 ]
 
 
@@ -27,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # A sub-command that sets `forward_arguments` (``dynzoo train``) receives its arguments unparsed.
+    args, forwarded = parser.parse_known_args(argv)
+    if forwarded and not getattr(args, "forward_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(forwarded)}")
+    args.forwarded = forwarded
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

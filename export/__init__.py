@@ -1,5 +1,22 @@
-"""dynzoo.export: from a Keras model to a TFLite (LiteRT) flatbuffer with builtin ops only."""
+"""dynzoo.export: from a Keras model to a deployable TFLite (LiteRT) model: conversion in every
+quantization mode with builtin ops only, parity checks, latency benchmarks and the deployable bundle."""
 
-from dynzoo.export.tflite import ExportError, op_counts, op_names, run_tflite, to_tflite
+from dynzoo.export.benchmark import LatencyResult, measure_latency
+from dynzoo.export.bundle import preprocess, read_bundle, write_bundle
+from dynzoo.export.tflite import (
+    MODES,
+    ExportError,
+    convert,
+    convert_modes,
+    op_counts,
+    op_names,
+    run_tflite,
+    save_for_conversion,
+    to_tflite,
+)
 
-__all__ = ["ExportError", "op_counts", "op_names", "run_tflite", "to_tflite"]
+__all__ = [
+    "MODES", "ExportError", "LatencyResult", "convert", "convert_modes", "measure_latency", "op_counts",
+    "op_names", "preprocess", "read_bundle", "run_tflite", "save_for_conversion", "to_tflite",
+    "write_bundle",
+]

@@ -24,10 +24,12 @@ def torch_output_size(size: int | None, kernel: int, stride: int) -> int | None:
 class _SymmetricPadding:
     """Mixin for Keras convolutions: symmetric ``k // 2`` padding and per-axis strides.
 
-    The wrapped convolution runs at the smaller of the two strides; the axis with the larger stride is
-    then subsampled (exact, because a strided convolution is the stride-1 one taken every s-th row).
-    Where the run stride is 1 and the kernel odd, Keras' ``"same"`` already pads symmetrically and no
-    PAD op is added.
+    Equal strides run the wrapped Keras convolution. Unequal strides (TF's depthwise kernel rejects
+    them) run one convolution at the requested strides, a depthwise one as the equivalent grouped
+    convolution (groups = input channels): one strided CONV_2D in TFLite, which XNNPACK runs, instead
+    of a stride-1 convolution followed by a subsampling slice (more work, and the slice is not
+    delegated). Where the stride is 1 and the kernel odd, Keras' ``"same"`` already pads symmetrically
+    and no PAD op is added.
     """
 
     def _setup(self, kernel_size, strides, kwargs):
@@ -40,7 +42,7 @@ class _SymmetricPadding:
             raise ValueError(f"`strides` {sh, sw}: the larger stride must be a multiple of the smaller.")
         self.requested_strides = (sh, sw)
         self.subsample = (sh // run, sw // run)
-        same = run == 1 and kernel[0] % 2 == 1 and kernel[1] % 2 == 1
+        same = sh == sw == 1 and kernel[0] % 2 == 1 and kernel[1] % 2 == 1
         self.explicit_pad = None if same else (kernel[0] // 2, kernel[1] // 2)
         return kernel, run, "same" if same else "valid"
 
@@ -49,17 +51,21 @@ class _SymmetricPadding:
         if self.explicit_pad is not None and any(self.explicit_pad):
             ph, pw = self.explicit_pad
             x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-        y = super().call(x)
-        rows, cols = self.subsample
-        if rows > 1:
-            y = y[:, ::rows]
-        if cols > 1:
-            y = y[:, :, ::cols]
-        return y
+        if self.subsample == (1, 1):
+            return super().call(x)
+        y = ops.conv(x, self._grouped_kernel(), strides=self.requested_strides, padding="valid")
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation is not None else y
+
+    def _grouped_kernel(self):
+        """The kernel in ``Conv2D`` layout (kh, kw, C_in / groups, C_out)."""
+        return self.kernel
 
     def compute_output_shape(self, input_shape):
-        full = super().compute_output_shape(input_shape)
         (kh, kw), (sh, sw) = self.kernel_size, self.requested_strides
+        # only the channel count is taken from the Keras layer: give it a shape that fits its kernel
+        full = super().compute_output_shape((input_shape[0], kh, kw, input_shape[3]))
         return (
             input_shape[0],
             torch_output_size(input_shape[1], kh, sh),
@@ -97,3 +103,8 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
     def __init__(self, kernel_size, strides=1, **kwargs):
         kernel, run, padding = self._setup(kernel_size, strides, kwargs)
         super().__init__(kernel, strides=run, padding=padding, **kwargs)
+
+    def _grouped_kernel(self):
+        # (kh, kw, C, m) → (kh, kw, 1, C·m): group c yields outputs c·m … c·m + m − 1, the depthwise order.
+        kh, kw, channels, multiplier = self.kernel.shape
+        return ops.reshape(self.kernel, (kh, kw, 1, channels * multiplier))

@@ -35,6 +35,24 @@ def partner_indices(channels: int, groups: int) -> np.ndarray:
     return (((g + 1) % groups) * per_group + (c + 1) % per_group).astype("int32")
 
 
+def _rotate(x, axis: int):
+    """``x`` rotated by one step towards lower indices along ``axis`` (element i takes element i + 1)."""
+    first = x[(slice(None),) * axis + (slice(0, 1),)]
+    return ops.concatenate([x[(slice(None),) * axis + (slice(1, None),)], first], axis=axis)
+
+
+def shift_to_partners(x, groups: int):
+    """``x[..., partner_indices(C, groups)]`` written with static slices and concatenations (TFLite
+    STRIDED_SLICE + CONCATENATION, which XNNPACK runs; a GATHER would not be delegated)."""
+    channels = x.shape[-1]
+    per_group = channels // groups
+    if groups == 1 or per_group == 1:  # the partner is simply the next channel
+        return _rotate(x, 3)
+    shape = ops.shape(x)
+    grid = ops.reshape(x, (-1, shape[1], shape[2], groups, per_group))
+    return ops.reshape(_rotate(_rotate(grid, 3), 4), (-1, shape[1], shape[2], channels))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DynamicShiftMax(keras.layers.Layer):
     """Dynamic Shift-Max activation (MicroNet, thesis §4.3, eq. 4.4, official-code form, J = 2).
@@ -90,7 +108,6 @@ class DynamicShiftMax(keras.layers.Layer):
         )
         self.fc1.build((None, channels))
         self.fc2.build((None, self.squeeze))
-        self.partner = partner_indices(channels, self.shift_groups)
         offsets = []
         for k in range(self.fusions):
             offsets += [self.init_a[k]] * channels + [self.init_b[k]] * channels
@@ -108,11 +125,24 @@ class DynamicShiftMax(keras.layers.Layer):
 
     def call(self, inputs):
         coeffs = self.coefficients(inputs)
-        shifted = ops.take(inputs, self.partner, axis=-1)
+        shifted = shift_to_partners(inputs, self.shift_groups)
         out = inputs * coeffs[0] + shifted * coeffs[1]
         if self.fusions == 2:
             out = ops.maximum(out, inputs * coeffs[2] + shifted * coeffs[3])
         return out
+
+    def static_equivalent(self, coefficients) -> "StaticShiftMax":
+        """The static layer that computes this one with frozen ``coefficients`` (2K arrays, each
+        broadcastable to (C,), ordered as :meth:`coefficients` returns them): exact, the same products
+        in the same order, without the coefficient branch ("baking", :func:`dynzoo.export.bake`)."""
+        values = np.stack([np.broadcast_to(np.asarray(c, "float32").reshape(-1), (self.channels,))
+                           for c in coefficients])
+        if values.shape[0] != 2 * self.fusions:
+            raise ValueError(f"`coefficients` must hold {2 * self.fusions} arrays, got {values.shape[0]}.")
+        layer = StaticShiftMax(self.fusions, self.shift_groups, name=f"{self.name}_static")
+        layer.build((None, None, None, self.channels))
+        layer.coefficient_values.assign(values)
+        return layer
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -137,3 +167,46 @@ class DynamicShiftMax(keras.layers.Layer):
             "init_b": self.init_b,
             "act_max": self.act_max,
         }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StaticShiftMax(keras.layers.Layer):
+    """Shift-Max with fixed per-channel coefficients: :class:`DynamicShiftMax` (thesis §4.3, eq. 4.4)
+    with its coefficients frozen, ``y = max_k (a_k ⊙ x + b_k ⊙ x̂)`` (K = 1: no max). Made by
+    :meth:`DynamicShiftMax.static_equivalent`; the coefficients are a non-trainable (2K, C) weight
+    ``[a1, b1, (a2, b2)]``.
+
+    Args:
+        fusions: K, 1 or 2.
+        shift_groups: G of the channel shift (:func:`partner_indices`); must divide C.
+
+    Input/output: (B, H, W, C) → (B, H, W, C).
+    """
+
+    def __init__(self, fusions: int = 2, shift_groups: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.fusions = check_choice("fusions", fusions, (1, 2))
+        self.shift_groups = check_int("shift_groups", shift_groups)
+
+    def build(self, input_shape):
+        channels = channels_of(input_shape, "StaticShiftMax")
+        check_divisible("channels", channels, self.shift_groups, "shift_groups")
+        self.coefficient_values = self.add_weight(
+            shape=(2 * self.fusions, channels), initializer="zeros", trainable=False, name="coefficients")
+
+    def call(self, inputs):
+        c = ops.convert_to_tensor(self.coefficient_values)
+        shifted = shift_to_partners(inputs, self.shift_groups)
+        out = inputs * c[0] + shifted * c[1]
+        if self.fusions == 2:
+            out = ops.maximum(out, inputs * c[2] + shifted * c[3])
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_madds(self, input_shape) -> int:
+        return 2 * self.fusions * int(np.prod(input_shape[1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "fusions": self.fusions, "shift_groups": self.shift_groups}

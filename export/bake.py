@@ -1,0 +1,111 @@
+"""Baking: fold frozen dynamic coefficients into a static network.
+
+A dynamic layer that can be baked has ``coefficients(inputs)`` (its per-sample coefficients) and
+``static_equivalent(coefficients)`` (the static layer computing it with those coefficients frozen, made
+exactly of the same products). :func:`frozen_coefficients` records the coefficients on data (their mean:
+the attention-frozen ablation; one sample: that sample's network), :func:`bake` swaps every dynamic
+layer for its static equivalent. The baked model has no coefficient branches (no pooling, no FCs, no
+per-sample products), so it exports smaller and faster.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import keras
+import numpy as np
+
+from dynzoo.layers.base import SequenceBlock
+
+
+def _bakeable(layer) -> bool:
+    return callable(getattr(layer, "coefficients", None)) and callable(getattr(layer, "static_equivalent", None))
+
+
+def _slots(model: keras.Model) -> Iterator[tuple[str, object, int | None, keras.layers.Layer]]:
+    """(key, container, index, layer) of every bakeable layer: top-level ones (container = model,
+    index None) and steps of composite blocks, searched recursively. The key is the layer path,
+    ``block3/steps/1``."""
+
+    def walk(prefix, block):
+        for i, step in enumerate(block.steps):
+            key = f"{prefix}/steps/{i}"
+            if _bakeable(step):
+                yield key, block, i, step
+            elif isinstance(step, SequenceBlock):
+                yield from walk(key, step)
+
+    for layer in model.layers:
+        if _bakeable(layer):
+            yield layer.name, model, None, layer
+        elif isinstance(layer, SequenceBlock):
+            yield from walk(layer.name, layer)
+
+
+def frozen_coefficients(model: keras.Model, inputs: np.ndarray, batch_size: int = 64) -> dict[str, list[np.ndarray]]:
+    """The mean over ``inputs`` of every bakeable layer's coefficients: ``{path: [array (C,), …]}``."""
+    inputs = np.asarray(inputs, "float32")
+    if len(inputs) == 0:
+        raise ValueError("`inputs` must hold at least one sample.")
+    sums: dict[str, list[np.ndarray]] = {}
+    originals = {}
+    for key, _, _, layer in _slots(model):
+        originals[key] = layer
+
+        def recording(x, _key=key, _layer=layer):
+            values = type(_layer).coefficients(_layer, x)
+            batch = [np.asarray(v).reshape(len(np.asarray(v)), -1).sum(0) for v in values]
+            sums[_key] = batch if _key not in sums else [s + b for s, b in zip(sums[_key], batch)]
+            return values
+
+        layer.coefficients = recording  # the instance attribute shadows the method during the run
+    try:
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start:start + batch_size], training=False)
+    finally:
+        for layer in originals.values():
+            del layer.coefficients
+    if not sums:
+        raise ValueError(f"{model.name} has no layer with dynamic coefficients to freeze.")
+    return {key: [s / len(inputs) for s in values] for key, values in sums.items()}
+
+
+def bake(model: keras.Model, coefficients: dict[str, list[np.ndarray]]) -> keras.Model:
+    """A new model in which every bakeable layer named in ``coefficients`` (as
+    :func:`frozen_coefficients` names them) is replaced by its static equivalent with those
+    coefficients. A composite block holding such a layer becomes a small functional model of its
+    steps, so the baked model saves and loads like any Keras model. The weights are copied."""
+    source = keras.models.clone_model(model)  # a private copy: the baked model must not share weights
+    source.set_weights(model.get_weights())
+    known = {key for key, *_ in _slots(source)}
+    unknown = sorted(set(coefficients) - known)
+    if unknown:
+        raise ValueError(f"`coefficients` names layers that {model.name} does not have: {unknown}.")
+
+    def contains(key: str) -> bool:
+        return any(k == key or k.startswith(key + "/") for k in coefficients)
+
+    def replay(x, layer, key):
+        if key in coefficients:
+            return layer.static_equivalent(coefficients[key])(x)
+        if isinstance(layer, SequenceBlock) and contains(key):
+            return unrolled(layer, key, tuple(x.shape[1:]))(x)
+        return layer(x)
+
+    def unrolled(block: SequenceBlock, key: str, input_shape) -> keras.Model:
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for i, step in enumerate(block.steps):
+            x = replay(x, step, f"{key}/steps/{i}")
+        if block.residual:
+            x = keras.layers.Add(name=f"{block.name}_residual")([x, inputs])
+        return keras.Model(inputs, x, name=block.name)
+
+    def clone(layer):
+        if layer.name in coefficients:
+            return layer.static_equivalent(coefficients[layer.name])
+        if isinstance(layer, SequenceBlock) and contains(layer.name):
+            return unrolled(layer, layer.name, tuple(layer.input.shape[1:]))
+        return layer
+
+    return keras.models.clone_model(source, clone_function=clone)

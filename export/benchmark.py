@@ -1,0 +1,159 @@
+"""TFLite latency measured in a fresh subprocess through the LiteRT interpreter (``ai_edge_litert``).
+
+Each measurement runs in its own Python process that imports only ``ai_edge_litert`` and NumPy (not
+TensorFlow), so
+
+* a crashing interpreter (XNNPACK has aborted the process on a degenerate model) becomes an error
+  in the result instead of killing the caller;
+* the peak memory is that of the interpreter and the model, not of the caller's TensorFlow.
+
+>>> from dynzoo.export.benchmark import measure_latency
+>>> r = measure_latency("model.tflite", num_threads=1, xnnpack=True)
+>>> r.median_ms, r.p90_ms, r.peak_memory_mb
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_WARMUP = 10
+DEFAULT_RUNS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    """One latency measurement. ``error`` is set (and the timings are None) when the interpreter failed
+    or its process crashed."""
+
+    model: str
+    num_threads: int
+    xnnpack: bool
+    warmup: int
+    runs: int
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    peak_memory_mb: float | None = None  # peak resident memory of the process, interpreter + model
+    model_memory_mb: float | None = None  # the part of it added by loading and running the model
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def measure_latency(
+    model: str | os.PathLike | bytes,
+    *,
+    num_threads: int = 1,
+    xnnpack: bool = True,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+    timeout_s: float = 600.0,
+    name: str | None = None,
+) -> LatencyResult:
+    """Latency of one batch-1 inference of a ``.tflite`` model (path or flatbuffer bytes).
+
+    Runs ``warmup`` untimed invocations, then times ``runs`` invocations one by one, in a fresh
+    subprocess. The input is random data of the model's input type, fixed by a seed.
+
+    Args:
+        model: path of a ``.tflite`` file, or the flatbuffer itself.
+        num_threads: interpreter threads (≥ 1).
+        xnnpack: True: the default delegates (XNNPACK); False:
+            ``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`` (builtin kernels only).
+        warmup: untimed runs first (≥ 0).
+        runs: timed runs (≥ 1).
+        timeout_s: the subprocess is killed after this many seconds (reported as an error).
+        name: label of the model in the result (default: the file name).
+
+    Returns:
+        a :class:`LatencyResult`; on failure its ``error`` says what happened (exception text, or the
+        signal / exit status of the crashed process) and the timings are None.
+    """
+    for arg, value, minimum in (("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}.")
+    with tempfile.TemporaryDirectory(prefix="dynzoo_bench_") as tmp:
+        if isinstance(model, (bytes, bytearray)):
+            path = Path(tmp) / "model.tflite"
+            path.write_bytes(model)
+            label = name or "model.tflite"
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise ValueError(f"`model`: no such .tflite file {os.fspath(model)!r}.")
+            label = name or path.name
+        request = {"path": str(path), "num_threads": num_threads, "xnnpack": bool(xnnpack),
+                   "warmup": warmup, "runs": runs}
+        base = dict(model=label, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, runs=runs)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, json.dumps(request)],
+                capture_output=True, text=True, timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            return LatencyResult(**base, error=f"timed out after {timeout_s:g} s")
+    if proc.returncode != 0:
+        status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        return LatencyResult(**base, error=f"interpreter process failed ({status}): {tail}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return LatencyResult(**base, **result)
+
+
+# The child program: stdlib + NumPy + ai_edge_litert only, so that it starts fast and its memory is the
+# interpreter's. Prints one JSON line (timings or {"error": ...}).
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+req = json.loads(sys.argv[1])
+baseline = rss_mb()
+try:
+    resolver = OpResolverType.AUTO if req["xnnpack"] else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=req["path"], num_threads=req["num_threads"],
+                         experimental_op_resolver_type=resolver)
+    interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        if np.issubdtype(d["dtype"], np.integer):
+            info = np.iinfo(d["dtype"])
+            x = rng.integers(info.min, info.max, size=d["shape"], endpoint=True).astype(d["dtype"])
+        else:
+            x = rng.standard_normal(d["shape"]).astype(d["dtype"])
+        interp.set_tensor(d["index"], x)
+    for _ in range(req["warmup"]):
+        interp.invoke()
+    times = []
+    for _ in range(req["runs"]):
+        t0 = time.perf_counter_ns()
+        interp.invoke()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+except Exception as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    sys.exit(0)
+t = np.asarray(times)
+with open("/proc/self/status") as f:  # VmHWM starts afresh at exec (ru_maxrss would include the parent's)
+    peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+print(json.dumps({
+    "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
+    "mean_ms": float(t.mean()), "min_ms": float(t.min()),
+    "peak_memory_mb": round(peak, 2), "model_memory_mb": round(max(peak - baseline, 0.0), 2),
+}))
+"""

@@ -1,0 +1,178 @@
+"""``dynzoo export`` and ``dynzoo bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CALIBRATION = 128
+
+
+def add_commands(subparsers) -> None:
+    from dynzoo.export.tflite import MODES
+
+    p = subparsers.add_parser(
+        "export", help="convert a model to TFLite (builtin ops only) in one or more modes",
+        description="Convert a registered model (or a saved .keras model) to TFLite with builtin ops only. "
+        "Fails, naming the op and its layer, if an op would need Flex or stay float in an integer mode. "
+        "Writes <output>/<name>_<mode>.tflite, an op-count report and, with --verify, a parity report; "
+        "with --bundle, a deployable bundle folder per mode.",
+    )
+    p.add_argument("model", help="registered model name, or the path of a .keras model")
+    p.add_argument("--mode", dest="modes", action="append", choices=MODES,
+                   help="export mode (repeatable; default float32)")
+    p.add_argument("--output", "-o", default="exported", help="output folder (default ./exported)")
+    p.add_argument("--input-size", type=int, default=224, help="square input size of a registered model")
+    p.add_argument("--classes", type=int, default=1000, help="classes of a registered model's top")
+    p.add_argument("--weights", default=None, help="weights of a registered model (tag or path)")
+    p.add_argument("--preprocessing-in-model", action="store_true",
+                   help="the model normalises inside: an app feeds raw RGB (uint8 with --mode uint8)")
+    p.add_argument("--calibration", default="digits",
+                   help="dataset for calibration (a name the training CLI reads; default digits)")
+    p.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
+                   help=f"calibration images (default {DEFAULT_CALIBRATION})")
+    p.add_argument("--data-dir", default=None, help="data folder of the 'folder' or TFDS datasets")
+    p.add_argument("--verify", metavar="DATASET", default=None,
+                   help="parity report on the test split of DATASET: error, agreement, accuracy of both, "
+                   "per-layer error for int8/uint8/mixed")
+    p.add_argument("--verify-size", type=int, default=None, help="test images for --verify (default: all)")
+    p.add_argument("--float-layers", nargs="+", default=None,
+                   help="mode mixed: name fragments of the layers kept in float (default: the dynamic layers)")
+    p.add_argument("--bundle", action="store_true", help="also write a bundle folder per mode")
+    p.add_argument("--golden", action="store_true", help="with --bundle: also write the golden files")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser(
+        "bench", help="TFLite latency of models and modes, beside keras.applications baselines",
+        description="Export each model (and MobileNetV3-Small/-Large and MobileNetV2 from keras.applications, "
+        "the same way) and time it with the LiteRT interpreter in a fresh subprocess per measurement: "
+        "XNNPACK on/off, 1 and 2 threads, median and p90, peak memory. Writes JSON, a markdown table and "
+        "a PNG plot of latency vs MAdds.",
+    )
+    p.add_argument("models", nargs="*", default=["micronet_*"], help="model names or patterns (default micronet_*)")
+    p.add_argument("--mode", dest="modes", action="append", choices=MODES, help="modes (default float32)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    p.add_argument("--xnnpack", choices=["on", "off", "both"], default="both", help="default both")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all models per setting (default 3)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the keras.applications baselines")
+    p.add_argument("--preprocessing-in-model", action="store_true",
+                   help="export every model with its input normalisation inside")
+    p.add_argument("--calibration-size", type=int, default=32, help="calibration images (integer modes)")
+    p.add_argument("--output", "-o", default="bench", help="output path stem: STEM.json, STEM.md, STEM.png")
+    p.set_defaults(func=_bench)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}.")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import keras
+
+    from dynzoo.export import bundle, tflite, verify
+    from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
+
+    modes = args.modes or ["float32"]
+    for name in ("--calibration-size", "--verify-size", "--input-size", "--classes"):
+        _check_positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.golden and not args.bundle:
+        raise ValueError("--golden needs --bundle.")
+    if args.model.endswith(".keras"):
+        if not Path(args.model).is_file():
+            raise ValueError(f"no such model file {args.model!r}.")
+        model = keras.saving.load_model(args.model)
+        source_name = Path(args.model).stem
+        preprocessing_in_model = any(layer.name == "preprocessing" for layer in model.layers)
+    else:
+        from dynzoo.registry import create_model
+
+        size = args.input_size
+        model = create_model(args.model, input_shape=(size, size, 3), classes=args.classes,
+                             weights=args.weights, include_preprocessing=args.preprocessing_in_model)
+        source_name, preprocessing_in_model = args.model, args.preprocessing_in_model
+    size = model.inputs[0].shape[1]
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    to_inputs = lambda images: verify.model_inputs(  # noqa: E731
+        images, preprocessing_in_model=preprocessing_in_model, mean=mean, std=std)
+
+    calibration = None
+    if any(m in tflite.CALIBRATED_MODES for m in modes):
+        images, _, _ = verify.load_images(args.calibration, "train", size, args.calibration_size, args.data_dir)
+        calibration = to_inputs(full_range_first(images))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    flatbuffers = tflite.convert_modes(model, modes, calibration, float_island_scopes=args.float_layers)
+    report: dict = {"model": source_name, "input_size": size, "modes": {}}
+    test = None
+    if args.verify:
+        images, labels, _ = verify.load_images(args.verify, "test", size, args.verify_size, args.data_dir)
+        test = (to_inputs(images), labels)
+    for mode, flatbuffer in flatbuffers.items():
+        path = out / f"{source_name}_{mode}.tflite"
+        path.write_bytes(flatbuffer)
+        entry = {"file": path.name, "size_bytes": len(flatbuffer), "op_counts": tflite.op_counts(flatbuffer)}
+        if test is not None:
+            entry["parity"] = verify.parity_report(model, flatbuffer, *test)
+            if mode in verify.PER_LAYER_MODES and calibration is not None:
+                entry["worst_layers"] = verify.layer_errors(model, mode, calibration, test[0][:32])
+        if args.bundle:
+            labels = [str(i) for i in range(model.outputs[0].shape[-1])]
+            bundle.write_bundle(
+                out / f"{source_name}_{mode}", flatbuffer, labels=labels, source_model=source_name, mode=mode,
+                preprocessing_in_model=preprocessing_in_model, mean=mean, std=std,
+                output_activation=output_activation(model), golden=args.golden,
+            )
+        report["modes"][mode] = entry
+        print(_summary(mode, entry))
+    (out / f"{source_name}_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / (source_name + '_report.json')}")
+    return 0
+
+
+def full_range_first(images):
+    """Calibration images with one extra image spanning 0…255 first, so that a uint8 input of a model
+    that normalises inside gets scale 1 and zero point 0: an app then feeds raw pixels unchanged."""
+    import numpy as np
+
+    ramp = np.linspace(0.0, 255.0, images[0].size, dtype="float32").reshape(images[0].shape)
+    return np.concatenate([ramp[None], images])
+
+
+def output_activation(model) -> str:
+    last = model.layers[-1]
+    return "softmax" if getattr(getattr(last, "activation", None), "__name__", "") == "softmax" else "none"
+
+
+def _summary(mode: str, entry: dict) -> str:
+    line = f"{mode:8s} {entry['size_bytes'] / 1024:9.1f} KiB  {sum(entry['op_counts'].values())} ops"
+    parity = entry.get("parity")
+    if parity:
+        line += (f"  max|Δ| {parity['max_abs_error']:.3g}  agreement {parity['top1_agreement']:.4f}"
+                 f"  acc keras {parity.get('keras_accuracy', float('nan')):.4f}"
+                 f" tflite {parity.get('tflite_accuracy', float('nan')):.4f}")
+    return line
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dynzoo.export import bench
+    from dynzoo.profile_cli import _expand
+
+    for name in ("--runs", "--rounds", "--input-size", "--calibration-size"):
+        _check_positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.warmup < 0 or any(t < 1 for t in args.threads):
+        raise ValueError("--warmup must be >= 0 and --threads positive.")
+    xnnpack = {"on": [True], "off": [False], "both": [True, False]}[args.xnnpack]
+    results = bench.run_bench(
+        _expand(args.models), modes=args.modes or ["float32"], threads=args.threads, xnnpack=xnnpack,
+        input_size=args.input_size, runs=args.runs, warmup=args.warmup, rounds=args.rounds, baselines=not args.no_baselines,
+        preprocessing_in_model=args.preprocessing_in_model, calibration_size=args.calibration_size,
+    )
+    paths = bench.write_results(results, args.output)
+    print(bench.markdown_table(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

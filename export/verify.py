@@ -1,0 +1,99 @@
+"""Parity of a converted model with its Keras original: output error, top-1 agreement, accuracy of
+both on labelled data and, for integer modes, the quantization error of every layer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from typing import Any
+
+import keras
+import numpy as np
+
+from dynzoo.export.tflite import layer_of, run_tflite
+
+PER_LAYER_MODES = ("int8", "uint8", "mixed")  # the modes TFLite's QuantizationDebugger instruments
+
+
+def model_inputs(images: np.ndarray, *, preprocessing_in_model: bool, mean, std) -> np.ndarray:
+    """Model inputs from RGB images in [0, 255]: unchanged when the model normalises inside,
+    otherwise ``(x / 255 − mean) / std``."""
+    x = np.asarray(images, "float32")
+    if preprocessing_in_model:
+        return x
+    return (x / 255.0 - np.asarray(mean, "float32")) / np.asarray(std, "float32")
+
+
+def load_images(dataset: str, split: str, image_size: int, limit: int | None = None,
+                data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(images float32 (N, S, S, 3) in [0, 255], labels, class names) of a dataset the training CLI
+    reads (``digits``, ``folder`` with ``data_dir``, a TFDS name), resized and centre-cropped as for
+    evaluation; the first ``limit`` examples in the stored order."""
+    from dynzoo.data import eval_dataset, open_source
+
+    source = open_source(dataset, split, data_dir, image_size=image_size)
+    images, labels = [], []
+    count = 0
+    for x, y in eval_dataset(source, image_size, batch_size=64):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+        count += len(y)
+        if limit is not None and count >= limit:
+            break
+    images, labels = np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+    return images, labels.astype("int64"), source.class_names
+
+
+def parity_report(model: keras.Model, flatbuffer: bytes, inputs: np.ndarray,
+                  labels: np.ndarray | None = None, *, xnnpack: bool = True) -> dict[str, Any]:
+    """Keras vs TFLite on ``inputs`` (model inputs): ``max_abs_error``, ``relative_error`` (max abs error
+    / max |Keras output|), ``top1_agreement`` and, with ``labels``, ``keras_accuracy`` and
+    ``tflite_accuracy``."""
+    reference = np.asarray(model.predict(inputs, batch_size=64, verbose=0), "float32")
+    converted = run_tflite(flatbuffer, inputs, xnnpack=xnnpack)
+    error = float(np.abs(converted - reference).max())
+    report = {
+        "samples": int(len(inputs)),
+        "max_abs_error": error,
+        "relative_error": error / max(float(np.abs(reference).max()), 1e-12),
+        "top1_agreement": float((converted.argmax(-1) == reference.argmax(-1)).mean()),
+    }
+    if labels is not None:
+        report["keras_accuracy"] = float((reference.argmax(-1) == labels).mean())
+        report["tflite_accuracy"] = float((converted.argmax(-1) == labels).mean())
+    return report
+
+
+def layer_errors(model: keras.Model, mode: str, calibration: np.ndarray, debug: np.ndarray,
+                 top: int = 15) -> list[dict[str, Any]]:
+    """Per-layer quantization error of ``mode`` (int8, uint8, mixed: TFLite's QuantizationDebugger on
+    the fully int8 model), the ``top`` worst first: for each quantized op, its op, layer and
+    ``rmse_per_scale`` (root-mean-square error of its output in units of its quantization step;
+    ≈ 0.29 is pure rounding noise)."""
+    import tensorflow as tf
+
+    from dynzoo.export.tflite import save_for_conversion
+
+    if mode not in PER_LAYER_MODES:
+        raise ValueError(f"per-layer errors are available for {list(PER_LAYER_MODES)}, not {mode!r}.")
+    with tempfile.TemporaryDirectory(prefix="dynzoo_debug_") as tmp:
+        saved = save_for_conversion(model, os.path.join(tmp, "saved_model"))
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None]] for x in np.asarray(calibration, "float32"))
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: ([x[None]] for x in np.asarray(debug, "float32")),
+        )
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)  # the public view: op, scale and error of every tensor
+    dump.seek(0)
+    rows = []
+    for row in csv.DictReader(dump):
+        rmse, scale = float(row["mean_squared_error"]) ** 0.5, float(row["scale"])
+        rows.append({"op": row["op_name"], "layer": layer_of(row["tensor_name"]),
+                     "rmse_per_scale": rmse / scale if scale else None, "rmse": rmse})
+    return sorted(rows, key=lambda r: -(r["rmse_per_scale"] or 0.0))[:top]

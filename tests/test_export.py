@@ -1,0 +1,299 @@
+"""dynzoo.export: conversion in every mode (builtin ops only, loud failures naming op and layer),
+latency in a subprocess, the bundle and its reference preprocessing, baking, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import dynzoo
+from dynzoo.export import (
+    MODES,
+    ExportError,
+    convert,
+    convert_modes,
+    measure_latency,
+    op_names,
+    preprocess,
+    read_bundle,
+    run_tflite,
+    write_bundle,
+)
+from dynzoo.export.bake import bake, frozen_coefficients
+from dynzoo.export.tflite import exportable, float_ops
+from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
+
+SIZE = 32
+
+
+def tiny_model(classes: int = 4) -> keras.Model:
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="fc")(x)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def calibration(n: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, SIZE, SIZE, 3)).astype("float32")
+
+
+def micronet(**kwargs) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return dynzoo.create_model("micronet_m0", input_shape=(SIZE, SIZE, 3), classes=10, **kwargs)
+
+
+# --- conversion -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", dynzoo.list_models())
+def test_every_registered_model_exports_in_every_mode(name):
+    """Builtin ops only in every mode; every flatbuffer runs; float32 matches Keras to 1e-4 relative;
+    integer modes have no float op and no Flex op. One SavedModel export per model, small inputs."""
+    keras.utils.set_random_seed(1)
+    model = dynzoo.create_model(name, input_shape=(SIZE, SIZE, 3), classes=10, include_preprocessing=False)
+    data = calibration(4)
+    flatbuffers = convert_modes(model, MODES, data)
+    expected = model.predict(data[:2], verbose=0)
+    for mode, flatbuffer in flatbuffers.items():
+        ops = op_names(flatbuffer)
+        assert not [op for op in ops if op.startswith("CUSTOM")], (mode, ops)
+        # a sound conversion folds variables (the concrete-function path keeps them and runs 7× slower)
+        assert not {"VAR_HANDLE", "READ_VARIABLE"} & set(ops), mode
+        got = run_tflite(flatbuffer, data[:2])
+        assert got.shape == expected.shape and np.isfinite(got).all(), mode
+        if mode == "float32":
+            assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+        if mode in ("int8", "uint8", "int16x8"):
+            assert float_ops(flatbuffer) == [], mode
+
+
+def test_flex_op_fails_and_names_the_layer():
+    import tensorflow as tf
+
+    inputs = keras.Input((4, 4))
+    outputs = keras.layers.Lambda(tf.linalg.inv, name="matrix_inverse")(inputs)  # needs TF Select (Flex)
+    with pytest.raises(ExportError, match=r"MatrixInverse \(layer matrix_inverse\)"):
+        convert(keras.Model(inputs, outputs, name="inverting"), "float32")
+
+
+def test_a_float_op_in_an_integer_model_is_named_with_its_layer():
+    """Mixed mode keeps the Dynamic Shift-Max element-wise ops in float on purpose: the integer-mode
+    check must list exactly those, by layer."""
+    model = micronet()
+    flatbuffer = convert(model, "mixed", calibration(4) * 50 + 128)
+    found = float_ops(flatbuffer)
+    assert found and all("dynamic_shift_max" in layer for _, layer in found)
+    assert {op for op, _ in found} <= {"MUL", "ADD", "MAXIMUM", "SUB", "FULLY_CONNECTED", "MEAN", "RESHAPE",
+                                        "SPLIT", "STRIDED_SLICE", "CONCATENATION", "RELU6", "RELU"}
+    assert {"MUL", "MAXIMUM"} <= {op for op, _ in found}
+
+
+def test_calibrated_modes_need_data_and_modes_are_checked():
+    with pytest.raises(ValueError, match="representative_data"):
+        convert(tiny_model(), "int8")
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        convert(tiny_model(), "int4")
+
+
+def test_uint8_io_and_int8_io():
+    model = tiny_model()
+    flatbuffers = convert_modes(model, ["int8", "uint8"], calibration())
+    from dynzoo.export.bundle import tensor_io_info
+
+    assert tensor_io_info(flatbuffers["int8"])["input"]["dtype"] == "int8"
+    assert tensor_io_info(flatbuffers["uint8"])["input"]["dtype"] == "uint8"
+    assert tensor_io_info(flatbuffers["uint8"])["output"]["dtype"] == "uint8"
+
+
+def test_int16x8_form_of_hard_swish_is_exact():
+    """TFLite has no int16 HARD_SWISH: int16x8 exports an equivalent clone without it."""
+    model = micronet()
+    friendly = exportable(model, "int16x8")
+    assert friendly is not model and exportable(model, "int8") is model
+    x = calibration(2) * 60 + 120
+    np.testing.assert_allclose(friendly.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+# --- latency ----------------------------------------------------------------------------------------
+
+
+def test_latency_in_a_subprocess_and_a_broken_model_is_an_error_not_a_crash(tmp_path):
+    flatbuffer = convert(tiny_model(), "float32")
+    for xnnpack in (True, False):
+        result = measure_latency(flatbuffer, num_threads=1, xnnpack=xnnpack, warmup=2, runs=20)
+        assert result.ok and 0 < result.min_ms <= result.median_ms <= result.p90_ms
+        assert result.peak_memory_mb > 0 and result.xnnpack is xnnpack
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(flatbuffer[: len(flatbuffer) // 3])
+    result = measure_latency(broken, runs=2)
+    assert not result.ok and result.median_ms is None and result.error
+    with pytest.raises(ValueError, match="num_threads"):
+        measure_latency(flatbuffer, num_threads=0)
+
+
+# --- bundle -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["float32", "uint8"])
+def test_bundle_with_golden_files_round_trips(tmp_path, mode):
+    from dynzoo.export.cli import full_range_first
+    from dynzoo.export.bundle import golden_image
+
+    model = micronet(include_preprocessing=True)
+    data = full_range_first(np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32"))
+    flatbuffer = convert(model, mode, data)
+    folder = write_bundle(tmp_path / "b", flatbuffer, labels=[f"digit {i}" for i in range(10)],
+                          source_model="micronet_m0", mode=mode, preprocessing_in_model=True,
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD, output_activation="softmax", golden=True)
+    loaded, labels, info = read_bundle(folder)
+    assert loaded == flatbuffer and labels[3] == "digit 3" and info["mode"] == mode
+    assert info["input"]["height"] == SIZE and info["input"]["color_order"] == "RGB"
+    golden = json.loads((folder / "golden" / "golden.json").read_text())
+    x = preprocess(golden_image(), info)
+    assert list(x.shape) == golden["input_shape"] == [1, SIZE, SIZE, 3]
+    assert (folder / "golden" / "input.bin").read_bytes() == x.astype(x.dtype.newbyteorder("<")).tobytes()
+    assert (folder / "golden" / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if mode == "uint8":  # raw pixels go in unchanged: scale 1, zero point 0
+        assert info["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+        assert x.dtype == np.uint8 and golden["output_dtype"] == "uint8"
+    else:
+        assert info["input"]["quantization"] is None and x.dtype == np.float32
+    scores = [score for _, score in golden["top_k"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
+
+
+def test_preprocess_follows_the_bundle_rules():
+    """Resize the shorter side, centre crop, normalise, quantize half away from zero."""
+    info = {"input": {"height": 4, "width": 4, "dtype": "int8", "preprocessing_in_model": False,
+                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0],
+                      "resize": {"method": "bilinear", "resize_shorter": 4, "crop": "center"},
+                      "quantization": {"scale": 0.5, "zero_point": -3}}}
+    image = np.zeros((4, 8, 3), "uint8")
+    image[:, 2:6] = 255  # the centre 4 columns are white
+    x = preprocess(image, info)
+    assert x.shape == (1, 4, 4, 3) and x.dtype == np.int8
+    # white: v = (1 − 0.5) / std = 2, 1, 0.5 → v / 0.5 = 4, 2, 1 → + zero point −3
+    np.testing.assert_array_equal(x[0, 0, 0], [1, -1, -2])
+    info["input"]["quantization"] = {"scale": 0.8, "zero_point": 0}  # 0.5 / 0.8 = 0.625 → 1; 1 / 0.8 → 1
+    image = np.full((4, 4, 3), 255, "uint8")
+    info["input"]["std"] = [0.5, 0.5, 0.5]
+    np.testing.assert_array_equal(preprocess(image, info)[0, 0, 0], [1, 1, 1])
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(image.astype("float32"), info)
+
+
+# --- baking -----------------------------------------------------------------------------------------
+
+
+def test_baking_one_samples_coefficients_reproduces_that_sample_exactly(tmp_path):
+    model = micronet(include_top=False)
+    x = np.random.default_rng(3).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    # widen the coefficient branches (initialised at N(0, 0.01)) so that samples get different coefficients
+    rng = np.random.default_rng(4)
+    for layer in model._flatten_layers():
+        if type(layer).__name__ == "DynamicShiftMax":
+            for dense in (layer.fc1, layer.fc2):
+                dense.kernel.assign(rng.normal(0, 0.5, dense.kernel.shape))
+    frozen = frozen_coefficients(model, x[:1])
+    baked = bake(model, frozen)
+    assert not any(type(l).__name__ == "DynamicShiftMax" for l in baked._flatten_layers())
+    assert baked.count_params() < model.count_params()
+    np.testing.assert_array_equal(baked.predict(x[:1], verbose=0), model.predict(x[:1], verbose=0))
+    # another sample has other coefficients: the frozen network is a different function there
+    assert np.abs(baked.predict(x[1:], verbose=0) - model.predict(x[1:], verbose=0)).max() > 1e-4
+    path = tmp_path / "baked.keras"
+    baked.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), baked.predict(x, verbose=0))
+    flatbuffer = convert(baked, "float32")
+    assert "DYNAMIC" not in " ".join(op_names(flatbuffer))
+    expected = baked.predict(x, verbose=0)
+    assert np.abs(run_tflite(flatbuffer, x) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_baking_checks_layer_names():
+    with pytest.raises(ValueError, match="does not have"):
+        bake(micronet(), {"block9/steps/0": [np.ones(4)] * 4})
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_export_with_verify_and_bundle(tmp_path, capsys):
+    from dynzoo.cli import main
+
+    code = main(["export", "micronet_m0", "--input-size", "32", "--classes", "10", "--mode", "uint8",
+                 "--preprocessing-in-model", "--calibration-size", "16", "--verify", "digits",
+                 "--verify-size", "24", "--bundle", "--golden", "-o", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "micronet_m0_report.json").read_text())
+    entry = report["modes"]["uint8"]
+    assert entry["op_counts"] and set(entry["parity"]) >= {"max_abs_error", "top1_agreement", "keras_accuracy"}
+    assert entry["worst_layers"] and entry["worst_layers"][0]["rmse_per_scale"] > 0
+    read_bundle(tmp_path / "micronet_m0_uint8")
+    assert (tmp_path / "micronet_m0_uint8" / "golden" / "output.bin").exists()
+    assert "uint8" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(capsys):
+    from dynzoo.cli import main
+
+    assert main(["export", "micronet_m0", "--golden"]) == 2
+    assert "--golden needs --bundle" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_bench_writes_json_markdown_and_plot(tmp_path):
+    from dynzoo.cli import main
+
+    stem = tmp_path / "bench"
+    assert main(["bench", "micronet_m0", "--input-size", "32", "--threads", "1", "--xnnpack", "on",
+                 "--runs", "5", "--warmup", "1", "--rounds", "1", "--no-baselines", "-o", str(stem)]) == 0
+    bench = json.loads(stem.with_suffix(".json").read_text())
+    (row,) = bench["results"]
+    assert row["model"] == "micronet_m0" and row["median_ms"] > 0 and row["madds"] > 0
+    assert "micronet_m0" in stem.with_suffix(".md").read_text()
+    assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- export-friendly forms of the MicroNet operators -------------------------------------------------
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 6, 12, 24])
+def test_channel_shift_by_slices_equals_the_partner_gather(groups):
+    from dynzoo.layers.shift_max import partner_indices, shift_to_partners
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 24)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(shift_to_partners(x, groups)), x[..., partner_indices(24, groups)])
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("kernel, strides", [((3, 1), (2, 1)), ((1, 5), (1, 2)), ((5, 1), (2, 1))])
+def test_unequal_strides_equal_the_stride_one_convolution_subsampled(depthwise, kernel, strides):
+    """One strided (grouped) convolution, as exported, equals the stride-1 one taken every s-th row."""
+    from dynzoo.layers import SymmetricConv2D, SymmetricDepthwiseConv2D
+
+    x = np.random.default_rng(1).normal(size=(2, 12, 10, 4)).astype("float32")
+    if depthwise:
+        strided = SymmetricDepthwiseConv2D(kernel, strides, depth_multiplier=2)
+        dense = SymmetricDepthwiseConv2D(kernel, 1, depth_multiplier=2)
+    else:
+        strided, dense = SymmetricConv2D(6, kernel, strides), SymmetricConv2D(6, kernel, 1)
+    y = np.asarray(strided(x))
+    dense.build(x.shape)
+    dense.set_weights(strided.get_weights())
+    expected = np.asarray(dense(x))[:, ::strides[0], ::strides[1]]
+    assert y.shape == expected.shape == strided.compute_output_shape(x.shape)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
+    if depthwise:  # exported as one strided CONV_2D, no subsampling slice
+        assert "STRIDED_SLICE" not in op_names(convert(_wrap(strided, x.shape[1:]), "float32"))
+
+
+def _wrap(layer, shape) -> keras.Model:
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, layer(inputs))
