@@ -86,8 +86,10 @@ def profile(model: keras.Model, input_shape: tuple[int, int, int] | None = None)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        in_shape = tuple(layer.input.shape)
-        out_shape = tuple(layer.output.shape)
+        inputs = layer.input
+        in_shape = [tuple(t.shape) for t in inputs] if isinstance(inputs, (list, tuple)) else tuple(inputs.shape)
+        outputs = layer.output  # a layer with several outputs (DRNet cells: features, routing) shows the first
+        out_shape = tuple((outputs[0] if isinstance(outputs, (list, tuple)) else outputs).shape)
         rows.append(LayerProfile(layer.name, type(layer).__name__, out_shape, trainable_params(layer),
                                  count_madds(layer, in_shape)))
     return Profile(model.name, shape, tuple(rows))

@@ -11,6 +11,7 @@ from dynzoo.layers.micronet import (
     MicroFactorizedPointwise,
     MicroStem,
 )
+from dynzoo.layers.routing import CandidateOp, FactorizedReduce, GumbelTemperatureSchedule, RouterNet  # noqa: F401
 from dynzoo.layers.shift_max import DynamicShiftMax
 from dynzoo.layers.shuffle import ChannelShuffle
 
