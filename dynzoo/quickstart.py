@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL = "micronet_m0"
-# Picked by measurement (docs/readme_training.md): 32×32 digits reach ≥ 95 % top-1 well within the
+# Picked by measurement (README, "Quickstart"; benchmarks/quickstart_time.py): 32×32 digits reach ≥ 95 % top-1 well within the
 # 5-minute budget on 2 cores; MicroNet's stride 32 leaves a 1×1 map, enough for 8×8 source images.
 INPUT_SIZE = 32
 EPOCHS = 15
