@@ -72,12 +72,21 @@ def golden_bundles(tmp_path_factory):
         ("int8", convert(model, "int8", representative_data=normalised[:32]), False, "none"),
         ("uint8", convert(in_model, "uint8", representative_data=images[:32].astype("float32")), True, "softmax"),
     ]
-    return [
+    bundles = [
         write_bundle(folder / f"digits_cnn_{mode}", flatbuffer, labels=DIGITS_LABELS, source_model="digits_cnn",
                      mode=mode, preprocessing_in_model=in_model_pre, mean=MEAN, std=STD,
                      output_activation=activation, golden=True)
         for mode, flatbuffer, in_model_pre, activation in exports
     ]
+    # and one written by the command a user runs, `dynzoo export … --bundle --golden`, taken unchanged
+    from dynzoo.cli import main as dynzoo_cli
+
+    model.save(folder / "digits_cli.keras")
+    assert dynzoo_cli(["export", str(folder / "digits_cli.keras"), "--mode", "int8", "--calibration-size", "16",
+                       "--bundle", "--golden", "-o", str(folder / "cli")]) == 0
+    bundles += [p.parent for p in (folder / "cli").glob("*/model_info.json")]
+    assert len(bundles) == 4
+    return bundles
 
 
 @pytest.mark.slow
