@@ -130,13 +130,17 @@ def train_dataset(
         raise ValueError(f"`steps_per_epoch` must be in [1, {source.num_examples // batch_size}] for "
                          f"{source.num_examples} examples and batch {batch_size}, got {steps_per_epoch}.")
     n, classes = source.num_examples, source.num_classes
+    # A streamed source (TFDS) is opened and shuffled here, eagerly: a tensor seed inside the traced epoch
+    # function fails once a global seed is set. It reshuffles on every pass, i.e. every epoch.
+    stream = None if source.random_access else source.examples(None).shuffle(
+        SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
 
     def one_epoch(epoch):
         if source.random_access:
             order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=_seed(seed, epoch, 0, 7))
             examples = source.examples(order)
         else:
-            examples = source.examples(None).shuffle(SHUFFLE_BUFFER, seed=seed * 100_003 + epoch)
+            examples = stream
 
         def augment(index, example):
             image, label = example
