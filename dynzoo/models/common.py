@@ -131,3 +131,29 @@ def load_model_weights(
             f"`weights`: unknown file type {path!r}; expected an official PyTorch checkpoint "
             "(.pth, .pth.tar) or Keras weights (.weights.h5)."
         )
+
+
+def finish_application(
+    inputs,
+    x,
+    *,
+    model_name: str,
+    name: str | None,
+    include_top: bool,
+    pooling: str | None,
+    classifier_activation: str | None,
+    weights,
+    official_loader: Callable[..., None],
+) -> keras.Model:
+    """Close a builder: ``x`` is the top's logits (``include_top``) or the last feature map; apply the
+    classifier activation or the pooling, make the model and load its weights."""
+    if include_top:
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
+    else:
+        x = pool(x, pooling)
+    model = keras.Model(inputs, x, name=name or model_name)
+    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
+                       official_loader=official_loader)
+    return model
+

@@ -26,7 +26,7 @@ from dynzoo.layers.routing import (
     routed_layers,
     threshold_select,
 )
-from dynzoo.models.common import check_application_args, imagenet_preprocessing, load_model_weights, model_input, pool
+from dynzoo.models.common import check_application_args, finish_application, imagenet_preprocessing, model_input
 from dynzoo.registry import load_config, register_model
 
 MODEL_NAMES = ("drnet_s", "drnet_m", "drnet_l", "drnet_l_imagenet")
@@ -317,14 +317,9 @@ def DRNet(
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, kernel_initializer=dense_initializer(), name="logits")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = pool(x, pooling)
-    model = keras.Model(inputs, x, name=name or model_name)
-    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
-                       official_loader=_no_official_checkpoint)
-    return model
+    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
+                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                              official_loader=_no_official_checkpoint)
 
 
 def _no_official_checkpoint(model, path, include_top=True):

@@ -12,10 +12,9 @@ from dynzoo.layers import MicroBlock, MicroStem
 from dynzoo.layers.base import batchnorm, dense_initializer
 from dynzoo.models.common import (
     check_application_args,
+    finish_application,
     imagenet_preprocessing,
-    load_model_weights,
     model_input,
-    pool,
 )
 from dynzoo.registry import load_config, register_model
 from dynzoo.weights import load_official_checkpoint
@@ -101,14 +100,9 @@ def MicroNet(
         x = keras.layers.Dense(classes, kernel_initializer=dense_initializer(), name="logits_fc")(x)
         x = batchnorm(name="logits_bn")(x)
         x = keras.layers.Activation("hard_swish", name="logits_hswish")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = pool(x, pooling)
-    model = keras.Model(inputs, x, name=name or model_name)
-    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
-                       official_loader=load_micronet_checkpoint)
-    return model
+    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
+                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                              official_loader=load_micronet_checkpoint)
 
 
 def official_layer_prefixes(model: keras.Model) -> list[tuple[keras.layers.Layer, str]]:

@@ -31,10 +31,9 @@ from dynzoo.layers.dynamic_conv import FORMULATIONS, DynamicConv2D
 from dynzoo.layers.shift_max import make_divisible
 from dynzoo.models.common import (
     check_application_args,
+    finish_application,
     imagenet_preprocessing,
-    load_model_weights,
     model_input,
-    pool,
 )
 from dynzoo.registry import load_config, register_model
 from dynzoo.weights.convert import assign_state_dict, model_targets
@@ -213,14 +212,9 @@ def MobileNetV2(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = classifier(kind, classes, cfg, dynamic)(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = pool(x, pooling)
-    model = keras.Model(inputs, x, name=name or model_name)
-    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
-                       official_loader=load_mobilenetv2_checkpoint)
-    return model
+    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
+                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                              official_loader=load_mobilenetv2_checkpoint)
 
 
 def classifier(kind: str, classes: int, cfg: dict, dynamic: dict):

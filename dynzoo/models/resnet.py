@@ -21,10 +21,9 @@ from dynzoo.layers.conv import SymmetricConv2D
 from dynzoo.layers.dcd import DCDConv2D, DCDDense, conv_bn, resnet_dcd_settings
 from dynzoo.models.common import (
     check_application_args,
+    finish_application,
     imagenet_preprocessing,
-    load_model_weights,
     model_input,
-    pool,
 )
 from dynzoo.models.mobilenetv2 import load_official_dcd
 from dynzoo.registry import load_config, register_model
@@ -190,14 +189,9 @@ def ResNet(
             x = DCDDense(classes, latent_dim=min(32, classes), squeeze=32, name="classifier")(x)
         else:
             x = keras.layers.Dense(classes, name="classifier")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = pool(x, pooling)
-    model = keras.Model(inputs, x, name=name or model_name)
-    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
-                       official_loader=load_resnet_checkpoint)
-    return model
+    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
+                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                              official_loader=load_resnet_checkpoint)
 
 
 def official_layer_prefixes(model: keras.Model, classifier_prefix: str = "classifier.0.") -> list:
