@@ -11,7 +11,7 @@ from absl import flags
 
 from dynzoo.train.distribute import STRATEGIES
 from dynzoo.train.recipes import OPTIMIZERS, SCHEDULES
-from dynzoo.train.trainer import LR_SCALINGS
+from dynzoo.train.trainer import LR_SCALINGS, TASKS
 
 FLAGS = flags.FlagValues()
 
@@ -24,6 +24,7 @@ flags.DEFINE_string("manual_dir", None, "TFDS manual download folder (imagenet20
 flags.DEFINE_string("recipe", None, "recipe name in zoo_configs/recipes.json or a JSON file of recipe keys; "
                     "default: the dataset's (digits) or the model's papers' recipe", flag_values=FLAGS)
 flags.DEFINE_string("weights", None, "initial weights: 'imagenet' or a path (default: from scratch)", flag_values=FLAGS)
+flags.DEFINE_enum("task", "classify", list(TASKS), "what to train for", flag_values=FLAGS)
 
 # Recipe overrides (None: keep the recipe's value).
 flags.DEFINE_enum("optimizer", None, list(OPTIMIZERS), "optimizer", flag_values=FLAGS)
@@ -72,11 +73,24 @@ RECIPE_FLAGS = ("optimizer", "momentum", "nesterov", "beta_2", "lr", "batch_size
                 "warmup_epochs", "milestones", "gamma", "weight_decay", "label_smoothing", "dropout", "mixup",
                 "mixup_ramp_epochs", "input_size", "crop_scale", "flip", "crop_fraction")
 LIST_TYPES = {"milestones": int, "crop_scale": float}
+_DEFINE = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string, bool: flags.DEFINE_boolean}
 
 
-def config_from_flags(values: flags.FlagValues):
+def define_option_flags() -> list[str]:
+    """A flag for every model family's training option (:mod:`dynzoo.train.hooks`); their names."""
+    from dynzoo.train.hooks import training_options
+
+    options = training_options()
+    for name, (kind, text, families) in options.items():
+        if name not in FLAGS:
+            _DEFINE[kind](name, None, f"{text} ({', '.join(families)} models)", flag_values=FLAGS)
+    return sorted(options)
+
+
+def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
     from dynzoo.train.trainer import TrainConfig
 
+    options = {name: values[name].value for name in option_names if values[name].value is not None}
     overrides = {}
     for name in RECIPE_FLAGS:
         value = values[name].value
@@ -93,13 +107,14 @@ def config_from_flags(values: flags.FlagValues):
         steps_per_epoch=values.steps_per_epoch, model_dir=values.model_dir, checkpoint_every=values.checkpoint_every,
         resume=values.resume, strategy=values.strategy, tpu=values.tpu, sync_bn=values.sync_bn,
         deterministic=values.deterministic, seed=values.seed, weights=values.weights,
-        validation_freq=values.validation_freq, verbose=values.verbose)
+        validation_freq=values.validation_freq, verbose=values.verbose, task=values.task, options=options)
 
 
 def main(argv: list[str]) -> int:
     """Parse ``argv`` (``argv[0]`` is the program name) and train. Bad flags or values: one error line,
     exit status 2, before any training starts."""
     prog = argv[0] if argv else "dynzoo train"
+    option_names = define_option_flags()
     if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
         print(f"usage: {prog} [--flag=value ...]\n\nTrain a registered model with a paper's recipe. A recipe "
               "field's flag that is left out keeps the recipe's value (zoo_configs/recipes.json); "
@@ -118,7 +133,7 @@ def main(argv: list[str]) -> int:
             split_cpu(FLAGS.logical_cpus)
         from dynzoo.train.trainer import train
 
-        train(config_from_flags(FLAGS))
+        train(config_from_flags(FLAGS, option_names))
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,10 @@ from typing import Any
 from dynzoo.train.distribute import STRATEGIES
 
 LR_SCALINGS = ("linear", "none")
+# ``--task`` name → "module:function" taking a TrainConfig and returning a TrainResult.
+TASKS = {
+    "classify": "dynzoo.train.trainer:train_classifier",
+}
 
 
 @dataclass
@@ -39,6 +43,9 @@ class TrainConfig:
         weights: initial weights for the model builder (``imagenet`` or a path); None: from scratch.
         validation_freq: evaluate on the test split every this many epochs (0: only at the end).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        task: what to train for, a name of ``TASKS`` (``classify``: supervised classification).
+        options: the model family's training options (``{"resource_weight": 1e-3}``), see
+            :mod:`dynzoo.train.hooks`.
     """
 
     model: str = "micronet_m0"
@@ -60,8 +67,12 @@ class TrainConfig:
     weights: str | None = None
     validation_freq: int = 1
     verbose: int = 1
+    task: str = "classify"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}.")
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(f"`lr_scaling` must be one of {list(LR_SCALINGS)}, got {self.lr_scaling!r}.")
         if self.strategy not in STRATEGIES:
@@ -94,6 +105,14 @@ def resolve_recipe(config: TrainConfig):
 
 
 def train(config: TrainConfig) -> TrainResult:
+    """Run ``config.task`` (default: :func:`train_classifier`)."""
+    import importlib
+
+    module, function = TASKS[config.task].split(":")
+    return getattr(importlib.import_module(module), function)(config)
+
+
+def train_classifier(config: TrainConfig) -> TrainResult:
     """Run (or resume) a training run, evaluate on the test split, save the model and a summary.
 
     Every argument is checked — recipe keys and values, model, dataset, folder contents — before the
@@ -102,8 +121,11 @@ def train(config: TrainConfig) -> TrainResult:
     """
     from dynzoo.registry import get_entry
 
+    from dynzoo.train.hooks import TrainingContext, check_options, prepare_training
+
     recipe, reference_batch = resolve_recipe(config)
-    get_entry(config.model)  # unknown model → ValueError before anything runs
+    family = get_entry(config.model).family  # unknown model → ValueError before anything runs
+    check_options(family, config.options)
     model_dir = Path(config.model_dir or Path("runs") / f"{config.model}_{config.dataset}")
 
     import keras
@@ -133,17 +155,22 @@ def train(config: TrainConfig) -> TrainResult:
     lr = recipe.lr * (global_batch / reference_batch if config.lr_scaling == "linear" else 1.0)
     chief = is_chief(strategy)
 
+    val_data = eval_dataset(test_src, size, global_batch, crop_fraction=recipe.crop_fraction, one_hot=True)
+    context = TrainingContext(recipe.epochs, steps_per_epoch, _sample_images(val_data), config.verbose)
     with strategy.scope():
-        model = _build_model(config, recipe, train_src.num_classes, sync_bn=config.sync_bn and replicas > 1)
-        base_loss = compile_for_recipe(model, recipe, lr, steps_per_epoch)
+        network = build_model(config, recipe, train_src.num_classes, sync_bn=config.sync_bn and replicas > 1)
+        setup = prepare_training(family, network, config.options, context)
+        model = setup.model
+        base_loss = compile_for_recipe(model, recipe, lr, steps_per_epoch, train_src.num_classes)
 
     start_step = (cb.restore_checkpoint(model_dir, model) if config.resume else None) or 0
     total_steps = recipe.epochs * steps_per_epoch
-    _say(config, _plan(config, recipe, model, train_src, replicas, global_batch, reference_batch, lr,
+    _say(config, _plan(config, recipe, setup.network, train_src, replicas, global_batch, reference_batch, lr,
                        steps_per_epoch, start_step, model_dir))
 
     throughput = cb.Throughput(global_batch)
-    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief), throughput]
+    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief), throughput,
+                 *setup.callbacks]
     if chief:
         model_dir.mkdir(parents=True, exist_ok=True)
         callbacks += [keras.callbacks.CSVLogger(os.fspath(model_dir / "log.csv"), append=start_step > 0),
@@ -155,7 +182,6 @@ def train(config: TrainConfig) -> TrainResult:
             augmentation=Augmentation(recipe.crop_scale, flip=recipe.flip),
             mixup=recipe.mixup, mixup_ramp_epochs=recipe.mixup_ramp_epochs)
 
-    val_data = eval_dataset(test_src, size, global_batch, crop_fraction=recipe.crop_fraction, one_hot=True)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     step = start_step
@@ -177,21 +203,37 @@ def train(config: TrainConfig) -> TrainResult:
         "model": config.model, "dataset": config.dataset, "recipe": recipe.as_dict(),
         "replicas": replicas, "global_batch": global_batch, "lr": lr, "epochs": recipe.epochs,
         "steps_per_epoch": steps_per_epoch, "resumed_from_step": start_step,
-        "params": model.count_params(), "test_top1": float(scores["top1"]),
+        "params": setup.network.count_params(), "test_top1": float(scores["top1"]),
         "test_top5": float(scores.get("top5", scores["top1"])), "test_examples": test_src.num_examples,
         "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(throughput.images_per_second[-1], 1) if throughput.images_per_second else None,
+        "task": config.task, "options": dict(config.options),
     }
+    if setup.report is not None:
+        summary.update(setup.report(setup.network))
     if chief:
         # The saved model carries the plain loss: the weight-decay closure holds live variables.
-        model.compile(loss=base_loss, metrics=_metrics(train_src.num_classes))
-        model.save(model_dir / "model.keras")
+        setup.network.compile(loss=base_loss, metrics=_metrics(train_src.num_classes))
+        setup.network.save(model_dir / "model.keras")
         (model_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     _say(config, summary_table(summary))
-    return TrainResult(model, summary, history, model_dir)
+    return TrainResult(setup.network, summary, history, model_dir)
 
 
-def _build_model(config: TrainConfig, recipe, classes: int, sync_bn: bool):
+def _sample_images(data, limit: int = 256):
+    """Up to ``limit`` images of a batched ``(images, labels)`` dataset, as a numpy array."""
+    import numpy as np
+
+    batches = []
+    for images, _ in data:
+        batches.append(images.numpy())
+        if sum(len(b) for b in batches) >= limit:
+            break
+    return np.concatenate(batches)[:limit]
+
+
+def build_model(config: TrainConfig, recipe, classes: int, sync_bn: bool = False):
+    """The registered model of ``config`` for ``recipe``'s input size, ``classes`` logits out."""
     import keras
 
     from dynzoo.registry import create_model
@@ -205,15 +247,16 @@ def _build_model(config: TrainConfig, recipe, classes: int, sync_bn: bool):
     return model
 
 
-def compile_for_recipe(model, recipe, lr: float, steps_per_epoch: int):
+def compile_for_recipe(model, recipe, lr: float, steps_per_epoch: int, classes: int | None = None):
     """Compile ``model`` (logits out) for training with ``recipe`` at peak rate ``lr``: its optimizer and
-    schedule, the authors' label-smoothed loss plus coupled L2, top-1/top-5; build the optimizer (so a
-    checkpoint can be restored into it). Returns the loss without the weight decay."""
+    schedule, the authors' label-smoothed loss plus coupled L2, top-1/top-5 (``classes``: the number of
+    logits, default ``model.output_shape[-1]``); build the optimizer (so a checkpoint can be restored into
+    it). Returns the loss without the weight decay."""
     from dynzoo.train.losses import with_coupled_weight_decay
 
     base_loss = _loss(recipe)
     optimizer = _optimizer(recipe, lr, steps_per_epoch)
-    model.compile(optimizer=optimizer, metrics=_metrics(model.output_shape[-1]),
+    model.compile(optimizer=optimizer, metrics=_metrics(classes or model.output_shape[-1]),
                   loss=with_coupled_weight_decay(base_loss, model.trainable_variables, recipe.weight_decay))
     optimizer.build(model.trainable_variables)
     return base_loss
