@@ -124,3 +124,23 @@ def test_tfds_by_name_through_its_mock_and_unprepared_data(tmp_path):
         open_source("cifar10", "train", tmp_path)
     with pytest.raises(ValueError, match="manual download folder"):
         open_source("imagenet2012", "train", tmp_path)
+
+
+def test_domains_are_deterministic_transforms_of_the_digits():
+    from dynzoo.data.digits import digits_arrays
+    from dynzoo.data.domains import apply_domain, domain_digits
+
+    clean, labels = digits_arrays("test", 16)
+    x, y = domain_digits(("night", "fog"), "test", 16, seed=3)
+    again, _ = domain_digits(("night", "fog"), "test", 16, seed=3)
+    np.testing.assert_array_equal(x, again)
+    np.testing.assert_array_equal(y, labels)
+    assert x.shape == clean.shape and x.dtype == np.uint8
+    np.testing.assert_array_equal(domain_digits((), "test", 16)[0], clean)  # the empty domain is the clean data
+    np.testing.assert_array_equal(apply_domain(clean, "inverted"), 255 - clean)
+    assert x.std() < 0.3 * clean.std()  # night then fog: dim, washed-out images
+    assert not np.array_equal(domain_digits("rain", "train", 16, seed=0)[0], domain_digits("rain", "train", 16, seed=1)[0])
+    rotated = apply_domain(clean, "rotated")
+    assert not np.array_equal(rotated, clean) and abs(int(rotated.sum()) - int(clean.sum())) < 0.1 * clean.sum()
+    with pytest.raises(ValueError, match="unknown transform 'snow'; known: .*'fog'"):
+        domain_digits("snow", "test", 16)
