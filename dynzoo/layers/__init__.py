@@ -2,6 +2,7 @@
 
 from dynzoo.layers.base import SequenceBlock, count_madds
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
+from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
 from dynzoo.layers.dcd import DCDConv2D, DCDDense
 from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
 from dynzoo.layers.micronet import (
