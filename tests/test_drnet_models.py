@@ -9,12 +9,10 @@ import pytest
 
 import dynzoo
 from dynzoo.layers.base import count_madds
-from dynzoo.layers.routing import GumbelTemperatureSchedule, set_routing
+from dynzoo.layers.routing import set_routing
 from dynzoo.models.drnet import (
     DRNet,
     DRNetCell,
-    ResourceAwareTrainer,
-    ResourceWeightSchedule,
     _input_shapes,
     all_branch_madds,
     analyze_routing,
@@ -127,27 +125,50 @@ def test_resource_loss_only_for_correct_samples_and_pushes_to_cheap_branches():
 
 @pytest.fixture(scope="module")
 def trained():
-    """A 3-cell DRNet trained on 16×16 digits: 3 epochs τ = 3 without, 3 epochs τ 1 → 0.5 with the resource
-    term (the short version of benchmarks/drnet_digits.py)."""
+    """A 3-cell DRNet trained on 16×16 digits the way ``dynzoo train --routing_threshold 0.8
+    --resource_weight 0.5`` does (the family's training hook on the trainer's compiled loss, one-hot
+    labels): 3 epochs τ = 3 without, 3 epochs τ 1 → 0.5 with the resource term."""
     from dynzoo.data import digits_arrays
+    from dynzoo.train.hooks import TrainingContext, prepare_training
+    from dynzoo.train.recipes import get_recipe
+    from dynzoo.train.trainer import compile_for_recipe
 
     keras.utils.set_random_seed(0)
     x_train, y_train = digits_arrays("train", 16)
     x_test, y_test = digits_arrays("test", 16)
     network = DRNet("drnet_s", cells=3, channels=8, input_shape=(16, 16, 3))
-    trainer = ResourceAwareTrainer(network)
-    trainer.compile(optimizer=keras.optimizers.Adam(5e-3))
-    history = trainer.fit(
-        x_train.astype("float32"), y_train, batch_size=64, epochs=6, verbose=0,
-        callbacks=[GumbelTemperatureSchedule(3.0, 3, 1.0, 0.5 ** 0.5, 0.5), ResourceWeightSchedule(0.5, 3)])
-    set_routing(network, temperature=0.5)
-    return network, trainer, history.history, x_test.astype("float32"), y_test
+    steps = math.ceil(len(x_train) / 64)
+    setup = prepare_training("drnet", network, {"routing_threshold": 0.8, "resource_weight": 0.5},
+                             TrainingContext(6, steps, x_test[:64].astype("float32"), verbose=0))
+    # constant Adam 5e-3 (``step`` without milestones): a decayed rate leaves the resource stage too little to act
+    recipe = get_recipe("digits").replace(optimizer="adam", lr=5e-3, epochs=6, schedule="step", milestones=[],
+                                          warmup_epochs=0, weight_decay=0.0)
+    compile_for_recipe(setup.model, recipe, recipe.lr, steps, classes=10)
+    history = setup.model.fit(x_train.astype("float32"), keras.utils.to_categorical(y_train, 10), batch_size=64,
+                              epochs=6, verbose=0, callbacks=setup.callbacks)
+    return network, setup, history.history, x_test.astype("float32"), y_test
+
+
+def test_drnet_hook_checks_its_options(tiny):
+    from dynzoo.train.hooks import TrainingContext, prepare_training
+
+    context = TrainingContext(4, 2, np.zeros((2, 16, 16, 3), "float32"))
+    for options, message in (({"routing_threshold": 0.0}, "routing_threshold"),
+                             ({"resource_weight": -1.0}, "resource_weight")):
+        with pytest.raises(ValueError, match=message):
+            prepare_training("drnet", tiny, options, context)
+    with pytest.raises(ValueError, match="applies only to models of the drnet family"):
+        prepare_training("micronet", tiny, {"resource_weight": 0.1}, context)
 
 
 @pytest.mark.slow
 def test_training_learns_and_routing_saves_madds(trained):
-    network, _, history, x_test, y_test = trained
+    network, setup, history, x_test, y_test = trained
     assert history["expected_mmadds"][-1] < history["expected_mmadds"][2]  # the resource term acts
+    assert history["temperature"] == pytest.approx([3, 3, 3, 1, 0.5 ** 0.5, 0.5], rel=1e-5)
+    assert "usage_skip_connect" in history and 0 < history["madds_ratio"][-1] < 1  # branch usage logged
+    report = setup.report(network)
+    assert report["routing_threshold"] == 0.8 and report["madds_ratio_on_sample"] < 1
     model = routing_model(network)
     set_routing(network, threshold=1.0)
     full = analyze_routing(network, x_test, routed=model)
@@ -163,7 +184,7 @@ def test_training_learns_and_routing_saves_madds(trained):
 
 @pytest.mark.slow
 def test_trained_model_round_trips(trained, tmp_path):
-    network, trainer, _, x_test, _ = trained
+    network, _, _, x_test, _ = trained
     network.save(tmp_path / "drnet.keras")
     loaded = keras.saving.load_model(tmp_path / "drnet.keras")
     np.testing.assert_array_equal(network(x_test[:8], training=False), loaded(x_test[:8], training=False))

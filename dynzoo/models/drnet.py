@@ -19,15 +19,18 @@ from dynzoo.layers.routing import (
     PAPER_OPS,
     CandidateOp,
     FactorizedReduce,
+    GumbelTemperatureSchedule,
     ReLUConvBN,
     RouterNet,
     check_ops,
     gumbel_softmax,
     routed_layers,
+    set_routing,
     threshold_select,
 )
 from dynzoo.models.common import check_application_args, finish_application, imagenet_preprocessing, model_input
 from dynzoo.registry import load_config, register_model
+from dynzoo.train.hooks import TrainingContext, TrainingSetup, register_training_hook
 
 MODEL_NAMES = ("drnet_s", "drnet_m", "drnet_l", "drnet_l_imagenet")
 # Node i (2…5) reads x_{i−1} and x0 or x1 (§3.1); node 2 reads x0 and x1.
@@ -440,13 +443,16 @@ def resource_loss(logits, labels, weights, costs):
 
 
 class ResourceAwareTrainer(keras.Model):
-    """Trains a DRNet with ``model.fit`` on ``CE + resource_weight · resource term`` (DRNets eq. 8).
+    """Trains a DRNet with ``model.fit`` on ``classification loss + resource_weight · resource term``
+    (DRNets eq. 8).
 
-    Wraps a DRNet built by :func:`DRNet` (the weights are shared: train the trainer, deploy the DRNet);
-    its ``fit``/``evaluate`` take (images, integer labels) and report ``loss``, ``ce``, ``resource``,
-    ``expected_mmadds`` (the Gumbel-weighted routed MAdds, in millions) and ``accuracy``. The routed-branch
-    costs R are the DRNet's own MAdds per branch; the static parts are left out of the log as in the paper.
-    Save the network, not the trainer.
+    Wraps a DRNet built by :func:`DRNet` (the weights are shared: train the trainer, deploy the DRNet).
+    ``compile`` defaults to sparse cross-entropy and accuracy on integer labels; any classification loss and
+    metrics given to ``compile`` apply to the logits (one-hot labels work too: the resource term takes their
+    argmax). ``fit``/``evaluate`` also report ``ce`` (the classification loss), ``resource`` and
+    ``expected_mmadds`` (the Gumbel-weighted routed MAdds, in millions). The routed-branch costs R are the
+    DRNet's own MAdds per branch; the static parts are left out of the log as in the paper. Save the
+    network, not the trainer.
 
     Args:
         network: the DRNet (``include_top=True``).
@@ -466,26 +472,30 @@ class ResourceAwareTrainer(keras.Model):
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.resource_tracker = keras.metrics.Mean(name="resource")
         self.mmadds_tracker = keras.metrics.Mean(name="expected_mmadds")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if metrics is None else metrics
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
         return self.graph(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, weights = y_pred
-        ce = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        resource = resource_loss(logits, y, weights, self.costs)
+        ce = self._compile_loss(y, logits, sample_weight)
+        labels = ops.argmax(y, axis=-1) if len(y.shape) == 2 else y
+        resource = resource_loss(logits, labels, weights, self.costs)
         self.ce_tracker.update_state(ce)
         self.resource_tracker.update_state(resource)
         self.mmadds_tracker.update_state(ops.sum(weights * self.costs, axis=(1, 2, 3)))
-        loss = ops.mean(ce) + self.resource_weight * ops.mean(resource)
+        loss = ce + self.resource_weight * ops.mean(resource)
         if self.losses:
             loss = loss + ops.sum(self.losses)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        self.accuracy.update_state(y, y_pred[0])
-        return {m.name: m.result() for m in self.metrics}
+        return super().compute_metrics(x, y, y_pred[0], sample_weight)
 
 
 class ResourceWeightSchedule(keras.callbacks.Callback):
@@ -542,6 +552,44 @@ class BranchUsageLogger(keras.callbacks.Callback):
             logs["madds_ratio"] = report.madds_ratio
         if self.verbose:
             print(f"\nepoch {epoch + 1}: effective MAdds {report.madds_ratio:.1%} of all branches\n{report.usage_table()}")
+
+
+def prepare_drnet_training(network: keras.Model, options: dict, context: TrainingContext) -> TrainingSetup:
+    """How ``dynzoo train`` trains a DRNet: the paper's two stages in one run (§3.4). The first half of
+    the epochs pre-trains at Gumbel temperature 3 without the resource term; the second half restarts τ
+    at 1, decays it to 0.5, and adds the resource term with weight ``resource_weight`` (default 0). The
+    inference threshold ``routing_threshold`` (default: the network's, 1.0 = every branch) is set before
+    training, so validation, the saved model and the summary's MAdds ratio use it. Branch usage is logged
+    each epoch."""
+    threshold = options.get("routing_threshold")
+    weight = options.get("resource_weight", 0.0)
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"`routing_threshold` must be in (0, 1], got {threshold!r}.")
+    if weight < 0:
+        raise ValueError(f"`resource_weight` must be >= 0, got {weight!r}.")
+    set_routing(network, threshold=threshold)
+    stage1 = context.epochs // 2
+    stage2 = context.epochs - stage1
+    floor = 0.5
+    callbacks = [
+        GumbelTemperatureSchedule(initial=3.0, hold_epochs=stage1, restart=1.0,
+                                  decay=floor ** (1 / max(stage2 - 1, 1)), floor=floor),
+        ResourceWeightSchedule(weight, start_epoch=stage1),
+        BranchUsageLogger(context.sample_images, network=network),
+    ]
+
+    def report(trained: keras.Model) -> dict:
+        routing = analyze_routing(trained, context.sample_images)
+        return {"routing_threshold": round(float(routed_layers(trained)[0].threshold.numpy()), 4),
+                "madds_ratio_on_sample": round(routing.madds_ratio, 4), "sample_images": len(context.sample_images)}
+
+    return TrainingSetup(ResourceAwareTrainer(network), network, callbacks, report)
+
+
+register_training_hook("drnet", {
+    "routing_threshold": (float, "inference routing threshold T in (0, 1] (1: every branch)"),
+    "resource_weight": (float, "weight of the resource loss in the second half of the epochs (0: off)"),
+}, prepare_drnet_training)
 
 
 def _builder(model_name: str):
