@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,17 @@ def official_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """``dynzoo quickstart`` run once in a fresh process: (the finished process, its bundles folder, its
+    training folder). Its trained MicroNet-M0 (``run/model.keras``, 32×32 digits) also serves the export
+    accuracy tests, so the suite trains it once."""
+    root = tmp_path_factory.mktemp("quickstart")
+    out, run_dir = root / "bundles", root / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "dynzoo.cli", "quickstart", "--out", str(out), "--run_dir", str(run_dir)],
+        cwd=root, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return done, out, run_dir

@@ -6,7 +6,6 @@ from __future__ import annotations
 import keras
 import pytest
 
-import dynzoo
 from dynzoo.data import digits_arrays
 from dynzoo.export import convert
 from dynzoo.export.cli import full_range_first
@@ -14,25 +13,14 @@ from dynzoo.export.tflite import float_ops
 from dynzoo.export.verify import parity_report
 
 SIZE = 32
-EPOCHS = 12
-
-
-def trained(name: str) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    model = dynzoo.create_model(name, input_shape=(SIZE, SIZE, 3), classes=10, include_preprocessing=True,
-                                dropout_rate=0.0)
-    x, y = digits_arrays("train", SIZE)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x.astype("float32"), y, batch_size=64, epochs=EPOCHS, verbose=0)
-    return model
 
 
 # DCD-MobileNetV2 ×0.5 is not checked yet: plain Adam at 32×32 leaves it at chance (16 % after 30 epochs),
 # so there is no trained model to quantize (benchmarks/results/quantization_accuracy.md).
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["micronet_m0"])
-def test_int16x8_keeps_accuracy_of_a_trained_dynamic_network(name):
-    model = trained(name)
+def test_int16x8_keeps_accuracy_of_a_trained_dynamic_network(quickstart_run):
+    """The quickstart's MicroNet-M0 (trained on the 32×32 digits) exported fully integer."""
+    model = keras.saving.load_model(quickstart_run[2] / "model.keras", compile=False)
     x_train, _ = digits_arrays("train", SIZE)
     x_test, y_test = digits_arrays("test", SIZE)
     flatbuffer = convert(model, "int16x8", full_range_first(x_train[:64].astype("float32")))

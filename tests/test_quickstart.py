@@ -4,10 +4,7 @@ float32 and int8 bundles that LiteRT runs and that agree with Keras, and ``dynzo
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -28,13 +25,9 @@ def _percent(cell: str) -> float:
 
 
 @pytest.mark.slow
-def test_quickstart_trains_exports_and_compares(tmp_path, capsys):
-    out, run_dir = tmp_path / "bundles", tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "dynzoo.cli", "quickstart", "--out", str(out), "--run_dir", str(run_dir)],
-        cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, timeout=600, check=False)
+def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
+    done, out, run_dir = quickstart_run
     stdout = done.stdout.decode()
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
     rows = _table_rows(stdout)
     assert set(rows) == {"Keras (float32)", "TFLite float32", "TFLite int8"}, stdout[-2000:]
     keras_top1 = _percent(rows["Keras (float32)"][0])
