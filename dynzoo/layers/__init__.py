@@ -3,8 +3,10 @@
 from dynzoo.layers.base import SequenceBlock, count_madds
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
+from dynzoo.layers.covnorm import CovNormAdapter  # noqa: F401
 from dynzoo.layers.dcd import DCDConv2D, DCDDense
 from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
+from dynzoo.layers.residual_transfer import DynamicResidualConv2D  # noqa: F401
 from dynzoo.layers.micronet import (
     GroupPointwiseConv,
     MicroBlock,

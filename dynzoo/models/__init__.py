@@ -2,6 +2,7 @@
 
 from dynzoo.models.cdb import CDBResNet  # noqa: F401
 from dynzoo.models.drnet import DRNet  # noqa: F401
+from dynzoo.models.drt import DRT  # noqa: F401
 from dynzoo.models.micronet import MicroNet, MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3
 from dynzoo.models.mobilenetv2 import MobileNetV2
 from dynzoo.models.resnet import ResNet

@@ -15,6 +15,7 @@ LR_SCALINGS = ("linear", "none")
 # ``--task`` name → "module:function" taking a TrainConfig and returning a TrainResult.
 TASKS = {
     "classify": "dynzoo.train.trainer:train_classifier",
+    "msda": "dynzoo.train.msda:train_msda",
 }
 
 
