@@ -32,11 +32,15 @@ def test_builders_have_the_keras_applications_signature():
     import inspect
 
     from dynzoo.models import MicroNetM0
+    from dynzoo.registry import get_entry
 
     expected = ["input_shape", "include_top", "weights", "input_tensor", "pooling", "classes",
                 "classifier_activation", "include_preprocessing", "dropout_rate", "name"]
     assert list(inspect.signature(MicroNetM0).parameters) == expected
     assert MicroNetM0(input_shape=(64, 64, 3)).name == "micronet_m0"
+    for name in dynzoo.list_models():  # every family, also those added later
+        builder = get_entry(name).builder
+        assert list(inspect.signature(builder).parameters)[:len(expected)] == expected, name
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

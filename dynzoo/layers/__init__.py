@@ -17,6 +17,7 @@ from dynzoo.layers.micronet import (
 from dynzoo.layers.routing import CandidateOp, FactorizedReduce, GumbelTemperatureSchedule, RouterNet  # noqa: F401
 from dynzoo.layers.shift_max import DynamicShiftMax
 from dynzoo.layers.shuffle import ChannelShuffle
+from dynzoo.layers.wiring import Router, WiredStage  # noqa: F401
 
 __all__ = [
     "ChannelShuffle",
