@@ -5,7 +5,7 @@ domain, seen unlabelled during training and evaluated on its test split. Both ne
 (``drt_lenet`` with a dynamic residual on every conv, ``drt_lenet_static`` without), trained by
 ``dynzoo train --task msda``'s function with the same recipe, alignment loss and seeds.
 
-    python benchmarks/drt_digits.py --seeds 0 1 2
+    python benchmarks/drt_digits.py --seeds 0 1 2 3 4
 writes benchmarks/results/drt_digits.{json,md} (``--output`` renames them).
 """
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--target", default="colour_background")
     parser.add_argument("--alignment", default="mmd")
     parser.add_argument("--alignment_weight", type=float, default=1.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60, help="iterations per epoch (batch 64)")
     parser.add_argument("--models", nargs="+", default=["drt_lenet_static", "drt_lenet"])

@@ -137,6 +137,7 @@ def test_domains_are_deterministic_transforms_of_the_digits():
     np.testing.assert_array_equal(y, labels)
     assert x.shape == clean.shape and x.dtype == np.uint8
     np.testing.assert_array_equal(domain_digits((), "test", 16)[0], clean)  # the empty domain is the clean data
+    np.testing.assert_array_equal(domain_digits("clean", "test", 16)[0], clean)
     np.testing.assert_array_equal(apply_domain(clean, "inverted"), 255 - clean)
     assert x.std() < 0.3 * clean.std()  # night then fog: dim, washed-out images
     assert not np.array_equal(domain_digits("rain", "train", 16, seed=0)[0], domain_digits("rain", "train", 16, seed=1)[0])

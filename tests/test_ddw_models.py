@@ -63,6 +63,23 @@ def overheads(name: str, static_name: str):
     return ddw.params - static.params, ddw.madds - static.madds
 
 
+def test_a_fresh_mobilenetv2_depends_on_its_input_and_gets_gradients():
+    """Zero-initialised residual branches must not silence a block without a shortcut."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = dynzoo.create_model("ddw_mobilenetv2_100", input_shape=(32, 32, 3), classes=10,
+                                classifier_activation=None)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_sum(logits[0] * logits[1])
+    assert not np.allclose(logits[0], logits[1])
+    grads = tape.gradient(loss, model.trainable_variables)
+    first_conv = next(g for v, g in zip(model.trainable_variables, grads) if "kernel" in v.path)
+    assert first_conv is not None and np.abs(first_conv).max() > 0
+
+
 def test_resnet18_overheads_match_the_count_of_the_construction():
     """Routers: a C→ζ_out FC with bias per node; a τ per receiving node; MAdds: routers + H·W·C per edge. The
     spec's recount for this construction: +0.003 M params, +1.1 MMAdds (paper Table 1: +0.02 M, +13 M)."""

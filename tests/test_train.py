@@ -136,7 +136,7 @@ def bad_folders(tmp_path):
     (["--strategy=multi_worker"], "TF_CONFIG"),
     (["--routing_threshold=0.8"], "option `routing_threshold` applies only to models of the drnet family; this "
                                   "model is of the 'micronet' family"),
-    (["--model=drnet_s", "--routing_threshold=1.5"], "`routing_threshold` must be in \\(0, 1\\], got 1.5"),
+    (["--model=drnet_s", "--routing_threshold=1.5"], "`routing_threshold` must be a number in \\(0, 1\\], got 1.5"),
 ])
 def test_bad_input_is_one_clear_error_before_training(argv, message, bad_folders, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)

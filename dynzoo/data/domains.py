@@ -17,6 +17,7 @@ Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 """``transform(images float32 (N, S, S, 3) in [0, 255], rng) -> images float32 (N, S, S, 3)``."""
 
 TRANSFORMS: dict[str, Transform] = {}
+CLEAN = "clean"  # the name of the empty domain: the digits as they are
 
 
 def register_transform(name: str, transform: Transform) -> None:
@@ -27,9 +28,9 @@ def register_transform(name: str, transform: Transform) -> None:
 
 
 def check_domain(domain: str | Sequence[str]) -> tuple[str, ...]:
-    """A domain as a tuple of transform names (a single name is a one-transform domain; ``()`` is the
-    clean digits); a ValueError names any unknown transform and lists the known ones."""
-    steps = (domain,) if isinstance(domain, str) else tuple(domain)
+    """A domain as a tuple of transform names (a single name is a one-transform domain; ``()`` or
+    ``"clean"`` is the digits as they are); a ValueError names any unknown transform and lists the known ones."""
+    steps = () if domain == CLEAN else (domain,) if isinstance(domain, str) else tuple(domain)
     for step in steps:
         if step not in TRANSFORMS:
             raise ValueError(f"`domain`: unknown transform {step!r}; known: {sorted(TRANSFORMS)}.")

@@ -228,7 +228,7 @@ class CDBBlock(keras.layers.Layer):
     Training computes every group and multiplies by the (straight-through) gates. Inference with
     ``conditional`` wraps each group in a ``cond``: a group that no sample of the batch switches on is not
     computed at all (at batch 1: exactly the selected groups run), the others are masked per sample — the
-    output equals the masked sum exactly. In TFLite each ``cond`` becomes a builtin ``IF``.
+    output equals the masked sum up to float rounding. In TFLite each ``cond`` becomes a builtin ``IF``.
 
     Inputs: ``x`` (B, H, W, C_in) for the first block, else ``[x, h_prev (B, hidden)]``.
     Outputs: ``[y (B, ⌈H/s⌉, ⌈W/s⌉, C_out), h (B, hidden), gates (B, N)]`` — the gates are the executed

@@ -184,14 +184,16 @@ def merge_statistics(stats: list[FeatureStatistics]) -> FeatureStatistics:
 def pca(stats: FeatureStatistics, threshold: float = 0.99, max_rank: int | None = None) -> PCA:
     """The fewest components whose cumulative explained variance reaches ``threshold`` (the thesis's t,
     default 0.99; swept over [0.8, 0.995]), at most ``max_rank``."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"`threshold` must be in (0, 1], got {threshold!r}.")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+        raise ValueError(f"`threshold` must be a number in (0, 1], got {threshold!r}.")
+    if max_rank is not None:
+        check_int("max_rank", max_rank)
     values, vectors = np.linalg.eigh(stats.covariance)
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
     ratio = np.cumsum(values) / max(values.sum(), 1e-12)
     k = int(np.searchsorted(ratio, threshold - 1e-12) + 1)
-    k = min(k, len(values), max_rank or len(values))
+    k = min(k, len(values), len(values) if max_rank is None else max_rank)
     return PCA(stats.mean.astype("float32"), vectors[:, :k].T.astype("float32"), float(ratio[k - 1]))
 
 

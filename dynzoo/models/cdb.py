@@ -539,6 +539,8 @@ def prepare_training(network, options: dict[str, Any], context):
             return TrainingSetup(model=network, network=network)
         if "target_flops" in options:
             check_target_rate("target_flops", options["target_flops"])
+        if "category_weight" in options and "category_map" not in options:
+            raise ValueError("training option `category_weight` needs `category_map` (the category loss it weighs).")
         model = CDBTrainer(network, options.get("target_flops"), options.get("category_map"),
                            options.get("category_weight"), name=f"{network.name}_trainer")
     elif options:

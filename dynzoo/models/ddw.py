@@ -110,8 +110,15 @@ def DDW(
                            inference_gate=inference_gate, aggregation=aggregation, name=stage_name)
         x = stage(x)[0]
         if router["zero_init_residual"]:
-            for block in blocks:  # each node starts as the plain weighted sum of its inputs (spec §4.7.4)
-                last_bn = block.bns[-1] if isinstance(block, ResNetBlock) else block.steps[-1]
+            # each node with a shortcut starts as the plain weighted sum of its inputs (spec §4.7.4); a block
+            # without one (MobileNetV2's first of a stage) would output zeros and pass back no gradient
+            for block in blocks:
+                if isinstance(block, ResNetBlock):
+                    last_bn = block.bns[-1]
+                elif block.residual:
+                    last_bn = block.steps[-1]
+                else:
+                    continue
                 last_bn.gamma.assign(np.zeros(last_bn.gamma.shape, "float32"))
         return x
 

@@ -484,7 +484,8 @@ class ResourceAwareTrainer(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, weights = y_pred
         ce = self._compile_loss(y, logits, sample_weight)
-        labels = ops.argmax(y, axis=-1) if len(y.shape) == 2 else y
+        one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
+        labels = ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,))
         resource = resource_loss(logits, labels, weights, self.costs)
         self.ce_tracker.update_state(ce)
         self.resource_tracker.update_state(resource)
@@ -563,10 +564,10 @@ def prepare_drnet_training(network: keras.Model, options: dict, context: Trainin
     each epoch."""
     threshold = options.get("routing_threshold")
     weight = options.get("resource_weight", 0.0)
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ValueError(f"`routing_threshold` must be in (0, 1], got {threshold!r}.")
-    if weight < 0:
-        raise ValueError(f"`resource_weight` must be >= 0, got {weight!r}.")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ValueError(f"`routing_threshold` must be a number in (0, 1], got {threshold!r}.")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ValueError(f"`resource_weight` must be a number >= 0, got {weight!r}.")
     set_routing(network, threshold=threshold)
     stage1 = context.epochs // 2
     stage2 = context.epochs - stage1

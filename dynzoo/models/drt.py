@@ -289,6 +289,9 @@ def covnorm_adapters(adapters: Sequence[CovNormAdapter], stats, threshold: float
     :func:`adapter_statistics`), or the given ``pcas`` (``[(input PCA, output PCA), …]``: the joint variant's
     global PCAs, see :func:`~dynzoo.layers.covnorm.merge_statistics`). M starts at A seen through the PCAs;
     the BatchNorms are copied."""
+    for name, given in (("stats", stats), ("pcas", pcas)):
+        if given is not None and len(given) != len(adapters):
+            raise ValueError(f"`{name}` must have one entry per adapter ({len(adapters)}), got {len(given)}.")
     out = []
     for i, (adapter, (stats_in, stats_out)) in enumerate(zip(adapters, stats)):
         if adapter.is_covnorm:

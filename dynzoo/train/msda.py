@@ -124,6 +124,13 @@ class MSDATrainer(keras.Model):
             return ops.mean(keras.losses.binary_crossentropy(domain, self.discriminator(joint), from_logits=True))
         return ops.zeros(())
 
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """The classification loss and metrics apply to the source logits (default: cross-entropy on
+        integer labels, accuracy)."""
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if metrics is None else metrics
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, source_features, target_features = y_pred
         ce = self._compile_loss(y, logits, sample_weight)
@@ -162,7 +169,8 @@ def domain_arrays(domains: Sequence[tuple[str, ...]], split: str, image_size: in
 def train_msda(config) -> Any:
     """``dynzoo train --task msda``: adapt ``config.model`` from the source domains to the target domain
     (``config.options``: ``source_domains``, ``target_domain``, ``alignment``, ``alignment_weight``; other
-    options go to the model family's hook as usual). Only the offline ``digits`` dataset has domains.
+    family options are refused: their losses are not composed with the alignment loss). Only the offline
+    ``digits`` dataset has domains.
     Writes ``model.keras`` and ``summary.json`` (source and target test top-1) into ``model_dir``."""
     from dynzoo.registry import get_entry
     from dynzoo.train.hooks import check_options
@@ -176,7 +184,11 @@ def train_msda(config) -> Any:
     if config.dataset != "digits":
         raise ValueError(f"`dataset`: --task msda runs on the offline 'digits' domains, got {config.dataset!r}.")
     options = {**DEFAULTS, **{k: v for k, v in config.options.items() if k in OPTIONS}}
-    check_options(get_entry(config.model).family, {k: v for k, v in config.options.items() if k not in OPTIONS})
+    others = sorted(k for k in config.options if k not in OPTIONS)
+    check_options(get_entry(config.model).family, {k: config.options[k] for k in others})
+    if others:
+        raise ValueError(f"training option(s) {', '.join(f'`{k}`' for k in others)} cannot be combined with "
+                         "--task msda (it trains with source cross-entropy + alignment only).")
     sources = [parse_domain(d) for d in options["source_domains"].split(",") if d.strip()]
     if not sources:
         raise ValueError("`source_domains` must name at least one domain.")
