@@ -18,20 +18,18 @@ import numpy as np
 from keras import ops
 
 from dynzoo.layers.base import (
-    batchnorm,
     check_choice,
     check_int,
-    conv_initializer,
     count_madds,
 )
 from dynzoo.layers.cdb import CDBBlock, group_width
-from dynzoo.layers.conv import SymmetricConv2D
 from dynzoo.models.common import (
     check_application_args,
     finish_application,
     imagenet_preprocessing,
     model_input,
 )
+from dynzoo.models.resnet import resnet_stem
 from dynzoo.registry import load_config, register_model
 from dynzoo.train.hooks import register_training_hook
 
@@ -124,18 +122,7 @@ def CDBResNet(
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
         x = imagenet_preprocessing()(x)
-    if stem == "imagenet":
-        x = SymmetricConv2D(scaled(64), 7, 2, use_bias=False, kernel_initializer=conv_initializer(), name="conv1")(x)
-        x = batchnorm("bn1")(x)
-        x = keras.layers.ReLU(name="relu")(x)
-        x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # inputs follow a ReLU: zero = −inf padding
-        x = keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
-    else:
-        x = keras.layers.Conv2D(scaled(64), 3, padding="same", use_bias=False, kernel_initializer=conv_initializer(),
-                                name="conv1")(x)
-        x = batchnorm("bn1")(x)
-        x = keras.layers.ReLU(name="relu")(x)
-        x = keras.layers.MaxPooling2D(2, 2, name="maxpool")(x)
+    x = resnet_stem(x, scaled(64), small_input=stem == "cifar")
     h = None
     widths = stage_widths(cfg["block"], cfg["out_channels"], groups)
     for stage, (out, w, blocks) in enumerate(zip(cfg["out_channels"], widths, cfg["layers"]), start=1):

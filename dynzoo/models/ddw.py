@@ -29,7 +29,7 @@ from dynzoo.models.common import (
     model_input,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
-from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock
+from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
 from dynzoo.registry import load_config, register_model
 
 STATIC_ALPHA_SUFFIX = "_static_alpha"
@@ -143,16 +143,8 @@ def _resnet_body(x, cfg: dict, width: float, wire):
     """The torchvision ResNet (``ResNetBlock``, same layer names as :mod:`dynzoo.models.resnet`), or the CIFAR
     stem (3×3/1 conv, no pooling) for small inputs; one graph per stage."""
     stem = max(1, round(64 * width))
-    if cfg["stem"] == "cifar":
-        x = SymmetricConv2D(stem, 3, 1, use_bias=False, kernel_initializer=conv_initializer(), name="conv1")(x)
-        x = batchnorm("bn1")(x)
-        x = keras.layers.ReLU(name="relu")(x)
-    else:
-        x = SymmetricConv2D(stem, 7, 2, use_bias=False, kernel_initializer=conv_initializer(), name="conv1")(x)
-        x = batchnorm("bn1")(x)
-        x = keras.layers.ReLU(name="relu")(x)
-        x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # inputs follow a ReLU: same as −inf padding
-        x = keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
+    small = cfg["stem"] == "cifar"
+    x = resnet_stem(x, stem, small_input=small, pool=not small)
     for stage, (planes, count) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         planes = max(1, round(planes * width))
         blocks = [ResNetBlock(planes, 2 if stage > 1 and index == 0 else 1, cfg["block"] == "bottleneck",

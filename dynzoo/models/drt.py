@@ -42,7 +42,7 @@ from dynzoo.models.common import (
     imagenet_preprocessing,
     model_input,
 )
-from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock
+from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
 from dynzoo.registry import load_config, register_model
 from dynzoo.train import msda
 from dynzoo.train.hooks import register_training_hook
@@ -119,12 +119,7 @@ class DRTBottleneck(ResNetBlock):
 
 
 def _resnet_trunk(x, cfg):
-    # The torchvision stem, as in dynzoo.models.resnet.ResNet.
-    x = SymmetricConv2D(64, 7, 2, use_bias=False, kernel_initializer=conv_initializer(), name="conv1")(x)
-    x = batchnorm("bn1")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # zero = −inf padding after a ReLU
-    x = keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
+    x = resnet_stem(x)
     for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1

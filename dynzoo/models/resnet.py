@@ -127,6 +127,23 @@ class ResNetBlock(keras.layers.Layer):
                 "bottleneck": self.bottleneck, "conv": self.conv}
 
 
+def resnet_stem(x, filters: int = 64, small_input: bool = False, pool: bool = True):
+    """The torchvision ResNet stem, layers named as the official checkpoints (``conv1``, ``bn1``): a 7×7/2
+    convolution → BN → ReLU → 3×3/2 max-pooling. ``small_input`` (CIFAR-style): a 3×3/1 convolution, and
+    with ``pool`` a 2×2/2 max-pooling; ``pool=False`` leaves the pooling out."""
+    x = SymmetricConv2D(filters, 3 if small_input else 7, 1 if small_input else 2, use_bias=False,
+                        kernel_initializer=conv_initializer(), name="conv1")(x)
+    x = batchnorm("bn1")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    if not pool:
+        return x
+    if small_input:
+        return keras.layers.MaxPooling2D(2, 2, name="maxpool")(x)
+    # Zero padding equals PyTorch's −inf padding here: the inputs follow a ReLU.
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    return keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
+
+
 def ResNet(
     model_name: str,
     input_shape: Sequence[int | None] | None = None,
@@ -171,12 +188,7 @@ def ResNet(
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
         x = imagenet_preprocessing()(x)
-    x = SymmetricConv2D(64, 7, 2, use_bias=False, kernel_initializer=conv_initializer(), name="conv1")(x)
-    x = batchnorm("bn1")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    # Zero padding equals PyTorch's −inf padding here: the inputs follow a ReLU.
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
-    x = keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
+    x = resnet_stem(x)
     for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
