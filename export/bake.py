@@ -109,3 +109,55 @@ def bake(model: keras.Model, coefficients: dict[str, list[np.ndarray]]) -> keras
         return layer
 
     return keras.models.clone_model(source, clone_function=clone)
+
+
+def bake_domain(model: keras.Model, embedding) -> keras.Model:
+    """Fold a domain-aware network (DDN, ``[images, domain_embedding]`` inputs) for one domain
+    ``embedding`` (D,) into its static network: every layer with ``fold(embedding)`` (the domain-aware
+    convs and blocks) becomes the static layer it equals for that domain, the others are copied. The
+    result takes the images only and is, layer for layer and op for op, the plain backbone.
+
+    ``model`` must be a chain: each layer takes the previous layer's output (and the embedding).
+    """
+    from dynzoo.models.ddn import EMBEDDING_INPUT
+
+    images = [t for t in model.inputs if t.name != EMBEDDING_INPUT]
+    if len(images) != 1 or len(images) == len(model.inputs):
+        raise ValueError(f"`model` {model.name} must take [images, {EMBEDDING_INPUT}] inputs (a DDN model).")
+    embedding = np.asarray(embedding, "float32").reshape(-1)
+    if embedding.shape[0] != model.get_layer(EMBEDDING_INPUT).output.shape[-1]:
+        raise ValueError(f"`embedding` has {embedding.shape[0]} values; {model.name} takes "
+                         f"{model.get_layer(EMBEDDING_INPUT).output.shape[-1]}.")
+    inputs = keras.Input(images[0].shape[1:], name=images[0].name)
+    x = inputs
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if callable(getattr(layer, "fold", None)):
+            x = layer.fold(embedding)(x)
+        else:
+            copy = type(layer).from_config(layer.get_config())
+            x = copy(x)
+            copy.set_weights(layer.get_weights())
+    return keras.Model(inputs, x, name=f"{model.name}_baked")
+
+
+def reestimate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 64, embedding=None) -> None:
+    """Replace the moving statistics of every BatchNormalization of ``model`` by their average over
+    ``images`` (the population statistics of one domain; DDN spec §1.8.3): batch statistics in training
+    mode, accumulated as a cumulative mean. Nothing else changes. A domain-aware model also takes the
+    domain's ``embedding`` (D,)."""
+    images = np.asarray(images, "float32")
+    if len(images) < 2:
+        raise ValueError("`images` must hold at least 2 images to estimate BatchNorm statistics.")
+    layers = [l for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [l.momentum for l in layers]
+    try:
+        for i, start in enumerate(range(0, len(images) - 1, batch_size)):
+            for layer in layers:
+                layer.momentum = i / (i + 1)  # moving = mean of the batch statistics seen so far
+            batch = images[start:start + batch_size]
+            model(batch if embedding is None else [batch, np.tile(embedding, (len(batch), 1))], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum

@@ -41,6 +41,11 @@ def add_commands(subparsers) -> None:
                    help="mode mixed: name fragments of the layers kept in float (default: the dynamic layers)")
     p.add_argument("--bundle", action="store_true", help="also write a bundle folder per mode")
     p.add_argument("--golden", action="store_true", help="with --bundle: also write the golden files")
+    p.add_argument("--domain-embedding", metavar="FILE", default=None,
+                   help="a domain-aware (DDN) model: bake it for each domain of FILE (domain_embeddings.json of "
+                   "'dynzoo train --task domains') into the static network; writes <name>_<domain>_<mode>.tflite")
+    p.add_argument("--domain", dest="domains", action="append", default=None,
+                   help="with --domain-embedding: only this domain (repeatable; default every domain of FILE)")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser(
@@ -74,9 +79,6 @@ def _check_positive(name: str, value: int) -> None:
 def _export(args: argparse.Namespace) -> int:
     import keras
 
-    from dynzoo.export import bundle, tflite, verify
-    from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
-
     modes = args.modes or ["float32"]
     for name in ("--calibration-size", "--verify-size", "--input-size", "--classes"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -85,6 +87,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.model.endswith(".keras"):
         if not Path(args.model).is_file():
             raise ValueError(f"no such model file {args.model!r}.")
+        import dynzoo.models  # noqa: F401  (registers the model families' blocks, e.g. the DDN blocks)
+
         model = keras.saving.load_model(args.model)
         source_name = Path(args.model).stem
         preprocessing_in_model = any(layer.name == "preprocessing" for layer in model.layers)
@@ -95,6 +99,36 @@ def _export(args: argparse.Namespace) -> int:
         model = create_model(args.model, input_shape=(size, size, 3), classes=args.classes,
                              weights=args.weights, include_preprocessing=args.preprocessing_in_model)
         source_name, preprocessing_in_model = args.model, args.preprocessing_in_model
+    for name, static in _per_domain(model, source_name, args.domain_embedding, args.domains).items():
+        _export_model(args, static, name, preprocessing_in_model, modes)
+    return 0
+
+
+def _per_domain(model, source_name: str, embedding_file: str | None, domains: list[str] | None) -> dict:
+    """``{name: model}``: the model itself, or with --domain-embedding one baked static model per domain."""
+    from dynzoo.models.ddn import is_domain_aware
+
+    if embedding_file is None:
+        if is_domain_aware(model):
+            raise ValueError(f"{source_name} takes a domain embedding: give --domain-embedding FILE to bake it "
+                             "into a static network per domain.")
+        if domains:
+            raise ValueError("--domain needs --domain-embedding.")
+        return {source_name: model}
+    from dynzoo.export.bake import bake_domain
+    from dynzoo.layers.domain import DomainEmbeddings
+
+    if not is_domain_aware(model):
+        raise ValueError(f"--domain-embedding: {source_name} is not a domain-aware (DDN) model.")
+    table = DomainEmbeddings.load(embedding_file)
+    return {f"{source_name}_{d}": bake_domain(model, table[d]) for d in domains or table.domains}
+
+
+def _export_model(args: argparse.Namespace, model, source_name: str, preprocessing_in_model: bool,
+                  modes: list[str]) -> None:
+    from dynzoo.export import bundle, tflite, verify
+    from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
+
     size = model.inputs[0].shape[1]
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     to_inputs = lambda images: verify.model_inputs(  # noqa: E731
@@ -131,7 +165,6 @@ def _export(args: argparse.Namespace) -> int:
         print(_summary(mode, entry))
     (out / f"{source_name}_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / (source_name + '_report.json')}")
-    return 0
 
 
 def full_range_first(images):

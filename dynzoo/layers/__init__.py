@@ -5,6 +5,7 @@ from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
 from dynzoo.layers.covnorm import CovNormAdapter  # noqa: F401
 from dynzoo.layers.dcd import DCDConv2D, DCDDense
+from dynzoo.layers.domain import DomainAwareConv2D, DomainEmbeddings, StreamingDomainEmbedding  # noqa: F401
 from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
 from dynzoo.layers.residual_transfer import DynamicResidualConv2D  # noqa: F401
 from dynzoo.layers.micronet import (

@@ -1,6 +1,7 @@
 """Model families; importing this package registers every named model."""
 
 from dynzoo.models.cdb import CDBResNet  # noqa: F401
+from dynzoo.models.ddn import DDN  # noqa: F401
 from dynzoo.models.ddw import DDW  # noqa: F401
 from dynzoo.models.drnet import DRNet  # noqa: F401
 from dynzoo.models.drt import DRT  # noqa: F401

@@ -16,6 +16,7 @@ LR_SCALINGS = ("linear", "none")
 TASKS = {
     "classify": "dynzoo.train.trainer:train_classifier",
     "msda": "dynzoo.train.msda:train_msda",
+    "domains": "dynzoo.train.domains:train_domains",
 }
 
 
