@@ -8,7 +8,6 @@ whose controller passes its hidden state to the next block's controller.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.models.resnet import resnet_stem
 from dynzoo.registry import load_config, register_model
@@ -550,15 +550,8 @@ def prepare_training(network, options: dict[str, Any], context):
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return CDBResNet(model_name, **kwargs)
-
-    signature = inspect.signature(CDBResNet)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.upper() if p == "cdb" else p.capitalize()
-                                                  for p in model_name.split("_"))
-    build.__doc__ = f"{model_name}." + (CDBResNet.__doc__ or "").split("\n", 1)[1]
-    return build
+    function_name = "".join(p.upper() if p == "cdb" else p.capitalize() for p in model_name.split("_"))
+    return named_builder(CDBResNet, model_name, function_name)
 
 
 BUILDERS = {}

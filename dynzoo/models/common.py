@@ -3,6 +3,7 @@ preprocessing, the pooling/top switch and weight loading."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable, Sequence
 
@@ -157,3 +158,19 @@ def finish_application(
                        official_loader=official_loader)
     return model
 
+
+
+def named_builder(family_builder: Callable[..., keras.Model], model_name: str, function_name: str | None = None,
+                  summary: str | None = None) -> Callable[..., keras.Model]:
+    """The keras.applications-style builder of one named model: ``family_builder(model_name, **kwargs)``
+    with the family builder's signature less its first parameter, ``function_name`` (default: the
+    CamelCase of ``model_name``) and a docstring opening with ``summary`` (default ``model_name``)."""
+
+    def build(**kwargs) -> keras.Model:
+        return family_builder(model_name, **kwargs)
+
+    signature = inspect.signature(family_builder)
+    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    build.__name__ = build.__qualname__ = function_name or "".join(p.capitalize() for p in model_name.split("_"))
+    build.__doc__ = f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1]
+    return build

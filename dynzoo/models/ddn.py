@@ -8,16 +8,28 @@ and ops as the plain network. Configurations: ``zoo_configs/ddn.json``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import keras
 
-from dynzoo.layers.base import SequenceBlock, batchnorm, check_choice, check_int, conv_initializer, dense_initializer
+from dynzoo.layers.base import (
+    SequenceBlock,
+    batchnorm,
+    check_choice,
+    check_int,
+    conv_initializer,
+    dense_initializer,
+)
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.domain import DomainAwareConv2D
 from dynzoo.layers.shift_max import make_divisible
-from dynzoo.models.common import check_application_args, finish_application, imagenet_preprocessing, model_input
+from dynzoo.models.common import (
+    check_application_args,
+    finish_application,
+    imagenet_preprocessing,
+    model_input,
+    named_builder,
+)
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
 from dynzoo.registry import load_config, register_model
 
@@ -257,14 +269,7 @@ def is_domain_aware(model: keras.Model) -> bool:
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return DDN(model_name, **kwargs)
-
-    signature = inspect.signature(DDN)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{model_name}." + (DDN.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(DDN, model_name)
 
 
 def _description(cfg: dict) -> str:

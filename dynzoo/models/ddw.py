@@ -8,7 +8,6 @@ There is no RegNet in the zoo, so the paper's RegNetX-600M/1.6G variants are not
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import keras
@@ -27,6 +26,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
@@ -234,14 +234,7 @@ def adjacency_matrices(model: keras.Model, images: np.ndarray, batch_size: int =
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return DDW(model_name, **kwargs)
-
-    signature = inspect.signature(DDW)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{model_name} (DDW)." + (DDW.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(DDW, model_name, summary=f"{model_name} (DDW)")
 
 
 BUILDERS = {}

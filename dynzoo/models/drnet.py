@@ -4,7 +4,6 @@ per-sample routing analysis (decisions and effective MAdds)."""
 
 from __future__ import annotations
 
-import inspect
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,7 +12,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from dynzoo.layers.base import PACKAGE, batchnorm, channels_of, check_int, conv_initializer, count_madds, dense_initializer
+from dynzoo.layers.base import (
+    PACKAGE,
+    batchnorm,
+    channels_of,
+    check_int,
+    conv_initializer,
+    count_madds,
+    dense_initializer,
+)
 from dynzoo.layers.conv import SymmetricConv2D
 from dynzoo.layers.routing import (
     PAPER_OPS,
@@ -28,7 +35,13 @@ from dynzoo.layers.routing import (
     set_routing,
     threshold_select,
 )
-from dynzoo.models.common import check_application_args, finish_application, imagenet_preprocessing, model_input
+from dynzoo.models.common import (
+    check_application_args,
+    finish_application,
+    imagenet_preprocessing,
+    model_input,
+    named_builder,
+)
 from dynzoo.registry import load_config, register_model
 from dynzoo.train.hooks import TrainingContext, TrainingSetup, register_training_hook
 
@@ -594,15 +607,9 @@ register_training_hook("drnet", {
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return DRNet(model_name, **kwargs)
-
-    signature = inspect.signature(DRNet)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     suffix = model_name[len("drnet_"):]
-    build.__name__ = build.__qualname__ = "DRNet" + "".join(part.capitalize() for part in suffix.split("_"))
-    build.__doc__ = f"{model_name} (DRNets §3.5)." + (DRNet.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(DRNet, model_name, "DRNet" + "".join(part.capitalize() for part in suffix.split("_")),
+                         f"{model_name} (DRNets §3.5)")
 
 
 DRNetS = _builder("drnet_s")

@@ -13,7 +13,6 @@ backbone (thesis ch. 2). Configurations: ``zoo_configs/drt.json``.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
 from dynzoo.registry import load_config, register_model
@@ -304,14 +304,7 @@ def covnorm_adapters(adapters: Sequence[CovNormAdapter], stats, threshold: float
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return DRT(model_name, **kwargs)
-
-    signature = inspect.signature(DRT)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{model_name}." + (DRT.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(DRT, model_name)
 
 
 BUILDERS = {}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import keras
@@ -15,6 +14,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.registry import load_config, register_model
 from dynzoo.weights import load_official_checkpoint
@@ -127,15 +127,8 @@ def load_micronet_checkpoint(model: keras.Model, path: str, include_top: bool = 
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return MicroNet(model_name, **kwargs)
-
-    signature = inspect.signature(MicroNet)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "MicroNet" + model_name[-2:].upper()
-    build.__doc__ = f"{model_name.replace('_', '-')} (official `{micronet_config(model_name)['official_config']}`)." \
-        + (MicroNet.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(MicroNet, model_name, "MicroNet" + model_name[-2:].upper(),
+                         f"{model_name.replace('_', '-')} (official `{micronet_config(model_name)['official_config']}`)")
 
 
 MicroNetM0 = _builder("micronet_m0")

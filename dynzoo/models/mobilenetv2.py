@@ -4,7 +4,6 @@ code, so the authors' checkpoints load), DY-Conv and CondConv. Configurations: `
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 
@@ -34,6 +33,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.registry import load_config, register_model
 from dynzoo.weights.convert import assign_state_dict, model_targets
@@ -286,15 +286,8 @@ def load_mobilenetv2_checkpoint(model: keras.Model, path: str, include_top: bool
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return MobileNetV2(model_name, **kwargs)
-
-    signature = inspect.signature(MobileNetV2)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{model_name} ({mobilenetv2_config(model_name)['conv']} convs, width " \
-        f"{mobilenetv2_config(model_name)['width']})." + (MobileNetV2.__doc__ or "").split("\n", 1)[1]
-    return build
+    cfg = mobilenetv2_config(model_name)
+    return named_builder(MobileNetV2, model_name, summary=f"{model_name} ({cfg['conv']} convs, width {cfg['width']})")
 
 
 _DESCRIPTIONS = {"static": "MobileNetV2 ×{w} (static)", "dcd": "DCD-MobileNetV2 ×{w} (thesis ch. 3, official code)",

@@ -3,7 +3,6 @@ authors' checkpoints load). Configurations: ``zoo_configs/resnet.json``."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import keras
@@ -24,6 +23,7 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
+    named_builder,
 )
 from dynzoo.models.mobilenetv2 import load_official_dcd
 from dynzoo.registry import load_config, register_model
@@ -227,14 +227,7 @@ def load_resnet_checkpoint(model: keras.Model, path: str, include_top: bool = Tr
 
 
 def _builder(model_name: str):
-    def build(**kwargs) -> keras.Model:
-        return ResNet(model_name, **kwargs)
-
-    signature = inspect.signature(ResNet)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-    build.__name__ = build.__qualname__ = "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{model_name}." + (ResNet.__doc__ or "").split("\n", 1)[1]
-    return build
+    return named_builder(ResNet, model_name)
 
 
 BUILDERS = {}
