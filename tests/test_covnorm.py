@@ -142,3 +142,18 @@ def test_adapters_on_a_frozen_shared_backbone(backbone, tmp_path):
         assert a.joint_task_parameters() == 8 * a.channels + a.rank_in * a.rank_out + a.rank_out
     with pytest.raises(ValueError, match="already a CovNorm"):
         covnorm_adapters(new, stats)
+
+
+def test_task_batchnorms_train_only_their_own_copies(backbone):
+    from dynzoo.models.drt import task_batchnorm_parameters, task_batchnorms
+
+    task = task_batchnorms(backbone, name="task_bn")
+    bns = [layer for layer in task.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    originals = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == len(originals) > 0 and not {id(b) for b in bns} & {id(b) for b in originals}
+    # every trainable weight is a BatchNorm copy's; the convolutions are the backbone's own objects
+    assert {id(v) for v in task.trainable_weights} == {id(v) for b in bns for v in b.trainable_weights}
+    assert task.get_layer("conv2") is backbone.get_layer("conv2")
+    assert task_batchnorm_parameters(task) == sum(b.count_params() for b in bns)
+    x = RNG.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(task.predict(x, verbose=0), backbone.predict(x, verbose=0), rtol=1e-6, atol=1e-6)

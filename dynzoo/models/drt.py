@@ -264,6 +264,34 @@ def insert_adapters(backbone: keras.Model, after: Sequence[str], adapters: dict 
     return keras.Model(model.inputs, model.outputs, name=name or f"{backbone.name}_adapted")
 
 
+def task_batchnorms(backbone: keras.Model, name: str | None = None) -> keras.Model:
+    """A model that runs ``backbone`` with its own trainable copy of every BatchNormalization layer
+    (weights copied) and every other layer shared: per-task BatchNorm statistics and affine terms, as in the
+    residual adapters of Rebuffi et al. (the thesis's [17]), re-estimated on the task while the shared
+    layers stay frozen. The copies are task-specific parameters (4 per channel each)."""
+    copies = {}
+
+    def clone(layer):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            return layer
+        copy = layer.__class__.from_config({**layer.get_config(), "trainable": True})
+        copies[layer.name] = (layer, copy)
+        return copy
+
+    model = keras.models.clone_model(backbone, clone_function=clone)
+    for layer, copy in copies.values():
+        copy.set_weights(layer.get_weights())
+        copy.trainable = True
+    return keras.Model(model.inputs, model.outputs, name=name or f"{backbone.name}_task_bn")
+
+
+def task_batchnorm_parameters(model: keras.Model) -> int:
+    """Parameters of the trainable BatchNormalization layers directly in ``model`` (see
+    :func:`task_batchnorms`), statistics included."""
+    return sum(layer.count_params() for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable)
+
+
 def adapter_statistics(model: keras.Model, adapters: Sequence[CovNormAdapter], images, batch_size: int = 256):
     """(input statistics, output statistics) of every adapter's transfer term A on ``images``, inference
     mode: step 2 of Algorithm 1 (every spatial position is a sample)."""
