@@ -40,10 +40,10 @@ OPTIONS = {
 
 def parse_domain(text: str) -> tuple[str, ...]:
     """``"clean"`` → ``()``, ``"night+fog"`` → ``("night", "fog")`` (checked against the transforms)."""
-    from dynzoo.data.domains import check_domain
+    from dynzoo.data.domains import CLEAN, check_domain
 
     text = text.strip()
-    return () if text == "clean" else check_domain(tuple(text.split("+")))
+    return check_domain(text if text == CLEAN else tuple(text.split("+")))
 
 
 def mmd_loss(source, target, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)):
