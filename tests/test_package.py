@@ -77,3 +77,20 @@ def test_installed_package_is_self_contained():
     if os.environ.get("CI"):  # CI installs non-editable: nothing may come from the checkout
         for module in (dynzoo, dynzoo.export):
             assert REPO not in Path(module.__file__).resolve().parents, module.__file__
+
+
+def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
+    """``keras.models.load_model`` in a fresh process that imports nothing but ``dynzoo``: the families'
+    blocks (e.g. DCD-MobileNetV2's InvertedResidual) must be registered by that import."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = dynzoo.create_model("dcd_mobilenetv2_035", input_shape=(32, 32, 3), classes=3)
+    model.save(tmp_path / "model.keras")
+    script = ("import sys, keras, dynzoo\n"
+              "model = keras.models.load_model(sys.argv[1], compile=False)\n"
+              "print(model.name)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "dcd_mobilenetv2_035"
