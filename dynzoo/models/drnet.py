@@ -553,12 +553,15 @@ class BranchUsageLogger(keras.callbacks.Callback):
         self.every = check_int("every", every)
         self.verbose = verbose
         self.reports: dict[int, RoutingReport] = {}
+        self._routed = None  # the routing model, built (and its predict function traced) once
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         network = self.network or getattr(self.model, "network", self.model)
-        report = analyze_routing(network, self.images)
+        if self._routed is None:
+            self._routed = routing_model(network)
+        report = analyze_routing(network, self.images, routed=self._routed)
         self.reports[epoch] = report
         if logs is not None:
             for op, usage in zip(report.ops, report.masks.mean(axis=(0, 1, 2))):
