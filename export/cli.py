@@ -154,6 +154,10 @@ def _export_model(args: argparse.Namespace, model, source_name: str, preprocessi
             entry["parity"] = verify.parity_report(model, flatbuffer, *test)
             if mode in verify.PER_LAYER_MODES and calibration is not None:
                 entry["worst_layers"] = verify.layer_errors(model, mode, calibration, test[0][:32])
+            elif mode == "int16x8":  # the QuantizationDebugger does not instrument int16x8
+                reference = flatbuffers.get("float32") or tflite.convert(model, "float32")
+                errors = verify.tensor_errors(reference, flatbuffer, test[0][:8])
+                entry["worst_tensors"] = sorted(errors, key=lambda e: -e["relative_error"])[:15]
         if args.bundle:
             labels = [str(i) for i in range(model.outputs[0].shape[-1])]
             bundle.write_bundle(

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import tempfile
+from copy import deepcopy
 from pathlib import Path
 from typing import Sequence
 
@@ -122,6 +123,8 @@ def convert(
         except Exception as e:  # ConverterError lists the unsupported ops with their locations
             raise ExportError(f"{label}: conversion to {mode} with TFLite builtin ops failed: "
                               f"{_short_converter_error(e)}") from e
+    if mode == "int16x8":
+        flatbuffer = unshare_biases(flatbuffer)
     check_builtin_only(flatbuffer, label)
     if mode in INTEGER_MODES:
         check_integer_only(flatbuffer, label, mode)
@@ -188,6 +191,62 @@ def _convert_mixed(converter, saved: Path, data: np.ndarray, scopes: Sequence[st
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes),
     )
     return debugger.get_nondebug_quantized_model()
+
+
+# Ops whose input 2 is a bias quantized with scale input_scale × weight_scale (per output channel).
+BIAS_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def unshare_biases(flatbuffer: bytes) -> bytes:
+    """Give every op its own correctly scaled bias where the int16x8 converter shares one.
+
+    The converter deduplicates equal float constants, so layers with the same bias values (DCD's folded
+    ``+3`` of every hard-sigmoid gate, its identity term) end up reading one bias tensor; in int16x8 mode
+    (unlike int8) that int64 tensor is quantized once, with the first consumer's ``input_scale ×
+    weight_scale``, and every other consumer reads values off by its ratio of scales — DCD-MobileNetV2
+    collapsed to chance. Each other consumer gets a copy requantized with its own scale (the float values
+    are recovered exactly enough: int64 steps of ~1e-8)."""
+    schema, model = _model(flatbuffer)
+    graph = model.subgraphs[0]
+    consumers = collections.defaultdict(list)
+    for op in graph.operators:
+        if _op_name(schema, model, op) in BIAS_OPS and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            consumers[op.inputs[2]].append(op)
+    changed = False
+    for index, ops in consumers.items():
+        bias = graph.tensors[index]
+        if len(ops) < 2 or bias.type not in (schema.TensorType.INT64, schema.TensorType.INT32):
+            continue
+        dtype = np.int64 if bias.type == schema.TensorType.INT64 else np.int32
+        raw = np.frombuffer(bytes(model.buffers[bias.buffer].data), dtype)
+        if not raw.any():  # zeros are zeros at any scale
+            continue
+        stored = np.asarray(bias.quantization.scale, "float64")  # per channel, or one per-tensor scale
+        values = raw * np.broadcast_to(stored, raw.shape)
+        for op in ops:
+            scale = np.broadcast_to(np.asarray(graph.tensors[op.inputs[0]].quantization.scale, "float64")
+                                    * np.asarray(graph.tensors[op.inputs[1]].quantization.scale, "float64"),
+                                    stored.shape)
+            if np.allclose(scale, stored, rtol=1e-6, atol=0):
+                continue
+            copy = deepcopy(bias)
+            copy.quantization.scale = scale.astype("float32")
+            buffer = schema.BufferT()
+            quantized = np.round(values / np.broadcast_to(scale, raw.shape)).astype(dtype)
+            buffer.data = np.frombuffer(quantized.tobytes(), np.uint8)
+            model.buffers.append(buffer)
+            copy.buffer = len(model.buffers) - 1
+            graph.tensors.append(copy)
+            op.inputs = np.array(op.inputs, dtype=np.int32)  # writable copy
+            op.inputs[2] = len(graph.tensors) - 1
+            changed = True
+    if not changed:
+        return flatbuffer
+    import flatbuffers
+
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _short_converter_error(e: Exception) -> str:

@@ -42,3 +42,14 @@ def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path,
         cwd=root, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return done, out, run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_dcd(tmp_path_factory):
+    """DCD-MobileNetV2 ×0.5 trained by ``dynzoo.train`` on the 32×32 digits (6 epochs at lr 0.02: the
+    digits recipe's 0.1 barely moves it), once for the training and the export accuracy tests."""
+    from dynzoo.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("dcd_run")
+    return train(TrainConfig(model="dcd_mobilenetv2_050", dataset="digits", model_dir=str(run_dir),
+                             overrides={"epochs": 6, "lr": 0.02, "input_size": 32}, validation_freq=0, verbose=0))
