@@ -27,9 +27,11 @@ def test_channel_shuffle_matches_the_view_transpose_definition():
     # PyTorch: view (B, g, C/g, H, W) → transpose(1, 2) → flatten; in NHWC the same on the last axis
     expected = x.reshape(2, 3, 3, 4, 3).transpose(0, 1, 2, 4, 3).reshape(2, 3, 3, 12)
     np.testing.assert_array_equal(ChannelShuffle(4)(x), expected)
-    # a sequence of shuffles is one gather equal to applying them in order
+    # a sequence of shuffles equals applying them in order, and gathering with the composed permutation
     twice = ChannelShuffle(3)(ChannelShuffle(4)(x))
-    np.testing.assert_array_equal(ChannelShuffle([4, 3])(x), twice)
+    composed = ChannelShuffle([4, 3])
+    np.testing.assert_array_equal(composed(x), twice)
+    np.testing.assert_array_equal(composed(x), x[..., composed.permutation])
     assert list(shuffle_indices(8, 2)) == [0, 4, 1, 5, 2, 6, 3, 7]
 
 

@@ -1,4 +1,5 @@
-"""Channel permutations as one constant GATHER (a TFLite builtin in every quantization mode)."""
+"""ShuffleNet channel shuffles as RESHAPE → TRANSPOSE → RESHAPE (TFLite builtins that XNNPACK runs, exact in
+every quantization mode)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,19 @@ def shuffle_indices(channels: int, groups: int) -> np.ndarray:
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ChannelShuffle(keras.layers.Layer):
-    """ShuffleNet channel shuffle, or several applied in a row, as a single gather.
+    """ShuffleNet channel shuffle, or several applied in a row.
 
     For ``groups=g`` and C channels (thesis §4.2.1, the permutation Φ of eq. 4.1), output channel
     ``j·g + i`` is input channel ``i·(C/g) + j``: the (g, C/g) channel grid is transposed. A sequence
-    ``groups=(g1, g2, …)`` applies the shuffles in that order; they are composed into one index, so
-    the exported graph holds one GATHER however many shuffles the official code chains.
+    ``groups=(g1, g2, …)`` applies the shuffles in that order (:attr:`permutation` is the composed
+    gather index). Each shuffle exports as RESHAPE → TRANSPOSE → RESHAPE: XNNPACK runs those, not a
+    GATHER, and MicroNet-M0 / M3 run 21 % / 34 % faster than with one GATHER per layer
+    (``benchmarks/micronet_latency.py``).
 
     Args:
         groups: an int, or a sequence of ints, each dividing the channel count.
 
-    Input/output: (B, H, W, C) → (B, H, W, C).
+    Input/output: (B, …, C) → (B, …, C).
     """
 
     def __init__(self, groups: int | Sequence[int], **kwargs):
@@ -40,15 +43,25 @@ class ChannelShuffle(keras.layers.Layer):
         self.groups = [check_int("groups", g) for g in groups]
 
     def build(self, input_shape):
-        channels = channels_of(input_shape, "ChannelShuffle")
-        index = np.arange(channels)
+        self.channels = channels_of(input_shape, "ChannelShuffle")
         for g in self.groups:
-            check_divisible("channels", channels, g, "groups")
-            index = index[shuffle_indices(channels, g)]
-        self.index = index.astype("int32")
+            check_divisible("channels", self.channels, g, "groups")
+
+    @property
+    def permutation(self) -> np.ndarray:
+        """The composed gather index: ``output[..., k] = input[..., permutation[k]]``."""
+        index = np.arange(self.channels)
+        for g in self.groups:
+            index = index[shuffle_indices(self.channels, g)]
+        return index
 
     def call(self, inputs):
-        return ops.take(inputs, self.index, axis=-1)
+        lead = tuple(ops.shape(inputs)[:-1])
+        x = inputs
+        for g in self.groups:
+            x = ops.reshape(x, (*lead, g, self.channels // g))
+            x = ops.reshape(ops.swapaxes(x, -1, -2), (*lead, self.channels))
+        return x
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

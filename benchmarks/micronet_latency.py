@@ -1,0 +1,111 @@
+"""MicroNet float32 TFLite latency against MobileNetV3-Small 1.0, and the price of the channel-shuffle form.
+
+Every MicroNet is exported as shipped (each channel shuffle as RESHAPE → TRANSPOSE → RESHAPE) and, for
+comparison, with each ``ChannelShuffle`` as one GATHER (the earlier form, which XNNPACK does not run).
+keras.applications MobileNetV3-Small 1.0 (no preprocessing, random weights) is exported the same way.
+All models are timed side by side: float32, LiteRT interpreter, XNNPACK, 1 thread, batch 1, 224×224, each
+measurement in a fresh subprocess, in interleaved rounds; a model's latency is the median of its
+per-round medians. The issue's targets: MicroNet-M0 ≤ 0.5× and MicroNet-M3 ≤ 1.0× MobileNetV3-Small.
+
+    python benchmarks/micronet_latency.py [--rounds 5] [--runs 50]
+
+Writes benchmarks/results/micronet_latency.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+from keras import ops
+
+import dynzoo
+from dynzoo.export import convert, op_counts
+from dynzoo.export.bench import baseline_builders, model_madds
+from dynzoo.export.benchmark import measure_latency
+from dynzoo.layers.shuffle import ChannelShuffle
+
+MICRONETS = ("micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3")
+GATHER_COMPARED = ("micronet_m0", "micronet_m3")
+REFERENCE = "mobilenetv3_small_100"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def gather_shuffle(layer: ChannelShuffle, inputs):
+    """The earlier export form: one GATHER with the composed permutation."""
+    return ops.take(inputs, layer.permutation.astype("int32"), axis=-1)
+
+
+def export(name: str, shuffle_as_gather: bool = False) -> tuple[bytes, int]:
+    """(float32 flatbuffer, MAdds) of a zoo model or the reference."""
+    keras.utils.set_random_seed(0)
+    if name == REFERENCE:
+        model = baseline_builders()[REFERENCE]((224, 224, 3), False)
+        return convert(model, "float32"), model_madds(model)
+    shipped = ChannelShuffle.call
+    if shuffle_as_gather:
+        ChannelShuffle.call = gather_shuffle
+    try:
+        model = dynzoo.create_model(name, include_preprocessing=False)
+        return convert(model, "float32"), model_madds(model)
+    finally:
+        ChannelShuffle.call = shipped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+
+    entries = {}
+    for name in (REFERENCE, *MICRONETS):
+        entries[name] = export(name)
+        if name in GATHER_COMPARED:
+            entries[f"{name} (GATHER shuffles)"] = export(name, shuffle_as_gather=True)
+        print(f"[{time.strftime('%H:%M:%S')}] exported {name}", flush=True)
+    times: dict[str, list[float]] = {key: [] for key in entries}
+    keys = list(entries)
+    for r in range(args.rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:  # rotate the order every round
+            result = measure_latency(entries[key][0], num_threads=1, xnnpack=True, warmup=10, runs=args.runs)
+            times[key].append(result.median_ms)
+        print(f"[{time.strftime('%H:%M:%S')}] round {r + 1}/{args.rounds}", flush=True)
+
+    reference = statistics.median(times[REFERENCE])
+    rows = []
+    for key, (flatbuffer, madds) in entries.items():
+        counts = op_counts(flatbuffer)
+        latency = statistics.median(times[key])
+        rows.append({"model": key, "mmadds": round(madds / 1e6, 1), "ops": sum(counts.values()),
+                     "gather": counts.get("GATHER", 0), "transpose": counts.get("TRANSPOSE", 0),
+                     "latency_ms": round(latency, 3), "spread_ms": round(float(np.ptp(times[key])), 3),
+                     "ratio": round(latency / reference, 3), "rounds_ms": [round(t, 3) for t in times[key]]})
+    report = {"command": f"python benchmarks/micronet_latency.py --rounds {args.rounds} --runs {args.runs}",
+              "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared)",
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "micronet_latency.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = ["# MicroNet vs MobileNetV3-Small: float32 TFLite latency", "",
+             f"Command: `{report['command']}` · float32, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, "
+             f"batch 1, 224×224, interleaved rounds, latency = median of the per-round medians · "
+             f"{report['machine']} · {report['date']}", "",
+             "| model | MAdds (M) | TFLite ops | GATHER | TRANSPOSE | latency (ms) | spread (ms) | ratio to MobileNetV3-Small |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['mmadds']} | {r['ops']} | {r['gather']} | {r['transpose']} | {r['latency_ms']:.2f} | "
+              f"{r['spread_ms']:.2f} | {r['ratio']:.2f} |" for r in rows]
+    (RESULTS / "micronet_latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
