@@ -7,9 +7,11 @@ All models are timed side by side: float32, LiteRT interpreter, XNNPACK, 1 threa
 measurement in a fresh subprocess, in interleaved rounds; a model's latency is the median of its
 per-round medians. The issue's targets: MicroNet-M0 ≤ 0.5× and MicroNet-M3 ≤ 1.0× MobileNetV3-Small.
 
-    python benchmarks/micronet_latency.py [--rounds 5] [--runs 50]
+    python benchmarks/micronet_latency.py [--rounds 5] [--runs 50] [--profile micronet_m3]
 
-Writes benchmarks/results/micronet_latency.{json,md}.
+``--profile NAME`` times, instead, the network cut after each of its stages (stem, blocks, head: one
+float32 model per cut, interleaved rounds): the difference between two successive cuts is what that
+stage costs. Writes benchmarks/results/micronet_latency.{json,md} (profile: micronet_profile_NAME.md).
 """
 
 from __future__ import annotations
@@ -61,11 +63,52 @@ def export(name: str, shuffle_as_gather: bool = False) -> tuple[bytes, int]:
         ChannelShuffle.call = shipped
 
 
+def interleaved(flatbuffers: dict[str, bytes], rounds: int, runs: int) -> dict[str, float]:
+    """Median over rounds of each flatbuffer's median latency, every round in a rotated order."""
+    times: dict[str, list[float]] = {key: [] for key in flatbuffers}
+    keys = list(flatbuffers)
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            result = measure_latency(flatbuffers[key], num_threads=1, xnnpack=True, warmup=10, runs=runs)
+            times[key].append(result.median_ms)
+        print(f"[{time.strftime('%H:%M:%S')}] round {r + 1}/{rounds}", flush=True)
+    return times
+
+
+def profile(name: str, rounds: int, runs: int) -> None:
+    """Latency of ``name`` cut after each stage, and what each stage adds."""
+    keras.utils.set_random_seed(0)
+    model = dynzoo.create_model(name, include_preprocessing=False)
+    cuts = [layer.name for layer in model.layers if layer.name == "stem" or layer.name.startswith("block")]
+    flatbuffers = {cut: convert(keras.Model(model.inputs, model.get_layer(cut).output), "float32") for cut in cuts}
+    flatbuffers["whole network"] = convert(model, "float32")
+    times = interleaved(flatbuffers, rounds, runs)
+    lines = [f"# {name}: float32 TFLite latency stage by stage", "",
+             f"Command: `python benchmarks/micronet_latency.py --profile {name} --rounds {rounds} --runs {runs}` · "
+             "the network cut after each stage, float32, XNNPACK, 1 thread, batch 1, 224×224 · "
+             f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "| cut after | output | TFLite ops | latency (ms) | added by the stage (ms) |", "|---|---|---:|---:|---:|"]
+    previous = 0.0
+    for cut, flatbuffer in flatbuffers.items():
+        latency = statistics.median(times[cut])
+        shape = "×".join(str(d) for d in (model.output if cut == "whole network" else model.get_layer(cut).output).shape[1:])
+        lines.append(f"| {cut} | {shape} | {sum(op_counts(flatbuffer).values())} | {latency:.2f} | "
+                     f"{latency - previous:+.2f} |")
+        previous = latency
+    (RESULTS / f"micronet_profile_{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--profile", metavar="NAME", help="time NAME stage by stage instead")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile, args.rounds, args.runs)
+        return
 
     entries = {}
     for name in (REFERENCE, *MICRONETS):
@@ -73,13 +116,7 @@ def main() -> None:
         if name in GATHER_COMPARED:
             entries[f"{name} (GATHER shuffles)"] = export(name, shuffle_as_gather=True)
         print(f"[{time.strftime('%H:%M:%S')}] exported {name}", flush=True)
-    times: dict[str, list[float]] = {key: [] for key in entries}
-    keys = list(entries)
-    for r in range(args.rounds):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:  # rotate the order every round
-            result = measure_latency(entries[key][0], num_threads=1, xnnpack=True, warmup=10, runs=args.runs)
-            times[key].append(result.median_ms)
-        print(f"[{time.strftime('%H:%M:%S')}] round {r + 1}/{args.rounds}", flush=True)
+    times = interleaved({key: flatbuffer for key, (flatbuffer, _) in entries.items()}, args.rounds, args.runs)
 
     reference = statistics.median(times[REFERENCE])
     rows = []
