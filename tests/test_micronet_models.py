@@ -184,12 +184,23 @@ def test_float32_tflite_is_builtin_only_and_matches_keras(name):
     flatbuffer = to_tflite(model)
     ops = set(op_names(flatbuffer))
     assert not any(op.startswith("CUSTOM") for op in ops)
-    # a sound conversion folds variables and BatchNorm and needs no layout transposes
-    assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "RSQRT", "TRANSPOSE"}, ops
+    # a sound conversion folds variables and BatchNorm and needs no layout transposes: the only
+    # TRANSPOSEs are the channel shuffles', on the (…, g, C/g) channel grid (rank 5)
+    assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "RSQRT"}, ops
+    assert "TRANSPOSE" in ops and set(transpose_input_ranks(flatbuffer)) == {5}
     x = np.random.default_rng(6).normal(size=(2, 224, 224, 3)).astype("float32")
     expected = model.predict(x, verbose=0)
     got = run_tflite(flatbuffer, x)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def transpose_input_ranks(flatbuffer: bytes) -> list[int]:
+    from dynzoo.export.tflite import _model, _op_name
+
+    schema, model = _model(flatbuffer)
+    graph = model.subgraphs[0]
+    return [len(graph.tensors[op.inputs[0]].shape) for op in graph.operators
+            if _op_name(schema, model, op) == "TRANSPOSE"]
 
 
 @pytest.mark.parametrize("size", [64, 96, 256])
