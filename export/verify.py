@@ -106,12 +106,14 @@ def tensor_errors(reference: bytes, quantized: bytes, inputs: np.ndarray) -> lis
     |dequantized − float| / max |float| over ``inputs``). Works for every integer mode, int16x8 included
     (which the QuantizationDebugger does not instrument): where the error jumps from one op to the next is
     where the quantization goes wrong."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     def run(flatbuffer: bytes, sample: np.ndarray):
+        # builtin kernels only: a delegate would not write the intermediate tensors back
         with warnings.catch_warnings():  # "intended for debugging": that is what this is
             warnings.simplefilter("ignore")
-            interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True)
+            interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True,
+                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         x = sample[None]
@@ -134,8 +136,9 @@ def tensor_errors(reference: bytes, quantized: bytes, inputs: np.ndarray) -> lis
         if not order:
             order = [(op["op_name"], details[op["outputs"][0]]["name"]) for op in integers._get_ops_details()
                      if op["outputs"].size]
+        outputs = {name for _, name in order}
         for d in details:
-            expected = values.get(d["name"])
+            expected = values.get(d["name"]) if d["name"] in outputs else None
             if (not np.issubdtype(d["dtype"], np.integer) or expected is None or not d["quantization"][0]
                     or not _readable(integers, d["index"])):
                 continue
