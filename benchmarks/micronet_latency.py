@@ -1,7 +1,8 @@
-"""MicroNet float32 TFLite latency against MobileNetV3-Small 1.0, and the price of the channel-shuffle form.
+"""MicroNet float32 TFLite latency against MobileNetV3-Small 1.0, and what the exported forms of its layers buy.
 
-Every MicroNet is exported as shipped (each channel shuffle as RESHAPE → TRANSPOSE → RESHAPE) and, for
-comparison, with each ``ChannelShuffle`` as one GATHER (the earlier form, which XNNPACK does not run).
+Every MicroNet is exported as shipped (each channel shuffle as RESHAPE → TRANSPOSE → RESHAPE, the stem
+folded into one 3×3 convolution) and, for comparison, M0 and M3 with the earlier forms: each
+``ChannelShuffle`` as one GATHER (which XNNPACK does not run), and the stem's layers one by one.
 keras.applications MobileNetV3-Small 1.0 (no preprocessing, random weights) is exported the same way.
 All models are timed side by side: float32, LiteRT interpreter, XNNPACK, 1 thread, batch 1, 224×224, each
 measurement in a fresh subprocess, in interleaved rounds; a model's latency is the median of its
@@ -34,10 +35,12 @@ import dynzoo
 from dynzoo.export import convert, op_counts
 from dynzoo.export.bench import baseline_builders, model_madds
 from dynzoo.export.benchmark import measure_latency
+from dynzoo.layers.base import SequenceBlock
+from dynzoo.layers.micronet import MicroStem
 from dynzoo.layers.shuffle import ChannelShuffle
 
 MICRONETS = ("micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3")
-GATHER_COMPARED = ("micronet_m0", "micronet_m3")
+COMPARED = ("micronet_m0", "micronet_m3")  # also exported in the earlier forms
 REFERENCE = "mobilenetv3_small_100"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,20 +50,27 @@ def gather_shuffle(layer: ChannelShuffle, inputs):
     return ops.take(inputs, layer.permutation.astype("int32"), axis=-1)
 
 
-def export(name: str, shuffle_as_gather: bool = False) -> tuple[bytes, int]:
-    """(float32 flatbuffer, MAdds) of a zoo model or the reference."""
+# The earlier forms, each swapped in for one export: (class, its call in that form).
+EARLIER_FORMS = {"GATHER shuffles": (ChannelShuffle, gather_shuffle),
+                 "stem layer by layer": (MicroStem, SequenceBlock.call)}
+
+
+def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
+    """(float32 flatbuffer, MAdds) of a zoo model (optionally with one of the earlier forms) or the reference."""
     keras.utils.set_random_seed(0)
     if name == REFERENCE:
         model = baseline_builders()[REFERENCE]((224, 224, 3), False)
         return convert(model, "float32"), model_madds(model)
-    shipped = ChannelShuffle.call
-    if shuffle_as_gather:
-        ChannelShuffle.call = gather_shuffle
+    cls, call = EARLIER_FORMS[earlier_form] if earlier_form else (None, None)
+    shipped = cls.call if cls else None
+    if cls:
+        cls.call = call
     try:
         model = dynzoo.create_model(name, include_preprocessing=False)
         return convert(model, "float32"), model_madds(model)
     finally:
-        ChannelShuffle.call = shipped
+        if cls:
+            cls.call = shipped
 
 
 def interleaved(flatbuffers: dict[str, bytes], rounds: int, runs: int) -> dict[str, float]:
@@ -113,8 +123,9 @@ def main() -> None:
     entries = {}
     for name in (REFERENCE, *MICRONETS):
         entries[name] = export(name)
-        if name in GATHER_COMPARED:
-            entries[f"{name} (GATHER shuffles)"] = export(name, shuffle_as_gather=True)
+        if name in COMPARED:
+            for form in EARLIER_FORMS:
+                entries[f"{name} ({form})"] = export(name, form)
         print(f"[{time.strftime('%H:%M:%S')}] exported {name}", flush=True)
     times = interleaved({key: flatbuffer for key, (flatbuffer, _) in entries.items()}, args.rounds, args.runs)
 

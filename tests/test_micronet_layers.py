@@ -15,7 +15,7 @@ from dynzoo.layers import (
     SymmetricConv2D,
     SymmetricDepthwiseConv2D,
 )
-from dynzoo.layers.micronet import factor_pair
+from dynzoo.layers.micronet import MicroStem, factor_pair
 from dynzoo.layers.shift_max import make_divisible, partner_indices
 from dynzoo.layers.shuffle import shuffle_indices
 
@@ -33,6 +33,30 @@ def test_channel_shuffle_matches_the_view_transpose_definition():
     np.testing.assert_array_equal(composed(x), twice)
     np.testing.assert_array_equal(composed(x), x[..., composed.permutation])
     assert list(shuffle_indices(8, 2)) == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+@pytest.mark.parametrize("groups, width", [((2, 2), 32), ((4, 3), 30), ((4, 3), 31)])
+def test_stem_folds_into_one_convolution_exactly(groups, width):
+    """Inference runs the stem as one 3×3 stride-2 conv + a per-column bias; the layers one by one (BN
+    statistics random, odd and even widths: the border columns are where folding needs care) agree."""
+    stem = MicroStem(groups)
+    x = RNG.normal(size=(2, 28, width, 3)).astype("float32")
+    stem(x)
+    for weight in stem.weights:
+        low = 0.5 if "variance" in weight.name else -1.0
+        weight.assign(RNG.uniform(low, 1.5, weight.shape).astype("float32"))
+    one_by_one = x
+    for layer in stem.steps:
+        one_by_one = layer(one_by_one, training=False)
+    np.testing.assert_allclose(stem(x, training=False), one_by_one, rtol=0, atol=1e-5)
+
+    from dynzoo.export import op_names, run_tflite, to_tflite
+
+    inputs = keras.Input((28, width, 3))
+    model = keras.Model(inputs, stem(inputs))
+    flatbuffer = to_tflite(model)
+    assert op_names(flatbuffer) == ["PAD", "CONV_2D", "ADD"]  # the ReLU6 fused into the ADD
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), one_by_one, rtol=0, atol=1e-5)
 
 
 def test_partner_indices_shift_by_a_group_and_a_channel():

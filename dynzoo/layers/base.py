@@ -12,6 +12,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 import keras
+from keras import ops
 
 PACKAGE = "dynzoo"
 
@@ -85,6 +86,12 @@ def conv_initializer() -> keras.initializers.Initializer:
 def dense_initializer() -> keras.initializers.Initializer:
     """N(0, 0.01), the authors' initialisation for linear layers."""
     return keras.initializers.RandomNormal(stddev=0.01)
+
+
+def bn_affine(bn: keras.layers.BatchNormalization):
+    """(scale, shift) of a BatchNormalization in inference: ``bn(z) = scale ⊙ z + shift``."""
+    scale = bn.gamma / ops.sqrt(bn.moving_variance + bn.epsilon)
+    return scale, bn.beta - bn.moving_mean * scale
 
 
 class SequenceBlock(keras.layers.Layer):

@@ -26,6 +26,7 @@ from keras import ops
 from dynzoo.layers.base import (
     PACKAGE,
     batchnorm,
+    bn_affine,
     channels_of,
     check_choice,
     check_divisible,
@@ -69,12 +70,6 @@ INFERENCE_FORMS = ("auto", "parallel", "kernel")
 # "auto" inference form: per-sample-kernel form from this many input pixels on (1×1 convs), measured on
 # TFLite/XNNPACK (benchmarks/dcd_latency.py): the big early layers gain, the 14×14 and 7×7 ones lose.
 KERNEL_FORM_MIN_PIXELS = 28 * 28
-
-
-def bn_affine(bn: keras.layers.BatchNormalization):
-    """(scale, shift) of a BatchNormalization in inference: ``bn(z) = scale ⊙ z + shift``."""
-    scale = bn.gamma / ops.sqrt(bn.moving_variance + bn.epsilon)
-    return scale, bn.beta - bn.moving_mean * scale
 
 
 def conv_bn(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization, x, training=None):

@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+from keras import ops
 
 from dynzoo.layers.base import (
     PACKAGE,
     SequenceBlock,
     batchnorm,
+    bn_affine,
     check_choice,
     check_divisible,
     check_int,
@@ -168,6 +170,37 @@ class MicroStem(SequenceBlock):
             (None, ChannelShuffle(g1)),
             (None, keras.layers.ReLU(6.0)),
         ]
+
+    def call(self, inputs, training=None):
+        if training or inputs.shape[2] is None:
+            return super().call(inputs, training=training)
+        return self.folded(inputs)
+
+    def folded(self, inputs):
+        """Inference as one 3×3 stride-2 convolution: everything before the ReLU6 is linear (3×1 conv, BN,
+        1×3 depthwise, BN, shuffle), so the kernels and both BatchNorms compose into one kernel with the
+        shuffle as its output-channel order. Exact but for one thing, which a per-column bias puts right:
+        in the first output column (and the last, for an odd width) the depthwise conv's outer tap reads
+        the intermediate's zero padding, where the composed kernel would read BN1's shift. Exported: PAD, CONV_2D and ADD + ReLU6
+        instead of two padded convolutions, a full-width intermediate and a shuffle (needs a known
+        input width; otherwise the layers run one by one)."""
+        conv, bn1, depthwise, bn2, shuffle, _ = self.steps
+        g1, g2 = self.groups
+        s1, t1 = bn_affine(bn1)
+        s2, t2 = bn_affine(bn2)
+        first = conv.kernel[:, 0] * s1  # (3 rows, C_in, g1)
+        second = depthwise.kernel[0]  # (3 columns, g1, g2): output channel c·g2 + m
+        kernel = ops.reshape(ops.einsum("yic,xcm->yxicm", first, second), (3, 3, -1, g1 * g2)) * s2
+        taps = ops.reshape(ops.expand_dims(t1, -1) * second, (3, g1 * g2)) * s2  # BN1's shift via each column tap
+        order = shuffle.permutation
+        kernel, taps, t2 = (ops.take(v, order, axis=-1) for v in (kernel, taps, t2))
+        width = (inputs.shape[2] - 1) // 2 + 1
+        bias = ops.sum(taps, axis=0) + t2 - ops.pad(ops.expand_dims(taps[0], 0), [[0, width - 1], [0, 0]])
+        if inputs.shape[2] % 2:  # an odd width: the last column's right tap reads padding too
+            bias = bias - ops.pad(ops.expand_dims(taps[2], 0), [[width - 1, 0], [0, 0]])
+        x = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        y = ops.conv(x, kernel, strides=2, padding="valid")
+        return ops.relu6(y + ops.reshape(bias, (1, 1, width, g1 * g2)))
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
