@@ -181,9 +181,9 @@ class MicroStem(SequenceBlock):
         1×3 depthwise, BN, shuffle), so the kernels and both BatchNorms compose into one kernel with the
         shuffle as its output-channel order. Exact but for one thing, which a per-column bias puts right:
         in the first output column (and the last, for an odd width) the depthwise conv's outer tap reads
-        the intermediate's zero padding, where the composed kernel would read BN1's shift. Exported: PAD, CONV_2D and ADD + ReLU6
-        instead of two padded convolutions, a full-width intermediate and a shuffle (needs a known
-        input width; otherwise the layers run one by one)."""
+        the intermediate's zero padding, where the composed kernel would read BN1's shift. Exported:
+        PAD, CONV_2D and ADD + ReLU6 instead of two padded convolutions, a full-width intermediate and a
+        shuffle (needs a known input width; otherwise the layers run one by one)."""
         conv, bn1, depthwise, bn2, shuffle, _ = self.steps
         g1, g2 = self.groups
         s1, t1 = bn_affine(bn1)
@@ -191,7 +191,7 @@ class MicroStem(SequenceBlock):
         first = conv.kernel[:, 0] * s1  # (3 rows, C_in, g1)
         second = depthwise.kernel[0]  # (3 columns, g1, g2): output channel c·g2 + m
         kernel = ops.reshape(ops.einsum("yic,xcm->yxicm", first, second), (3, 3, -1, g1 * g2)) * s2
-        taps = ops.reshape(ops.expand_dims(t1, -1) * second, (3, g1 * g2)) * s2  # BN1's shift via each column tap
+        taps = ops.reshape(ops.expand_dims(t1, -1) * second, (3, g1 * g2)) * s2  # BN1's shift through each tap
         order = shuffle.permutation
         kernel, taps, t2 = (ops.take(v, order, axis=-1) for v in (kernel, taps, t2))
         width = (inputs.shape[2] - 1) // 2 + 1
