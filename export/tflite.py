@@ -340,6 +340,17 @@ def check_integer_only(flatbuffer: bytes, label: str, mode: str) -> None:
         raise ExportError(f"{label}: in mode {mode!r} these ops fall back to float: {listed}")
 
 
+def feed_input(interpreter, x: np.ndarray) -> None:
+    """Set the interpreter's (first) input to the float array ``x``, quantized with the input's own scale
+    and zero point when the model takes integers."""
+    detail = interpreter.get_input_details()[0]
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+    interpreter.set_tensor(detail["index"], np.asarray(x).astype(detail["dtype"]))
+
+
 def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1, xnnpack: bool = True) -> np.ndarray:
     """Run the flatbuffer on a batch of float inputs with the LiteRT interpreter, one sample at a time.
 
@@ -352,24 +363,17 @@ def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1, xnnp
     interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads,
                               experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
-    in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     results = []
     for sample in np.asarray(inputs):
-        x = sample[None]
-        if np.issubdtype(inp["dtype"], np.integer):
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max)
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        feed_input(interpreter, sample[None])
         interpreter.invoke()
         y = interpreter.get_tensor(out["index"])[0].copy()
         if np.issubdtype(out["dtype"], np.integer):
             y = (y.astype("float32") - out_zero) * out_scale
         results.append(y)
     return np.stack(results)
-
 
 
 def convert_modes(model: keras.Model, modes: Sequence[str], representative_data: np.ndarray | None = None,

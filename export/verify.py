@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from dynzoo.export.tflite import layer_of, run_tflite
+from dynzoo.export.tflite import feed_input, layer_of, run_tflite
 
 PER_LAYER_MODES = ("int8", "uint8", "mixed")  # the modes TFLite's QuantizationDebugger instruments
 
@@ -115,13 +115,7 @@ def tensor_errors(reference: bytes, quantized: bytes, inputs: np.ndarray) -> lis
             interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True,
                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        x = sample[None]
-        if np.issubdtype(detail["dtype"], np.integer):
-            scale, zero = detail["quantization"]
-            info = np.iinfo(detail["dtype"])
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max)
-        interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
+        feed_input(interpreter, sample[None])
         interpreter.invoke()
         return interpreter
 

@@ -69,6 +69,8 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from dynzoo.export.tflite import feed_input
+
     path = Path(path)
     info = None
     if path.is_dir():
@@ -94,11 +96,7 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
         results = []
         for image in images:
             x = (image / 255.0 - mean) / std if normalise else image
-            if np.issubdtype(inp["dtype"], np.integer):
-                scale, zero = inp["quantization"]
-                limits = np.iinfo(inp["dtype"])
-                x = np.clip(np.round(x / scale) + zero, limits.min, limits.max)
-            interpreter.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+            feed_input(interpreter, x[None])
             interpreter.invoke()
             y = interpreter.get_tensor(out["index"])[0].astype("float32")
             if np.issubdtype(out["dtype"], np.integer):
