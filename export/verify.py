@@ -108,35 +108,32 @@ def tensor_errors(reference: bytes, quantized: bytes, inputs: np.ndarray) -> lis
     where the quantization goes wrong."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    def run(flatbuffer: bytes, sample: np.ndarray):
+    def interpreter_for(flatbuffer: bytes):
         # builtin kernels only: a delegate would not write the intermediate tensors back
         with warnings.catch_warnings():  # "intended for debugging": that is what this is
             warnings.simplefilter("ignore")
             interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True,
                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()
-        feed_input(interpreter, sample[None])
-        interpreter.invoke()
         return interpreter
 
+    floats, integers = interpreter_for(reference), interpreter_for(quantized)
+    details = integers.get_tensor_details()
+    order = [(op["op_name"], details[op["outputs"][0]]["name"]) for op in integers._get_ops_details()
+             if op["outputs"].size]
+    # integer op outputs with a float twin of the same name, and the twin's index
+    twins = {d["name"]: d["index"] for d in floats.get_tensor_details() if d["dtype"] == np.float32}
+    compared = [d for d in details if d["name"] in {name for _, name in order} and d["name"] in twins
+                and np.issubdtype(d["dtype"], np.integer) and d["quantization"][0]]
     worst: dict[str, float] = {}
-    order: list[tuple[str, str]] = []
     for sample in np.asarray(inputs, "float32"):
-        floats = run(reference, sample)
-        values = {d["name"]: floats.get_tensor(d["index"]) for d in floats.get_tensor_details()
-                  if d["dtype"] == np.float32 and _readable(floats, d["index"])}
-        integers = run(quantized, sample)
-        details = integers.get_tensor_details()
-        if not order:
-            order = [(op["op_name"], details[op["outputs"][0]]["name"]) for op in integers._get_ops_details()
-                     if op["outputs"].size]
-        outputs = {name for _, name in order}
-        for d in details:
-            expected = values.get(d["name"]) if d["name"] in outputs else None
-            if (not np.issubdtype(d["dtype"], np.integer) or expected is None or not d["quantization"][0]
-                    or not _readable(integers, d["index"])):
+        for interpreter in (floats, integers):
+            feed_input(interpreter, sample[None])
+            interpreter.invoke()
+        for d in compared:
+            if not (_readable(integers, d["index"]) and _readable(floats, twins[d["name"]])):
                 continue
-            got = integers.get_tensor(d["index"])
+            got, expected = integers.get_tensor(d["index"]), floats.get_tensor(twins[d["name"]])
             if got.shape != expected.shape:
                 continue
             scale, zero = d["quantization"]
