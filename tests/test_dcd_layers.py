@@ -82,9 +82,11 @@ def test_official_form_matches_a_numpy_reference(pool_size, size):
     [(form, 1, 1) for form in ("parallel", "kernel", "auto")]
     + [(form, k, s) for form in ("parallel", "auto") for k, s in ((3, 1), (3, 2), (1, 2))],
 )
-def test_folded_inference_equals_the_module_followed_by_its_batchnorm(form, kernel_size, strides):
-    layer = built(DCDConv2D(16, kernel_size, strides, latent_dim=4, squeeze=8, pool_size=2, inference_form=form),
-                  (None, 30, 30, 8))
+@pytest.mark.parametrize("variant", [{}, {"channel_fusion": False}, {"attention": False}],
+                         ids=["official", "lambda-only", "phi-only"])
+def test_folded_inference_equals_the_module_followed_by_its_batchnorm(form, kernel_size, strides, variant):
+    layer = built(DCDConv2D(16, kernel_size, strides, latent_dim=4, squeeze=8, pool_size=2, inference_form=form,
+                            **variant), (None, 30, 30, 8))
     bn = keras.layers.BatchNormalization(epsilon=1e-5)
     bn.build((None, None, None, 16))
     randomize(bn, 3)
@@ -309,7 +311,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, layer):
         ({"filters": 16, "pool_size": 3}, None, "`pool_size` must be one of [1, 2]"),
         ({"filters": 16, "attention": False, "channel_fusion": False}, None, "cannot both be False"),
         ({"filters": 16, "kernel_size": 2}, None, "`kernel_size` must be odd"),
-        ({"filters": 16, "kernel_size": 3, "inference_form": "kernel"}, None, "needs the official 1×1 form"),
+        ({"filters": 16, "kernel_size": 3, "inference_form": "kernel"}, None, "needs a 1×1 form"),
         ({"filters": 16, "inference_form": "fast"}, None, "`inference_form` must be one of"),
         ({}, None, "`filters` is required"),
         ({"depthwise": True, "filters": 4}, (None, 8, 8, 8), "`filters` must be None or the input channels (8)"),

@@ -286,13 +286,14 @@ class DCDConv2D(_DCDBase):
         if not self.depthwise and self.filters is not None:
             check_divisible("filters", self.filters, self.blocks, "blocks")
         if self.inference_form == "kernel" and not (self.foldable and self.kernel_size == 1 and self.strides == 1):
-            raise ValueError("`inference_form='kernel'` needs the official 1×1 form (kernel_size=1, strides=1, "
-                             "depthwise=False, blocks=1, channel_fusion=True).")
+            raise ValueError("`inference_form='kernel'` needs a 1×1 form (kernel_size=1, strides=1, "
+                             "depthwise=False, blocks=1).")
 
     @property
     def foldable(self) -> bool:
-        """The official form, whose inference folds into static convs plus per-sample terms."""
-        return not self.depthwise and self.blocks == 1 and self.channel_fusion
+        """The official form or its Λ-only / Φ-only variants, whose inference folds into static convs
+        plus per-sample terms."""
+        return not self.depthwise and self.blocks == 1
 
     def build(self, input_shape):
         cin = channels_of(input_shape, "DCDConv2D")
@@ -380,14 +381,15 @@ class DCDConv2D(_DCDBase):
           — one BATCH_MATMUL over the pixels;
         * ``"auto"``: "kernel" where the input has at least :data:`KERNEL_FORM_MIN_PIXELS` pixels (1×1,
           stride 1), else "parallel" (measured in ``benchmarks/dcd_latency.py``).
+
+        The Λ-only variant drops the Φ terms (``out = 3Λ ⊙ (W0' * x) + t_o``), the Φ-only one the 3Λ
+        factor; the depthwise and block-sparse variants run their unfolded module.
         """
         if not self.foldable:
             y = self._forward(inputs, False)
             return output_bn(y, training=False) if output_bn is not None else y
         cout, lat, cin = self.out_channels, self.latent_dim_, self.in_channels
-        s1, t1 = bn_affine(self.bn1)
-        s2, t2 = bn_affine(self.bn2)
-        s_o, t_o = bn_affine(output_bn) if output_bn is not None else (ops.ones((cout,)), 0.0)
+        s_o, t_o = bn_affine(output_bn) if output_bn is not None else (ops.ones((cout,)), ops.zeros((cout,)))
 
         # The branch with its constants folded: PyTorch's channel-major 2×2 flattening becomes a row
         # permutation of fc.0; Φ's transpose, diag(s2), the identity term and the gate's 1/3 go into fc_phi.
@@ -397,27 +399,36 @@ class DCDConv2D(_DCDBase):
             fc = ops.take(fc, np.array([c * 4 + k for k in range(4) for c in range(cin)], "int32"), axis=0)
         y = ops.matmul(pooled, fc)
         g = y * ops.relu6(self.fc_gate(y) + 3.0)  # 3 × the official gated features
-        transposed = np.array([b * lat + a for a in range(lat) for b in range(lat)], "int32")
-        phi_kernel = ops.take(self.fc_phi.kernel, transposed, axis=1) * (ops.tile(s2, (lat,)) / 3.0)
-        m_t = ops.reshape(ops.matmul(g, phi_kernel) + np.eye(lat, dtype="float32").reshape(-1), (-1, lat, lat))
         w0 = self.conv.kernel * (s_o / 3.0 if self.attention else s_o)
         column = ops.relu6(ops.matmul(g, self.fc_scale.kernel / 3.0) + 3.0) if self.attention else None
-        q = ops.reshape(self.q[0].kernel, (cin, lat)) * s1
-        p = ops.reshape(self.p[0].kernel, (lat, cout)) * s_o
-        bias = ops.matmul(ops.expand_dims(t2, 0), p) + t_o  # (1, C_out)
+        bias = ops.expand_dims(t_o, 0)  # (1, C_out)
+        if self.channel_fusion:
+            s1, t1 = bn_affine(self.bn1)
+            s2, t2 = bn_affine(self.bn2)
+            transposed = np.array([b * lat + a for a in range(lat) for b in range(lat)], "int32")
+            phi_kernel = ops.take(self.fc_phi.kernel, transposed, axis=1) * (ops.tile(s2, (lat,)) / 3.0)
+            eye = np.eye(lat, dtype="float32").reshape(-1)
+            m_t = ops.reshape(ops.matmul(g, phi_kernel) + eye, (-1, lat, lat))
+            q = ops.reshape(self.q[0].kernel, (cin, lat)) * s1
+            p = ops.reshape(self.p[0].kernel, (lat, cout)) * s_o
+            bias = ops.matmul(ops.expand_dims(t2, 0), p) + bias
 
         if self._uses_kernel_form(inputs):
-            kernel = ops.matmul(ops.matmul(ops.expand_dims(q, 0), m_t), p)  # (B, C_in, C_out)
             w0 = ops.reshape(w0, (cin, cout))
-            kernel = kernel + (w0 if column is None else w0 * ops.expand_dims(column, 1))
-            bias = ops.matmul(ops.matmul(ops.reshape(t1, (1, 1, lat)), m_t), p) + bias  # (B, 1, C_out)
+            # (B, C_in, C_out): Λ or Φ (at least one is present) makes the kernel per-sample
+            kernel = w0 if column is None else w0 * ops.expand_dims(column, 1)
+            if self.channel_fusion:
+                kernel = kernel + ops.matmul(ops.matmul(ops.expand_dims(q, 0), m_t), p)
+                bias = ops.matmul(ops.matmul(ops.reshape(t1, (1, 1, lat)), m_t), p) + bias  # (B, 1, C_out)
             return unflatten_spatial(ops.matmul(flatten_spatial(inputs), kernel) + bias, inputs)
         y = self._static_conv(inputs, w0)
         if column is not None:
             y = y * ops.reshape(column, (-1, 1, 1, cout))
-        u = ops.conv(inputs, ops.reshape(q, (1, 1, cin, lat)), strides=self.strides, padding="valid") + t1
-        v = unflatten_spatial(ops.matmul(flatten_spatial(u), m_t), u)
-        return y + ops.conv(v, ops.reshape(p, (1, 1, lat, cout)), padding="valid") + ops.reshape(bias, (cout,))
+        if self.channel_fusion:
+            u = ops.conv(inputs, ops.reshape(q, (1, 1, cin, lat)), strides=self.strides, padding="valid") + t1
+            v = unflatten_spatial(ops.matmul(flatten_spatial(u), m_t), u)
+            y = y + ops.conv(v, ops.reshape(p, (1, 1, lat, cout)), padding="valid")
+        return y + ops.reshape(bias, (cout,))
 
     def _uses_kernel_form(self, inputs) -> bool:
         if self.inference_form == "parallel" or self.kernel_size != 1 or self.strides != 1:
