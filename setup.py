@@ -34,9 +34,9 @@ setup(
         "matplotlib>=3.7",  # `dynzoo bench` plots latency vs MAdds
     ],
     extras_require={
-        "test": ["pytest>=8", "tensorflow-datasets>=4.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-datasets>=4.9"],
         "datasets": ["tensorflow-datasets>=4.9"],  # TFDS datasets by name (imagenet2012, cifar10, …)
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["dynzoo=dynzoo.cli:main"]},
     classifiers=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ FIXTURES = Path(os.environ.get("DYNZOO_FIXTURES", REPO.parent / "shared" / "fixt
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long test (CI runs it too)")
+    # Caches (converted checkpoints, downloads) go to a private folder per test process, never to the
+    # user's, and parallel workers do not share one.
+    os.environ["DYNZOO_HOME"] = tempfile.mkdtemp(prefix="dynzoo_home_")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ SIZE = 32
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quickstart")  # the same worker as test_quickstart: one fixture build
 def test_int16x8_keeps_accuracy_of_a_trained_micronet(quickstart_run):
     """The quickstart's MicroNet-M0 (trained on the 32×32 digits) exported fully integer."""
     model = keras.saving.load_model(quickstart_run[2] / "model.keras", compile=False)
@@ -23,6 +24,7 @@ def test_int16x8_keeps_accuracy_of_a_trained_micronet(quickstart_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_dcd")  # the same worker as test_train's DCD: one fixture build
 def test_int16x8_of_a_trained_dcd_network_tracks_float(trained_dcd):
     """DCD-MobileNetV2 ×0.5 (the training tests' run) exported fully integer. Before the shared biases
     were repaired (``unshare_biases``) it fell to chance (12 % top-1 agreement). This network is only

@@ -25,6 +25,7 @@ def _percent(cell: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quickstart")  # the same worker as test_export_accuracy's MicroNet: one fixture build
 def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
     done, out, run_dir = quickstart_run
     stdout = done.stdout.decode()

@@ -170,6 +170,7 @@ def test_micronet_trains_and_learns_on_digits(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_dcd")  # the same worker as test_export_accuracy's DCD: one fixture build
 def test_dcd_trains_and_learns_on_digits(trained_dcd):
     # Measured: DCD-MobileNetV2 ×0.5 barely moves in a few epochs at the digits recipe's lr 0.1 (24 % after
     # 8 epochs) and reaches 66 % after 6 epochs at lr 0.02 (the fixture's setting).
