@@ -37,8 +37,8 @@ def official_dir() -> Path:
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
     """``dynzoo quickstart`` run once in a fresh process: (the finished process, its bundles folder, its
-    training folder). Its trained MicroNet-M0 (``run/model.keras``, 32×32 digits) also serves the export
-    accuracy tests, so the suite trains it once."""
+    training folder). Its trained MicroNet-M0 (``run/model.keras``, 32×32 digits) also serves the int16x8
+    accuracy test; both users live in test_quickstart.py, so one xdist worker builds it (README, "Tests")."""
     root = tmp_path_factory.mktemp("quickstart")
     out, run_dir = root / "bundles", root / "run"
     done = subprocess.run(
@@ -51,7 +51,8 @@ def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path,
 @pytest.fixture(scope="session")
 def trained_dcd(tmp_path_factory):
     """DCD-MobileNetV2 ×0.5 trained by ``dynzoo.train`` on the 32×32 digits (6 epochs at lr 0.02: the
-    digits recipe's 0.1 barely moves it), once for the training and the export accuracy tests."""
+    digits recipe's 0.1 barely moves it), once for the training and the int16x8 accuracy tests (both in
+    test_train.py, so one xdist worker builds it)."""
     from dynzoo.train import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("dcd_run")

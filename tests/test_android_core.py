@@ -18,9 +18,6 @@ import pytest
 
 from conftest import REPO
 
-# one xdist worker runs this file, so its module-scoped fixtures are built once (README, "Tests")
-pytestmark = pytest.mark.xdist_group("test_android_core")
-
 RUN_TESTS = REPO / "android_demo" / "core" / "run_tests.sh"
 IMAGE_SIZE = 32
 MEAN = (0.485, 0.456, 0.406)

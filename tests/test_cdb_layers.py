@@ -53,7 +53,8 @@ def test_controller_follows_eqs_4_to_6():
 
 
 def test_gate_inference_is_deterministic_training_is_noisy_with_straight_through_gradient():
-    logits = tf.constant(RNG.normal(size=(64, 4, 2)).astype("float32"))
+    # its own generator: the logits must not depend on which tests ran before in this process
+    logits = tf.constant(np.random.default_rng(7).normal(size=(64, 4, 2)).astype("float32"))
     gate = GroupGate(seed=1)
     inference = gate(logits, training=False).numpy()
     np.testing.assert_array_equal(inference, (logits[..., 1] > logits[..., 0]).numpy().astype("float32"))
@@ -67,7 +68,8 @@ def test_gate_inference_is_deterministic_training_is_noisy_with_straight_through
         total = tf.reduce_sum(s)
     grad = tape.gradient(total, logits).numpy()
     # d s / d g_on = p(1 − p) > 0, d s / d g_off = −p(1 − p): the softmax's gradient passes straight through.
-    assert (grad[..., 1] > 0).all() and np.allclose(grad[..., 0], -grad[..., 1])
+    assert (grad[..., 1] > 0).all()
+    np.testing.assert_allclose(grad[..., 0], -grad[..., 1], rtol=1e-5, atol=1e-6)  # float32 round-off of ≤ 0.25
     assert (GroupGate(noise_stddev=0.0)(logits, training=True).numpy() == inference).all()
 
 

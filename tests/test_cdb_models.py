@@ -27,9 +27,6 @@ from dynzoo.models.cdb import (
 )
 from dynzoo.profile import profile
 
-# one xdist worker runs this file, so its module-scoped fixtures are built once (README, "Tests")
-pytestmark = pytest.mark.xdist_group("test_cdb_models")
-
 RNG = np.random.default_rng(0)
 
 

@@ -14,9 +14,6 @@ from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 from dynzoo.layers.domain import domain_aware_layers, mixing_factor_table
 from dynzoo.registry import create_model, list_models
 
-# one xdist worker runs this file, so its module-scoped fixtures are built once (README, "Tests")
-pytestmark = pytest.mark.xdist_group("test_ddn_models")
-
 DIM = 8
 
 

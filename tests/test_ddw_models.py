@@ -19,9 +19,6 @@ from dynzoo.models.ddw import (
 )
 from dynzoo.profile import profile
 
-# one xdist worker runs this file, so its module-scoped fixtures are built once (README, "Tests")
-pytestmark = pytest.mark.xdist_group("test_ddw_models")
-
 SIZE = 32
 
 

@@ -23,9 +23,6 @@ from dynzoo.models.drnet import (
 )
 from dynzoo.profile import trainable_params
 
-# one xdist worker runs this file, so its module-scoped fixtures are built once (README, "Tests")
-pytestmark = pytest.mark.xdist_group("test_drnet_models")
-
 # Paper Table 1 (all branches, RouterNets included) and the spec's recount of the backbones (§3.6).
 PAPER = {"drnet_s": (0.57, 84.65, 0.483, 77.9), "drnet_m": (1.86, 267.3, 1.559, 250.8),
          "drnet_l": (4.41, 603.1, 3.691, 566.0)}

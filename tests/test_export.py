@@ -52,7 +52,7 @@ def micronet(**kwargs) -> keras.Model:
 
 # Every registered model converts to float32 in its family's own tests; every mode is checked here on
 # one MicroNet, and float, full int8 and mixed on one DCD network (its int16x8 export is checked on a
-# trained network in test_export_accuracy.py; the whole model × mode matrix takes 15–20 minutes on 2 cores).
+# trained network in test_train.py; the whole model × mode matrix takes 15–20 minutes on 2 cores).
 @pytest.mark.slow
 @pytest.mark.parametrize("name, modes", [("micronet_m0", MODES),
                                          ("dcd_mobilenetv2_050", ("float32", "int8", "mixed"))])

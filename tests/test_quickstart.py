@@ -1,14 +1,17 @@
 """``dynzoo quickstart`` end to end in a fresh process (offline): ≥ 95 % top-1 on the digits test split,
-float32 and int8 bundles that LiteRT runs and that agree with Keras, and ``dynzoo eval`` on its outputs."""
+float32 and int8 bundles that LiteRT runs and that agree with Keras, ``dynzoo eval`` on its outputs, and
+its trained network's int16x8 export."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import keras
 import pytest
 
 from dynzoo.cli import main as dynzoo_main
+from int16x8_accuracy import check_int16x8
 
 
 def _table_rows(stdout: str) -> dict[str, list[str]]:
@@ -25,7 +28,6 @@ def _percent(cell: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("quickstart")  # the same worker as test_export_accuracy's MicroNet: one fixture build
 def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
     done, out, run_dir = quickstart_run
     stdout = done.stdout.decode()
@@ -53,3 +55,10 @@ def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
     assert f"| top-1    | {rows['TFLite float32'][0]} |" in capsys.readouterr().out
     assert dynzoo_main(["eval", "--model", str(run_dir / "model.keras"), "--dataset", "digits"]) == 0
     assert f"| top-1    | {rows['Keras (float32)'][0]} |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_trained_micronet_keeps_its_accuracy_in_int16x8(quickstart_run):
+    """The quickstart's MicroNet-M0 (trained on the 32×32 digits) exported fully integer."""
+    model = keras.saving.load_model(quickstart_run[2] / "model.keras", compile=False)
+    check_int16x8(model, min_accuracy=0.85)

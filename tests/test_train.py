@@ -22,6 +22,7 @@ from dynzoo.train.callbacks import CHECKPOINT_FILE, checkpoint_step
 from dynzoo.train.losses import SmoothedCrossEntropy, with_coupled_weight_decay
 from dynzoo.train.recipes import default_recipe_name
 from dynzoo.train.schedules import RecipeSchedule
+from int16x8_accuracy import check_int16x8
 
 # ---------------------------------------------------------------- recipes
 
@@ -170,11 +171,20 @@ def test_micronet_trains_and_learns_on_digits(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_dcd")  # the same worker as test_export_accuracy's DCD: one fixture build
 def test_dcd_trains_and_learns_on_digits(trained_dcd):
     # Measured: DCD-MobileNetV2 ×0.5 barely moves in a few epochs at the digits recipe's lr 0.1 (24 % after
     # 8 epochs) and reaches 66 % after 6 epochs at lr 0.02 (the fixture's setting).
     _check_learned(trained_dcd, 32)
+
+
+@pytest.mark.slow
+def test_int16x8_of_the_trained_dcd_network_tracks_float(trained_dcd):
+    """DCD-MobileNetV2 ×0.5 (the run above) exported fully integer. Before the shared biases were
+    repaired (``unshare_biases``) it fell to chance (12 % top-1 agreement). This network is only trained
+    to ~66 % (6 epochs), so many test images sit on a decision boundary: the check here is 97 %
+    agreement and 2 points; the issue's 1 point / 99 % is measured on the 30-epoch network by
+    ``benchmarks/quantization_accuracy.py`` (int16x8: 100 % agreement, +0.0 points)."""
+    check_int16x8(trained_dcd.model, min_accuracy=0.5, max_delta=0.02, min_agreement=0.97)
 
 
 def _check_learned(result, size: int) -> None:
