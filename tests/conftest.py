@@ -23,6 +23,19 @@ def pytest_configure(config):
     os.environ["DYNZOO_HOME"] = tempfile.mkdtemp(prefix="dynzoo_home_")
 
 
+# The longest test files (seconds on 2 cores, from `pytest --durations`), longest first. With
+# `--dist loadfile --no-loadscope-reorder` (the README's command) xdist hands files to its workers in
+# collection order, so the long ones start first and the many short files fill in behind them instead of
+# one long file running alone at the end.
+LONGEST_FILES = ("test_train.py", "test_drnet_models.py", "test_export.py", "test_quickstart.py",
+                 "test_dcd_models.py", "test_ddn_models.py", "test_micronet_models.py", "test_ddw_models.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
+
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
     """``../shared/fixtures/official``. Missing fixtures skip the parity tests locally but fail CI."""
