@@ -16,6 +16,7 @@ import argparse
 import functools
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
     lines = [
         "# DCD / DY-Conv / CondConv MobileNetV2: TFLite latency vs static",
         "",
-        (f"Command: `python benchmarks/dcd_latency.py --rounds {args.rounds} --runs {args.runs}` · "
+        (f"Command: `python benchmarks/dcd_latency.py {' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}` · "
         f"float32 TFLite, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, batch 1, "
         f"{args.size}×{args.size} · {args.rounds} interleaved rounds × {args.runs} runs, latency = median "
         f"of the per-round medians · {platform.machine()}, {platform.processor() or platform.platform()}, "

@@ -67,9 +67,6 @@ def official_squeeze(features: int, latent_dim: int, fc_squeeze: int, minimum: i
 
 
 INFERENCE_FORMS = ("auto", "parallel", "kernel")
-# "auto" inference form: per-sample-kernel form from this many input pixels on (1×1 convs), measured on
-# TFLite/XNNPACK (benchmarks/dcd_latency.py): the big early layers gain, the 14×14 and 7×7 ones lose.
-KERNEL_FORM_MIN_PIXELS = 28 * 28
 
 
 def conv_bn(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization, x, training=None):
@@ -379,8 +376,10 @@ class DCDConv2D(_DCDBase):
           one small BATCH_MATMUL in latent space;
         * ``"kernel"`` (1×1): ``out = x K(x) + b(x)`` with the per-sample ``K = W0' diag(3Λ) + Q' Mᵀ P'``
           — one BATCH_MATMUL over the pixels;
-        * ``"auto"``: "kernel" where the input has at least :data:`KERNEL_FORM_MIN_PIXELS` pixels (1×1,
-          stride 1), else "parallel" (measured in ``benchmarks/dcd_latency.py``).
+        * ``"auto"``: whichever of the two needs fewer multiply-adds beyond the static conv for the
+          layer's shape (1×1, stride 1, static H×W; else "parallel"): generating the kernel costs
+          ``C_in·L·(L + C_out) + 2·C_in·C_out`` once, the parallel path ``L·(C_in + C_out) + L² + 3·C_out``
+          per pixel — in MobileNetV2 the kernel form down to 14×14, the parallel one at 7×7.
 
         The Λ-only variant drops the Φ terms (``out = 3Λ ⊙ (W0' * x) + t_o``), the Φ-only one the 3Λ
         factor; the depthwise and block-sparse variants run their unfolded module.
@@ -436,7 +435,13 @@ class DCDConv2D(_DCDBase):
         if self.inference_form == "kernel":
             return True
         height, width = inputs.shape[1], inputs.shape[2]
-        return height is not None and width is not None and height * width >= KERNEL_FORM_MIN_PIXELS
+        if height is None or width is None:
+            return False
+        cin, cout, lat = self.in_channels, self.out_channels, self.latent_dim_
+        fusion = self.channel_fusion
+        kernel_cost = (cin * lat * (lat + cout) if fusion else 0) + 2 * cin * cout
+        parallel_cost = height * width * ((lat * (cin + cout) + lat * lat if fusion else 0) + 3 * cout)
+        return kernel_cost <= parallel_cost
 
     def _static_conv(self, inputs, kernel):
         """W0 with a (folded) kernel and PyTorch's padding, as ``self.conv`` computes it."""
