@@ -6,8 +6,10 @@ domain); evaluates every model on each domain's test split; runs the domain shuf
 factors (Fig. 5). 32×32 inputs, 9 domains {day, dusk, night} × {clear, fog, rain}.
 
     python benchmarks/ddn_digits.py [--epochs 6] [--pool-epochs 3] [--lr 0.05] [--runs DIR]
+                                    [--embedding-scale 1] [--models static ddn_2x ddn_4x] [--output STEM]
 
-Writes benchmarks/results/ddn_digits.{json,md} and benchmarks/results/ddn_mixing_factors.png.
+Writes benchmarks/results/ddn_digits.{json,md} and benchmarks/results/ddn_mixing_factors.png (with
+--output STEM: STEM.{json,md} and STEM_mixing_factors.png). The model pool needs ``static`` in --models.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ HERE = Path(__file__).resolve().parent
 MODELS = {"static": "mobilenetv2_035", "ddn_2x": "ddn_mobilenetv2_035_2x", "ddn_4x": "ddn_mobilenetv2_035_4x"}
 
 
-def train_all(epochs: int, lr: float, runs: Path) -> dict:
+def train_all(epochs: int, lr: float, runs: Path, models, embedding_scale: float) -> dict:
     from dynzoo.train.domains import train_domains
     from dynzoo.train.trainer import TrainConfig
 
     results = {}
-    for key, model in MODELS.items():
-        config = TrainConfig(model=model, dataset="digits_domains", model_dir=str(runs / key),
-                             overrides={"epochs": epochs, "lr": lr}, verbose=2, options={"bn_reestimate": True})
+    for key in models:
+        options = {"bn_reestimate": True, **({"embedding_scale": embedding_scale} if key != "static" else {})}
+        config = TrainConfig(model=MODELS[key], dataset="digits_domains", model_dir=str(runs / key),
+                             overrides={"epochs": epochs, "lr": lr}, verbose=2, options=options)
         results[key] = train_domains(config)
     return results
 
@@ -79,8 +82,9 @@ def markdown(report: dict) -> str:
               "| model | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r['per_domain'][d]:.1f}" for d in domains) + " |")
+    permutations = next(iter(report["shuffle"].values()))["permutations"] if report["shuffle"] else 0
     lines += ["", "Domain shuffle (paper Table 6): mean top-1 with the right embeddings and with the embeddings "
-              f"of other domains ({report['shuffle']['ddn_2x']['permutations']} random derangements).", "",
+              f"of other domains ({permutations} random derangements).", "",
               "| model | normal | shuffled worst | shuffled average |", "|---|---|---|---|"]
     for key, s in report["shuffle"].items():
         lines.append(f"| {key} | {100 * s['normal']:.2f}% | {100 * s['shuffled_worst']:.2f}% | "
@@ -99,12 +103,16 @@ def main(argv=None) -> int:
     parser.add_argument("--pool-lr", type=float, default=0.01, help="fine-tuning learning rate of the pool")
     parser.add_argument("--runs", default=str(Path(tempfile.gettempdir()) / "dynzoo_ddn_digits"),
                         help="folder for the trained models (default: in the temporary folder)")
+    parser.add_argument("--embedding-scale", type=float, default=1.0,
+                        help="norm of the standardised domain embeddings of the DDN models (default 1)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="models to train (default all; the model pool needs static)")
     parser.add_argument("--output", default=str(HERE / "results" / "ddn_digits"), help="output stem")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     runs = Path(args.runs)
-    results = train_all(args.epochs, args.lr, runs)
-    pool = model_pool(runs / "static", args.pool_epochs, args.pool_lr)
+    results = train_all(args.epochs, args.lr, runs, args.models, args.embedding_scale)
+    pool = model_pool(runs / "static", args.pool_epochs, args.pool_lr) if "static" in results else None
 
     import keras
 
@@ -122,13 +130,14 @@ def main(argv=None) -> int:
                      "mean": s["test_top1"], "mean_bn": s.get("test_top1_bn_reestimated"),
                      "per_domain": s["test_top1_per_domain"],
                      "per_domain_bn": s.get("test_top1_per_domain_bn_reestimated")})
-    static_params = results["static"].summary["params"]
-    rows.insert(1, {"model": "model pool (static fine-tuned per domain)", "total_params": static_params * len(pool),
-                    "inference_params": static_params, "mean": float(np.mean(list(pool.values()))),
-                    "mean_bn": None, "per_domain": pool})
+    if pool is not None:
+        static_params = results["static"].summary["params"]
+        rows.insert(1, {"model": "model pool (static fine-tuned per domain)", "total_params": static_params * len(pool),
+                        "inference_params": static_params, "mean": float(np.mean(list(pool.values()))),
+                        "mean_bn": None, "per_domain": pool})
     report = {
         "setting": f"MobileNetV2 x0.35, 32x32, {args.epochs} epochs, digits recipe at peak lr {args.lr}; pool {args.pool_epochs} "
-                   f"epochs at lr {args.pool_lr}",
+                   f"epochs at lr {args.pool_lr}; DDN embedding scale {args.embedding_scale:g}",
         "command": "python benchmarks/ddn_digits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "table1": rows,
         "shuffle": {k: r.summary["domain_shuffle"] for k, r in results.items() if "domain_shuffle" in r.summary},
@@ -140,9 +149,12 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     keras.backend.clear_session()
-    subprocess.run([sys.executable, os.fspath(HERE / "ddn_mixing_factors.py"), os.fspath(runs / "ddn_2x" / "model.keras"),
-                    os.fspath(runs / "ddn_2x" / "domain_embeddings_test.json"), "--output",
-                    os.fspath(out.parent / "ddn_mixing_factors.png")], check=True)
+    if "ddn_2x" in results:
+        png = "ddn_mixing_factors.png" if out.name == "ddn_digits" else f"{out.name}_mixing_factors.png"
+        subprocess.run([sys.executable, os.fspath(HERE / "ddn_mixing_factors.py"),
+                        os.fspath(runs / "ddn_2x" / "model.keras"),
+                        os.fspath(runs / "ddn_2x" / "domain_embeddings_test.json"), "--output",
+                        os.fspath(out.parent / png)], check=True)
     return 0
 
 

@@ -134,6 +134,22 @@ def test_domain_embeddings_standardise_save_and_load(tmp_path):
         DomainEmbeddings.load(tmp_path / "bad.json")
 
 
+def test_embedding_scale_multiplies_the_standardised_embedding_and_is_saved(tmp_path):
+    raw = {"day": np.array([1.0, 10.0, 3.0]), "night": np.array([3.0, 30.0, 3.0])}
+    scaled = DomainEmbeddings(raw, scale=8.0)
+    np.testing.assert_allclose(scaled["day"], 8.0 * DomainEmbeddings(raw)["day"], rtol=1e-6)
+    again = DomainEmbeddings.load(scaled.save(tmp_path / "e.json"))
+    assert again.scale == 8.0
+    np.testing.assert_allclose(again.with_raw({"dusk": np.array([3.0, 30.0, 3.0])})["dusk"], scaled["night"])
+    legacy = json.loads((tmp_path / "e.json").read_text())
+    del legacy["scale"]  # files written before the option load with scale 1
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert DomainEmbeddings.load(tmp_path / "legacy.json").scale == 1.0
+    for bad in (0, -1.0, "8", True):
+        with pytest.raises(ValueError, match="`scale` must be a number > 0"):
+            DomainEmbeddings(raw, scale=bad)
+
+
 def test_streaming_embedding_is_the_mean_of_the_last_n_frames():
     table = DomainEmbeddings({"a": np.zeros(2), "b": np.full(2, 2.0)})
     stream = StreamingDomainEmbedding(table, window=3)

@@ -137,6 +137,8 @@ def bad_folders(tmp_path):
     (["--routing_threshold=0.8"], "option `routing_threshold` applies only to models of the drnet family; this "
                                   "model is of the 'micronet' family"),
     (["--model=drnet_s", "--routing_threshold=1.5"], "`routing_threshold` must be a number in \\(0, 1\\], got 1.5"),
+    (["--model=ddn_mobilenetv2_035_2x", "--task=domains", "--dataset=digits_domains", "--embedding_scale=0"],
+     "`embedding_scale` must be > 0, got 0.0"),
 ])
 def test_bad_input_is_one_clear_error_before_training(argv, message, bad_folders, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -38,6 +38,8 @@ TASK_OPTIONS: dict[str, tuple[type, str]] = {
     "extractor": (str, "--task domains: registered model whose pooled features give the domain embedding "
                        "(default mobilenetv2_035)"),
     "extractor_weights": (str, "--task domains: weights of the extractor (tag or path; default: fixed random)"),
+    "embedding_scale": (float, "--task domains: norm of the standardised domain embeddings (default 1; "
+                               "larger makes the controllers learn faster, see DomainEmbeddings)"),
     "bn_reestimate": (bool, "--task domains: also report accuracy with BatchNorm statistics re-estimated "
                             "per domain on the baked per-domain networks"),
     "domain_attributes": (str, "--task domains, bdd100k: attributes that define a domain (default "
@@ -252,6 +254,9 @@ def train_domains(config) -> Any:
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
     family = get_entry(config.model).family
     check_options(family, options)
+    scale = task_options.get("embedding_scale", 1.0)
+    if not scale > 0:
+        raise ValueError(f"`embedding_scale` must be > 0, got {scale!r}.")
     if config.dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {list(DATASETS)} for --task domains, got {config.dataset!r}.")
     if config.recipe is None and config.dataset == "digits_domains":
@@ -271,7 +276,7 @@ def train_domains(config) -> Any:
                           {d: test.labels[d] for d in train.domains if d in test.labels}, test.class_names)
     extractor = feature_extractor(task_options.get("extractor", "mobilenetv2_035"), size,
                                   task_options.get("extractor_weights"), seed=config.seed)
-    embeddings = DomainEmbeddings.from_images(extractor, train.images)
+    embeddings = DomainEmbeddings.from_images(extractor, train.images, scale=scale)
     test_embeddings = embeddings.with_raw(DomainEmbeddings.from_images(extractor, test.images).raw)
 
     keras.utils.set_random_seed(config.seed)
