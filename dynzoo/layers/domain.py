@@ -15,6 +15,7 @@ estimates it on a device from the last N frames.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -222,13 +223,13 @@ class DomainEmbeddings:
         raw: ``{domain: raw embedding (D,)}``.
         mean, std: standardisation statistics (D,); default: over ``raw``'s domains.
         scale: norm of the standardised embeddings (> 0). The controllers' logits move ``scale²`` times
-            faster for the same learning rate: at 1 the mixing factors of a 6-epoch digits run stayed at
-            0.5 ± 0.002 and the domain shuffle barely mattered; at 8 they spread over 0–1
+            faster for the same learning rate: at 1 the mixing factors of a 6-epoch digits run stayed
+            within 0.49–0.51 and the domain shuffle barely mattered; at 8 they spread over 0–1
             (``benchmarks/ddn_digits.py --embedding-scale``).
     """
 
     def __init__(self, raw: Mapping[str, np.ndarray], mean=None, std=None, scale: float = 1.0):
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool) or not scale > 0:
             raise ValueError(f"`scale` must be a number > 0, got {scale!r}.")
         self.scale = float(scale)
         if not raw:
