@@ -205,8 +205,8 @@ def test_dynamic_models_place_their_layers_like_table_3_4():
         assert abs(trainable(model) - paper) / paper < 0.04
 
 
-# One network per kind of dynamic layer and backbone; DCD-MobileNetV2 ×0.5 is converted in float32, int8,
-# int16x8 and mixed by tests/test_export.py.
+# One network per kind of dynamic layer and backbone; DCD-MobileNetV2 ×0.5 is converted in float32, int8
+# and mixed by tests/test_export.py, and in int16x8 (trained) by tests/test_train.py.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dy_mobilenetv2_035", "condconv_mobilenetv2_050", "resnet10", "dcd_resnet10"])
 def test_float32_tflite_is_builtin_only_and_matches_keras(name):
