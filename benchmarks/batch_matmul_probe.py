@@ -11,7 +11,12 @@ TFLite model timed at batch 1, 1 thread, with XNNPACK on and off, interleaved ro
 * the same followed by a per-sample bias and ReLU6 (what a per-sample layer with a BatchNorm and an
   activation needs: ``BATCH_MATMUL`` has no fused bias or activation, so this is one more pass over
   the output);
-* ``CONV_2D`` with the computed weights (a non-constant filter).
+* ``CONV_2D`` with the computed weights (a non-constant filter);
+* ``FULLY_CONNECTED`` with the computed weights and a constant bias, both fused with the ReLU6 into
+  the one op by the converter (its best case: DCD's bias depends on the sample, which the converter
+  does not fuse) — the one builtin op that could do the whole layer in one pass;
+* ``BATCH_MATMUL`` of the pixels with a constant-ones channel appended, the bias as the kernel's extra
+  row, then ReLU6 (no ``ADD``: the bias rides in the matmul, only the clamp is left).
 
     python benchmarks/batch_matmul_probe.py [--rounds 5]
 
@@ -36,7 +41,8 @@ from dynzoo.export import convert, op_counts
 from dynzoo.export.benchmark import measure_latency
 
 SHAPES = {"projection": (56, 96, 24), "expansion": (112, 16, 96)}  # (pixels per side, C_in, C_out)
-FORMS = ("constant conv", "per-sample BATCH_MATMUL", "per-sample BATCH_MATMUL + bias + ReLU6", "per-sample conv")
+FORMS = ("constant conv", "per-sample BATCH_MATMUL", "per-sample BATCH_MATMUL + bias + ReLU6", "per-sample conv",
+         "per-sample FULLY_CONNECTED + bias + ReLU6", "per-sample BATCH_MATMUL, bias as a ones channel + ReLU6")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -60,11 +66,19 @@ class PointwiseLayer(keras.layers.Layer):
         # a per-sample kernel: the constant one plus a term computed from the pooled input
         pooled = ops.mean(x, axis=(1, 2))
         weights = self.kernel + ops.reshape(ops.matmul(pooled, self.mix), (cin, cout))
+        bias = self.bias * pooled[:, :1]  # a bias that depends on the sample, as DCD's does
         if self.form == "per-sample conv":
             return ops.conv(x, ops.reshape(weights, (1, 1, cin, cout)))
-        y = ops.matmul(ops.reshape(x, (1, size * size, cin)), ops.reshape(weights, (1, cin, cout)))
-        if self.form == "per-sample BATCH_MATMUL + bias + ReLU6":
-            y = ops.relu6(y + self.bias * pooled[:, :1])  # a bias that depends on the sample
+        if self.form.startswith("per-sample FULLY_CONNECTED"):  # 2-D matmul → FULLY_CONNECTED
+            y = ops.relu6(ops.matmul(ops.reshape(x, (size * size, cin)), weights) + self.bias)
+        elif self.form.endswith("ones channel + ReLU6"):
+            x = ops.concatenate([x, ops.ones((1, size, size, 1))], axis=-1)
+            weights = ops.concatenate([weights, bias], axis=0)
+            y = ops.relu6(ops.matmul(ops.reshape(x, (1, size * size, cin + 1)), ops.reshape(weights, (1, cin + 1, cout))))
+        else:
+            y = ops.matmul(ops.reshape(x, (1, size * size, cin)), ops.reshape(weights, (1, cin, cout)))
+            if self.form == "per-sample BATCH_MATMUL + bias + ReLU6":
+                y = ops.relu6(y + bias)
         return ops.reshape(y, (1, size, size, cout))
 
 
