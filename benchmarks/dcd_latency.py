@@ -1,13 +1,14 @@
 """TFLite latency of DCD, DY-Conv and CondConv MobileNetV2s against the static MobileNetV2, side by side.
 
 Every model is converted to float32 TFLite (builtin ops only, batch 1, 224×224) and timed with the LiteRT
-interpreter (XNNPACK, 1 thread) in a fresh subprocess (``dynzoo.export.benchmark.measure_latency``).
-To share the machine's noise fairly, the models are timed in interleaved rounds (every model once per
-round) and each model's latency is the median of its per-round medians. Ratios are against the static
-MobileNetV2 of the same width measured in the same run; MAdds ratios come from ``dynzoo.profile``.
+interpreter (XNNPACK, 1 thread). The models of one width are timed side by side in one process
+(``dynzoo.export.compare_latency``): in every cycle each model runs a short block of invocations, and a
+model's ratio to the static MobileNetV2 of its width is the median over the cycles of the ratio of their
+block medians, taken where both met the same machine state (its 10th–90th percentile range is reported
+too). MAdds ratios come from ``dynzoo.profile``.
 
     python benchmarks/dcd_latency.py                      # writes benchmarks/results/dcd_latency.md
-    python benchmarks/dcd_latency.py --rounds 1 --runs 20 --models mobilenetv2_100 dcd_mobilenetv2_100
+    python benchmarks/dcd_latency.py --cycles 20 --models mobilenetv2_100 dcd_mobilenetv2_100
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import functools
 import os
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-from dynzoo.export.benchmark import measure_latency
+from dynzoo.export.benchmark import compare_latency
 from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 from dynzoo.layers import DCDConv2D
 
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", help="registered names to keep (default: all variants)")
     parser.add_argument("--labels", nargs="*", help="variant labels to keep (default: all)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument("--runs", type=int, default=50, help="timed invocations per round (default 50)")
+    parser.add_argument("--cycles", type=int, default=200, help="alternation cycles (default 200)")
+    parser.add_argument("--block", type=int, default=5, help="timed invocations per model and cycle (default 5)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dcd_latency.md"))
@@ -108,44 +108,46 @@ def main(argv=None) -> int:
             expected = model.predict(x, verbose=0)
             error = float(np.abs(run_tflite(flatbuffer, x) - expected).max() / np.abs(expected).max())
             rows[label] = {"name": name, "path": path, "params": prof.params, "madds": prof.madds, "error": error,
-                           "ops": sum(ops.values()), "batch_matmul": ops.get("BATCH_MATMUL", 0), "medians": []}
+                           "ops": sum(ops.values()), "batch_matmul": ops.get("BATCH_MATMUL", 0)}
             del model
-        for round_index in range(args.rounds):
-            for label, row in rows.items():
-                progress(f"round {round_index + 1}/{args.rounds}: {label}")
-                result = measure_latency(row["path"], num_threads=1, xnnpack=True, warmup=args.warmup,
-                                         runs=args.runs, name=label)
-                if not result.ok:
-                    row["failure"] = result.error
-                    continue
-                row["medians"].append(result.median_ms)
+        for width, baseline in BASELINE.items():
+            group = {label: row for label, row in rows.items() if row["name"].endswith(width)}
+            reference = next((label for label, row in group.items() if row["name"] == baseline), None)
+            if reference is None:
+                continue
+            progress(f"timing the ×{int(width) / 100:g} models side by side ({args.cycles} cycles)")
+            result = compare_latency({label: row["path"] for label, row in group.items()}, reference=reference,
+                                     warmup=args.warmup, cycles=args.cycles, block=args.block)
+            for label, row in group.items():
+                row["timing"], row["base"] = result, rows[reference]
 
     lines = [
         "# DCD / DY-Conv / CondConv MobileNetV2: TFLite latency vs static",
         "",
         (f"Command: `python benchmarks/dcd_latency.py {' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}` · "
-        f"float32 TFLite, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, batch 1, "
-        f"{args.size}×{args.size} · {args.rounds} interleaved rounds × {args.runs} runs, latency = median "
-        f"of the per-round medians · {platform.machine()}, {platform.processor() or platform.platform()}, "
-        f"{os.cpu_count()} logical CPUs (shared machine) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"),
+         f"float32 TFLite, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, batch 1, "
+         f"{args.size}×{args.size} · the models of one width timed side by side in one process, "
+         f"{args.cycles} cycles × {args.block} runs each · latency = median of all runs, ratio = median over "
+         f"the cycles of the per-cycle ratio to the static network (p10–p90: its 10th–90th percentiles) · "
+         f"{platform.machine()}, {platform.processor() or platform.platform()}, "
+         f"{os.cpu_count()} logical CPUs (shared machine) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"),
         "",
-        "| model | params | MAdds (M) | TFLite ops | BATCH_MATMUL | TFLite vs Keras (rel.) | latency (ms) | spread (ms) | latency ratio | MAdds ratio |",
+        "| model | params | MAdds (M) | TFLite ops | BATCH_MATMUL | TFLite vs Keras (rel.) | latency (ms) "
+        "| latency ratio | ratio p10–p90 | MAdds ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, row in rows.items():
-        base = rows.get(next((l for l, r in rows.items() if r["name"] == BASELINE[row["name"][-3:]]), ""), None)
-        if not row["medians"]:
-            lines.append(f"| {label} | {row['params']:,} | {row['madds'] / 1e6:.1f} | {row['ops']} | "
-                         f"{row['batch_matmul']} | {row['error']:.1e} | failed: {row.get('failure')} | | | |")
-            continue
-        latency = statistics.median(row["medians"])
-        spread = max(row["medians"]) - min(row["medians"])
-        ratio = madds_ratio = ""
-        if base and base["medians"]:
-            ratio = f"{latency / statistics.median(base['medians']):.3f}"
-            madds_ratio = f"{row['madds'] / base['madds']:.3f}"
-        lines.append(f"| {label} | {row['params']:,} | {row['madds'] / 1e6:.1f} | {row['ops']} | "
-                     f"{row['batch_matmul']} | {row['error']:.1e} | {latency:.2f} | {spread:.2f} | {ratio} | {madds_ratio} |")
+        head = (f"| {label} | {row['params']:,} | {row['madds'] / 1e6:.1f} | {row['ops']} | {row['batch_matmul']} | "
+                f"{row['error']:.1e} |")
+        timing = row.get("timing")
+        if timing is None:
+            lines.append(f"{head} not timed (no static network of its width in this run) | | | |")
+        elif not timing.ok:
+            lines.append(f"{head} failed: {timing.error} | | | |")
+        else:
+            lines.append(f"{head} {timing.median_ms[label]:.2f} | {timing.ratio[label]:.3f} | "
+                         f"{timing.ratio_p10[label]:.3f}–{timing.ratio_p90[label]:.3f} | "
+                         f"{row['madds'] / row['base']['madds']:.3f} |")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -1,7 +1,7 @@
 """dynzoo.export: from a Keras model to a deployable TFLite (LiteRT) model: conversion in every
 quantization mode with builtin ops only, parity checks, latency benchmarks and the deployable bundle."""
 
-from dynzoo.export.benchmark import LatencyResult, measure_latency
+from dynzoo.export.benchmark import LatencyComparison, LatencyResult, compare_latency, measure_latency
 from dynzoo.export.bundle import preprocess, read_bundle, write_bundle
 from dynzoo.export.tflite import (
     MODES,
@@ -16,7 +16,7 @@ from dynzoo.export.tflite import (
 )
 
 __all__ = [
-    "MODES", "ExportError", "LatencyResult", "convert", "convert_modes", "measure_latency", "op_counts",
-    "op_names", "preprocess", "read_bundle", "run_tflite", "save_for_conversion", "to_tflite",
+    "MODES", "ExportError", "LatencyComparison", "LatencyResult", "compare_latency", "convert", "convert_modes",
+    "measure_latency", "op_counts", "op_names", "preprocess", "read_bundle", "run_tflite", "save_for_conversion", "to_tflite",
     "write_bundle",
 ]

@@ -10,6 +10,9 @@ TensorFlow), so
 >>> from dynzoo.export.benchmark import measure_latency
 >>> r = measure_latency("model.tflite", num_threads=1, xnnpack=True)
 >>> r.median_ms, r.p90_ms, r.peak_memory_mb
+
+:func:`compare_latency` times several models in one process, alternating between them in short blocks,
+so that their ratios are measured under the same machine state (the way to compare on a shared machine).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Mapping
+
+import numpy as np
 
 DEFAULT_WARMUP = 10
 DEFAULT_RUNS = 100
@@ -112,6 +118,113 @@ def measure_latency(
     return LatencyResult(**base, **result)
 
 
+@dataclasses.dataclass(frozen=True)
+class LatencyComparison:
+    """Latencies of several models timed in alternation (:func:`compare_latency`).
+
+    ``median_ms[m]``: median of all of ``m``'s timed runs. ``ratio[m]``: median over the cycles of
+    (``m``'s block median / the reference's block median in the same cycle); ``ratio_p10`` / ``ratio_p90``:
+    the 10th / 90th percentiles of those per-cycle ratios. ``error`` is set (and the rest empty) when the
+    interpreter process failed.
+    """
+
+    reference: str
+    num_threads: int
+    xnnpack: bool
+    warmup: int
+    cycles: int
+    block: int
+    median_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    ratio: dict[str, float] = dataclasses.field(default_factory=dict)
+    ratio_p10: dict[str, float] = dataclasses.field(default_factory=dict)
+    ratio_p90: dict[str, float] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def compare_latency(
+    models: Mapping[str, str | os.PathLike | bytes],
+    *,
+    reference: str | None = None,
+    num_threads: int = 1,
+    xnnpack: bool = True,
+    warmup: int = DEFAULT_WARMUP,
+    cycles: int = 30,
+    block: int = 5,
+    timeout_s: float = 1800.0,
+) -> LatencyComparison:
+    """Batch-1 latencies of ``models`` and their ratios to ``reference``, measured side by side.
+
+    One fresh subprocess loads every model, warms each up, then runs ``cycles`` cycles; in each cycle
+    every model runs ``block`` timed invocations, in an order rotated from cycle to cycle. A ratio is
+    taken within each cycle, where both models met the same machine state, so slow drift and bursts of
+    load on a shared machine cancel out of it (they do not between models timed minutes apart).
+    Inputs are random data of each model's input type, fixed by a seed.
+
+    Args:
+        models: label → path of a ``.tflite`` file, or the flatbuffer itself (at least one).
+        reference: the label the ratios are taken against (default: the first).
+        num_threads: interpreter threads (≥ 1).
+        xnnpack: True: the default delegates (XNNPACK); False: builtin kernels only.
+        warmup: untimed invocations of each model first (≥ 0).
+        cycles: alternation cycles (≥ 1).
+        block: timed invocations of each model per cycle (≥ 1).
+        timeout_s: the subprocess is killed after this many seconds (reported as an error).
+
+    Returns:
+        a :class:`LatencyComparison`. All models share one interpreter process, so a crash in one is
+        reported as the comparison's ``error``.
+    """
+    if not models:
+        raise ValueError("`models` must name at least one model.")
+    reference = next(iter(models)) if reference is None else reference
+    if reference not in models:
+        raise ValueError(f"`reference` must be one of {list(models)}, got {reference!r}.")
+    for arg, value, minimum in (("num_threads", num_threads, 1), ("warmup", warmup, 0), ("cycles", cycles, 1),
+                                ("block", block, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}.")
+    base = dict(reference=reference, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, cycles=cycles,
+                block=block)
+    with tempfile.TemporaryDirectory(prefix="dynzoo_compare_") as tmp:
+        paths = {}
+        for index, (label, model) in enumerate(models.items()):
+            if isinstance(model, (bytes, bytearray)):
+                paths[label] = Path(tmp) / f"{index}.tflite"
+                paths[label].write_bytes(model)
+            elif Path(model).is_file():
+                paths[label] = Path(model)
+            else:
+                raise ValueError(f"`models[{label!r}]`: no such .tflite file {os.fspath(model)!r}.")
+        request = {"paths": [str(p) for p in paths.values()], "num_threads": num_threads, "xnnpack": bool(xnnpack),
+                   "warmup": warmup, "cycles": cycles, "block": block}
+        try:
+            proc = subprocess.run([sys.executable, "-c", _COMPARE_CHILD, json.dumps(request)],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return LatencyComparison(**base, error=f"timed out after {timeout_s:g} s")
+    if proc.returncode != 0:
+        status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        return LatencyComparison(**base, error=f"interpreter process failed ({status}): {tail}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        return LatencyComparison(**base, error=result["error"])
+    times = dict(zip(models, (np.asarray(t) for t in result["times"])))  # each (cycles, block)
+    ref = np.median(times[reference], axis=1)
+    ratios = {label: np.median(t, axis=1) / ref for label, t in times.items()}
+    return LatencyComparison(
+        **base,
+        median_ms={label: float(np.median(t)) for label, t in times.items()},
+        ratio={label: float(np.median(r)) for label, r in ratios.items()},
+        ratio_p10={label: float(np.percentile(r, 10)) for label, r in ratios.items()},
+        ratio_p90={label: float(np.percentile(r, 90)) for label, r in ratios.items()},
+    )
+
+
 # The child program: stdlib + NumPy + ai_edge_litert only, so that it starts fast and its memory is the
 # interpreter's. Prints one JSON line (timings or {"error": ...}).
 _CHILD = r"""
@@ -156,4 +269,44 @@ print(json.dumps({
     "mean_ms": float(t.mean()), "min_ms": float(t.min()),
     "peak_memory_mb": round(peak, 2), "model_memory_mb": round(max(peak - baseline, 0.0), 2),
 }))
+"""
+
+# The comparison child: every model in one interpreter process, timed in rotating blocks. Prints one JSON
+# line: {"times": [per model: cycles × block timings in ms]} or {"error": ...}.
+_COMPARE_CHILD = r"""
+import json, sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+req = json.loads(sys.argv[1])
+try:
+    resolver = OpResolverType.AUTO if req["xnnpack"] else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interps = []
+    for path in req["paths"]:
+        interp = Interpreter(model_path=path, num_threads=req["num_threads"], experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in interp.get_input_details():
+            if np.issubdtype(d["dtype"], np.integer):
+                info = np.iinfo(d["dtype"])
+                x = rng.integers(info.min, info.max, size=d["shape"], endpoint=True).astype(d["dtype"])
+            else:
+                x = rng.standard_normal(d["shape"]).astype(d["dtype"])
+            interp.set_tensor(d["index"], x)
+        for _ in range(req["warmup"]):
+            interp.invoke()
+        interps.append(interp)
+    n = len(interps)
+    times = [[[0.0] * req["block"] for _ in range(req["cycles"])] for _ in range(n)]
+    for cycle in range(req["cycles"]):
+        for k in range(n):
+            i = (cycle + k) % n
+            for j in range(req["block"]):
+                t0 = time.perf_counter_ns()
+                interps[i].invoke()
+                times[i][cycle][j] = (time.perf_counter_ns() - t0) / 1e6
+except Exception as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    sys.exit(0)
+print(json.dumps({"times": times}))
 """
