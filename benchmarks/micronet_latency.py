@@ -4,15 +4,17 @@ Every MicroNet is exported as shipped (each channel shuffle as RESHAPE → TRANS
 folded into one 3×3 convolution) and, for comparison, M0 and M3 with the earlier forms: each
 ``ChannelShuffle`` as one GATHER (which XNNPACK does not run), and the stem's layers one by one.
 keras.applications MobileNetV3-Small 1.0 (no preprocessing, random weights) is exported the same way.
-All models are timed side by side: float32, LiteRT interpreter, XNNPACK, 1 thread, batch 1, 224×224, each
-measurement in a fresh subprocess, in interleaved rounds; a model's latency is the median of its
-per-round medians. The issue's targets: MicroNet-M0 ≤ 0.5× and MicroNet-M3 ≤ 1.0× MobileNetV3-Small.
+All models are timed side by side in one process (``dynzoo.export.compare_latency``: float32, LiteRT
+interpreter, XNNPACK, 1 thread, batch 1, 224×224; in each cycle every model runs a short block of
+invocations): a model's latency is the median of all its runs, its ratio the median over the cycles of
+the per-cycle ratio to MobileNetV3-Small. The issue's targets: MicroNet-M0 ≤ 0.5× and MicroNet-M3 ≤ 1.0×
+MobileNetV3-Small.
 
-    python benchmarks/micronet_latency.py [--rounds 5] [--runs 50] [--profile micronet_m3]
+    python benchmarks/micronet_latency.py [--cycles 200] [--block 5] [--profile micronet_m3]
 
 ``--profile NAME`` times, instead, the network cut after each of its stages (stem, blocks, head: one
-float32 model per cut, interleaved rounds): the difference between two successive cuts is what that
-stage costs. Writes benchmarks/results/micronet_latency.{json,md} (profile: micronet_profile_NAME.md).
+float32 model per cut, side by side): the difference between two successive cuts is what that stage
+costs. Writes benchmarks/results/micronet_latency.{json,md} (profile: micronet_profile_NAME.md).
 """
 
 from __future__ import annotations
@@ -21,20 +23,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-import numpy as np
 from keras import ops
 
 import dynzoo
 from dynzoo.export import convert, op_counts
 from dynzoo.export.bench import baseline_builders, model_madds
-from dynzoo.export.benchmark import measure_latency
+from dynzoo.export.benchmark import LatencyComparison, compare_latency
 from dynzoo.layers.base import SequenceBlock
 from dynzoo.layers.micronet import MicroStem
 from dynzoo.layers.shuffle import ChannelShuffle
@@ -73,35 +73,33 @@ def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
             cls.call = shipped
 
 
-def interleaved(flatbuffers: dict[str, bytes], rounds: int, runs: int) -> dict[str, float]:
-    """Median over rounds of each flatbuffer's median latency, every round in a rotated order."""
-    times: dict[str, list[float]] = {key: [] for key in flatbuffers}
-    keys = list(flatbuffers)
-    for r in range(rounds):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            result = measure_latency(flatbuffers[key], num_threads=1, xnnpack=True, warmup=10, runs=runs)
-            times[key].append(result.median_ms)
-        print(f"[{time.strftime('%H:%M:%S')}] round {r + 1}/{rounds}", flush=True)
-    return times
+def side_by_side(flatbuffers: dict[str, bytes], cycles: int, block: int) -> LatencyComparison:
+    """Every flatbuffer timed in one process, in alternation; ratios to the first."""
+    print(f"[{time.strftime('%H:%M:%S')}] timing {len(flatbuffers)} models side by side ({cycles} cycles)", flush=True)
+    result = compare_latency(flatbuffers, warmup=10, cycles=cycles, block=block)
+    if not result.ok:
+        raise SystemExit(f"timing failed: {result.error}")
+    return result
 
 
-def profile(name: str, rounds: int, runs: int) -> None:
+def profile(name: str, cycles: int, block: int) -> None:
     """Latency of ``name`` cut after each stage, and what each stage adds."""
     keras.utils.set_random_seed(0)
     model = dynzoo.create_model(name, include_preprocessing=False)
     cuts = [layer.name for layer in model.layers if layer.name == "stem" or layer.name.startswith("block")]
     flatbuffers = {cut: convert(keras.Model(model.inputs, model.get_layer(cut).output), "float32") for cut in cuts}
     flatbuffers["whole network"] = convert(model, "float32")
-    times = interleaved(flatbuffers, rounds, runs)
+    times = side_by_side(flatbuffers, cycles, block)
     lines = [f"# {name}: float32 TFLite latency stage by stage", "",
-             f"Command: `python benchmarks/micronet_latency.py --profile {name} --rounds {rounds} --runs {runs}` · "
-             "the network cut after each stage, float32, XNNPACK, 1 thread, batch 1, 224×224 · "
+             f"Command: `python benchmarks/micronet_latency.py --profile {name} --cycles {cycles} --block {block}` · "
+             "the network cut after each stage, float32, XNNPACK, 1 thread, batch 1, 224×224, timed side by "
+             "side in one process · "
              f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              "| cut after | output | TFLite ops | latency (ms) | added by the stage (ms) |", "|---|---|---:|---:|---:|"]
     previous = 0.0
     for cut, flatbuffer in flatbuffers.items():
-        latency = statistics.median(times[cut])
+        latency = times.median_ms[cut]
         shape = "×".join(str(d) for d in (model.output if cut == "whole network" else model.get_layer(cut).output).shape[1:])
         lines.append(f"| {cut} | {shape} | {sum(op_counts(flatbuffer).values())} | {latency:.2f} | "
                      f"{latency - previous:+.2f} |")
@@ -112,12 +110,12 @@ def profile(name: str, rounds: int, runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--cycles", type=int, default=200, help="alternation cycles (default 200)")
+    parser.add_argument("--block", type=int, default=5, help="timed invocations per model and cycle (default 5)")
     parser.add_argument("--profile", metavar="NAME", help="time NAME stage by stage instead")
     args = parser.parse_args()
     if args.profile:
-        profile(args.profile, args.rounds, args.runs)
+        profile(args.profile, args.cycles, args.block)
         return
 
     entries = {}
@@ -127,30 +125,30 @@ def main() -> None:
             for form in EARLIER_FORMS:
                 entries[f"{name} ({form})"] = export(name, form)
         print(f"[{time.strftime('%H:%M:%S')}] exported {name}", flush=True)
-    times = interleaved({key: flatbuffer for key, (flatbuffer, _) in entries.items()}, args.rounds, args.runs)
+    times = side_by_side({key: flatbuffer for key, (flatbuffer, _) in entries.items()}, args.cycles, args.block)
 
-    reference = statistics.median(times[REFERENCE])
     rows = []
     for key, (flatbuffer, madds) in entries.items():
         counts = op_counts(flatbuffer)
-        latency = statistics.median(times[key])
         rows.append({"model": key, "mmadds": round(madds / 1e6, 1), "ops": sum(counts.values()),
                      "gather": counts.get("GATHER", 0), "transpose": counts.get("TRANSPOSE", 0),
-                     "latency_ms": round(latency, 3), "spread_ms": round(float(np.ptp(times[key])), 3),
-                     "ratio": round(latency / reference, 3), "rounds_ms": [round(t, 3) for t in times[key]]})
-    report = {"command": f"python benchmarks/micronet_latency.py --rounds {args.rounds} --runs {args.runs}",
+                     "latency_ms": round(times.median_ms[key], 3), "ratio": round(times.ratio[key], 3),
+                     "ratio_p10": round(times.ratio_p10[key], 3), "ratio_p90": round(times.ratio_p90[key], 3)})
+    report = {"command": f"python benchmarks/micronet_latency.py --cycles {args.cycles} --block {args.block}",
               "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared)",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "micronet_latency.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# MicroNet vs MobileNetV3-Small: float32 TFLite latency", "",
              f"Command: `{report['command']}` · float32, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, "
-             f"batch 1, 224×224, interleaved rounds, latency = median of the per-round medians · "
-             f"{report['machine']} · {report['date']}", "",
-             "| model | MAdds (M) | TFLite ops | GATHER | TRANSPOSE | latency (ms) | spread (ms) | ratio to MobileNetV3-Small |",
+             f"batch 1, 224×224, timed side by side in one process, {args.cycles} cycles × {args.block} runs each, "
+             f"latency = median of all runs, ratio = median of the per-cycle ratios (p10–p90: their 10th–90th "
+             f"percentiles) · {report['machine']} · {report['date']}", "",
+             "| model | MAdds (M) | TFLite ops | GATHER | TRANSPOSE | latency (ms) | ratio to MobileNetV3-Small "
+             "| ratio p10–p90 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['mmadds']} | {r['ops']} | {r['gather']} | {r['transpose']} | {r['latency_ms']:.2f} | "
-              f"{r['spread_ms']:.2f} | {r['ratio']:.2f} |" for r in rows]
+              f"{r['ratio']:.2f} | {r['ratio_p10']:.2f}–{r['ratio_p90']:.2f} |" for r in rows]
     (RESULTS / "micronet_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -15,6 +15,7 @@ from dynzoo.export import (
     ExportError,
     convert,
     convert_modes,
+    compare_latency,
     measure_latency,
     op_names,
     preprocess,
@@ -186,6 +187,29 @@ def test_latency_in_a_subprocess_and_a_broken_model_is_an_error_not_a_crash(tmp_
     assert not result.ok and result.median_ms is None and result.error
     with pytest.raises(ValueError, match="num_threads"):
         measure_latency(flatbuffer, num_threads=0)
+
+
+def test_compare_latency_times_models_side_by_side_and_reports_errors(tmp_path):
+    small = convert(tiny_model(), "float32")
+    path = tmp_path / "small.tflite"
+    path.write_bytes(small)
+    result = compare_latency({"bytes": small, "file": path}, reference="file", warmup=1, cycles=4, block=2)
+    assert result.ok and result.reference == "file" and (result.cycles, result.block) == (4, 2)
+    assert set(result.median_ms) == set(result.ratio) == {"bytes", "file"}
+    assert all(t > 0 for t in result.median_ms.values())
+    assert result.ratio["file"] == result.ratio_p10["file"] == result.ratio_p90["file"] == 1.0
+    assert 0 < result.ratio_p10["bytes"] <= result.ratio["bytes"] <= result.ratio_p90["bytes"]
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(small[: len(small) // 3])
+    failed = compare_latency({"small": small, "broken": broken}, cycles=1)
+    assert not failed.ok and failed.error and not failed.median_ms
+    for kwargs, match in (({"reference": "other"}, "reference"), ({"cycles": 0}, "cycles"), ({"block": 1.5}, "block")):
+        with pytest.raises(ValueError, match=match):
+            compare_latency({"small": small}, **kwargs)
+    with pytest.raises(ValueError, match="no such .tflite file"):
+        compare_latency({"missing": tmp_path / "missing.tflite"})
+    with pytest.raises(ValueError, match="at least one"):
+        compare_latency({})
 
 
 # --- bundle -----------------------------------------------------------------------------------------
