@@ -1,9 +1,11 @@
 """``dynzoo quickstart`` end to end in a fresh process (offline): ≥ 95 % top-1 on the digits test split,
 float32 and int8 bundles that LiteRT runs and that agree with Keras, ``dynzoo eval`` on its outputs, and
-its trained network's int16x8 export."""
+its trained network's int16x8 export. Its training run is the suite's proof that MicroNet-M0 learns
+through ``dynzoo.train`` (the run folder's files and falling loss are checked here)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -11,6 +13,8 @@ import keras
 import pytest
 
 from dynzoo.cli import main as dynzoo_main
+from dynzoo.quickstart import EPOCHS
+from dynzoo.train.callbacks import CHECKPOINT_FILE
 from int16x8_accuracy import check_int16x8
 
 
@@ -48,6 +52,13 @@ def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
         assert info["input"]["height"] == info["input"]["width"] == 32
         assert (bundle / "labels.txt").read_text().splitlines() == [str(d) for d in range(10)]
         assert (bundle / "golden" / "golden.json").exists()
+
+    # the training run's folder, as `dynzoo train` leaves it; the loss fell
+    for name in ("model.keras", "summary.json", "log.csv", CHECKPOINT_FILE, "tensorboard"):
+        assert (run_dir / name).exists(), name
+    with open(run_dir / "log.csv", newline="") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == EPOCHS and losses[-1] < losses[0] / 2, losses
 
     # `dynzoo eval` reproduces the quickstart's figures from the files it left behind.
     capsys.readouterr()

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from dynzoo.cli import main as dynzoo_main
-from dynzoo.train import TrainConfig, get_recipe, recipe_names, train
+from dynzoo.train import get_recipe, recipe_names
 from dynzoo.train.callbacks import CHECKPOINT_FILE, checkpoint_step
 from dynzoo.train.losses import SmoothedCrossEntropy, with_coupled_weight_decay
 from dynzoo.train.recipes import default_recipe_name
@@ -165,11 +165,7 @@ def test_eval_needs_exactly_one_model(capsys):
 # ---------------------------------------------------------------- training that learns
 
 
-@pytest.mark.slow
-def test_micronet_trains_and_learns_on_digits(tmp_path):
-    result = train(TrainConfig(model="micronet_m0", dataset="digits", overrides={"epochs": 4, "input_size": 32},
-                               model_dir=str(tmp_path), validation_freq=0, verbose=0))
-    _check_learned(result, 32)
+# MicroNet-M0 learning through `train` on the digits is checked on the quickstart's run (test_quickstart.py).
 
 
 @pytest.mark.slow
