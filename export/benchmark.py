@@ -103,19 +103,23 @@ def measure_latency(
         request = {"path": str(path), "num_threads": num_threads, "xnnpack": bool(xnnpack),
                    "warmup": warmup, "runs": runs}
         base = dict(model=label, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, runs=runs)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", _CHILD, json.dumps(request)],
-                capture_output=True, text=True, timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            return LatencyResult(**base, error=f"timed out after {timeout_s:g} s")
+        result, error = _run_child(_CHILD, request, timeout_s)
+    return LatencyResult(**base, error=error) if error else LatencyResult(**base, **result)
+
+
+def _run_child(program: str, request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
+    """Run a child ``program`` with its JSON ``request``: (its JSON result, None) or (None, what failed)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", program, json.dumps(request)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout_s:g} s"
     if proc.returncode != 0:
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        return LatencyResult(**base, error=f"interpreter process failed ({status}): {tail}")
+        return None, f"interpreter process failed ({status}): {tail}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return LatencyResult(**base, **result)
+    return (None, result["error"]) if "error" in result else (result, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,18 +205,9 @@ def compare_latency(
                 raise ValueError(f"`models[{label!r}]`: no such .tflite file {os.fspath(model)!r}.")
         request = {"paths": [str(p) for p in paths.values()], "num_threads": num_threads, "xnnpack": bool(xnnpack),
                    "warmup": warmup, "cycles": cycles, "block": block}
-        try:
-            proc = subprocess.run([sys.executable, "-c", _COMPARE_CHILD, json.dumps(request)],
-                                  capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return LatencyComparison(**base, error=f"timed out after {timeout_s:g} s")
-    if proc.returncode != 0:
-        status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        return LatencyComparison(**base, error=f"interpreter process failed ({status}): {tail}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "error" in result:
-        return LatencyComparison(**base, error=result["error"])
+        result, error = _run_child(_COMPARE_CHILD, request, timeout_s)
+    if error:
+        return LatencyComparison(**base, error=error)
     times = dict(zip(models, (np.asarray(t) for t in result["times"])))  # each (cycles, block)
     ref = np.median(times[reference], axis=1)
     ratios = {label: np.median(t, axis=1) / ref for label, t in times.items()}
@@ -225,23 +220,17 @@ def compare_latency(
     )
 
 
-# The child program: stdlib + NumPy + ai_edge_litert only, so that it starts fast and its memory is the
-# interpreter's. Prints one JSON line (timings or {"error": ...}).
-_CHILD = r"""
+# The child programs: stdlib + NumPy + ai_edge_litert only, so that they start fast and their memory is
+# the interpreter's. Each prints one JSON line (its result or {"error": ...}).
+_CHILD_LOADER = r"""
 import json, resource, sys, time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-req = json.loads(sys.argv[1])
-baseline = rss_mb()
-try:
+def load(path, req):
+    # an interpreter of `path`, its inputs random data of their type (seeded), warmed up
     resolver = OpResolverType.AUTO if req["xnnpack"] else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = Interpreter(model_path=req["path"], num_threads=req["num_threads"],
-                         experimental_op_resolver_type=resolver)
+    interp = Interpreter(model_path=path, num_threads=req["num_threads"], experimental_op_resolver_type=resolver)
     interp.allocate_tensors()
     rng = np.random.default_rng(0)
     for d in interp.get_input_details():
@@ -253,6 +242,20 @@ try:
         interp.set_tensor(d["index"], x)
     for _ in range(req["warmup"]):
         interp.invoke()
+    return interp
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+req = json.loads(sys.argv[1])
+"""
+
+# One model: the timings of ``runs`` invocations and the process's peak memory.
+_CHILD = _CHILD_LOADER + r"""
+baseline = rss_mb()
+try:
+    interp = load(req["path"], req)
     times = []
     for _ in range(req["runs"]):
         t0 = time.perf_counter_ns()
@@ -271,31 +274,10 @@ print(json.dumps({
 }))
 """
 
-# The comparison child: every model in one interpreter process, timed in rotating blocks. Prints one JSON
-# line: {"times": [per model: cycles × block timings in ms]} or {"error": ...}.
-_COMPARE_CHILD = r"""
-import json, sys, time
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-req = json.loads(sys.argv[1])
+# Several models in one process, timed in rotating blocks: {"times": [per model: cycles × block, in ms]}.
+_COMPARE_CHILD = _CHILD_LOADER + r"""
 try:
-    resolver = OpResolverType.AUTO if req["xnnpack"] else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interps = []
-    for path in req["paths"]:
-        interp = Interpreter(model_path=path, num_threads=req["num_threads"], experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
-        rng = np.random.default_rng(0)
-        for d in interp.get_input_details():
-            if np.issubdtype(d["dtype"], np.integer):
-                info = np.iinfo(d["dtype"])
-                x = rng.integers(info.min, info.max, size=d["shape"], endpoint=True).astype(d["dtype"])
-            else:
-                x = rng.standard_normal(d["shape"]).astype(d["dtype"])
-            interp.set_tensor(d["index"], x)
-        for _ in range(req["warmup"]):
-            interp.invoke()
-        interps.append(interp)
+    interps = [load(path, req) for path in req["paths"]]
     n = len(interps)
     times = [[[0.0] * req["block"] for _ in range(req["cycles"])] for _ in range(n)]
     for cycle in range(req["cycles"]):
