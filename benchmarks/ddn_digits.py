@@ -7,6 +7,7 @@ factors (Fig. 5). 32×32 inputs, 9 domains {day, dusk, night} × {clear, fog, ra
 
     python benchmarks/ddn_digits.py [--epochs 6] [--pool-epochs 3] [--lr 0.05] [--runs DIR]
                                     [--embedding-scale 1] [--models static ddn_2x ddn_4x] [--output STEM]
+                                    [--seed 0]
 
 Writes benchmarks/results/ddn_digits.{json,md} and benchmarks/results/ddn_mixing_factors.png (with
 --output STEM: STEM.{json,md} and STEM_mixing_factors.png). The model pool needs ``static`` in --models.
@@ -29,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = {"static": "mobilenetv2_035", "ddn_2x": "ddn_mobilenetv2_035_2x", "ddn_4x": "ddn_mobilenetv2_035_4x"}
 
 
-def train_all(epochs: int, lr: float, runs: Path, models, embedding_scale: float) -> dict:
+def train_all(epochs: int, lr: float, runs: Path, models, embedding_scale: float, seed: int) -> dict:
     from dynzoo.train.domains import train_domains
     from dynzoo.train.trainer import TrainConfig
 
@@ -37,28 +38,29 @@ def train_all(epochs: int, lr: float, runs: Path, models, embedding_scale: float
     for key in models:
         options = {"bn_reestimate": True, **({"embedding_scale": embedding_scale} if key != "static" else {})}
         config = TrainConfig(model=MODELS[key], dataset="digits_domains", model_dir=str(runs / key),
-                             overrides={"epochs": epochs, "lr": lr}, verbose=2, options=options)
+                             overrides={"epochs": epochs, "lr": lr}, verbose=2, options=options, seed=seed)
         results[key] = train_domains(config)
     return results
 
 
-def model_pool(static_dir: Path, epochs: int, lr: float) -> dict[str, float]:
-    """The static model fine-tuned on each domain alone (paper: initialised from the global model)."""
+def model_pool(static_dir: Path, epochs: int, lr: float, seed: int) -> dict[str, float]:
+    """The static model fine-tuned on each domain alone (paper: initialised from the global model), on the
+    domains of ``seed`` (the seed also draws the photometric transforms)."""
     import keras
 
     from dynzoo.train.domains import DomainData, domain_dataset, load_domains, predict_domain, steps_per_epoch
 
-    train, test = (load_domains("digits_domains", s, 32) for s in ("train", "test"))
+    train, test = (load_domains("digits_domains", s, 32, seed=seed) for s in ("train", "test"))
     accuracy = {}
     for domain in train.domains:
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seed)
         model = keras.saving.load_model(static_dir / "model.keras", compile=False)
         one = DomainData({domain: train.images[domain]}, {domain: train.labels[domain]}, train.class_names)
         steps = steps_per_epoch(one, 64)
         schedule = keras.optimizers.schedules.CosineDecay(lr, epochs * steps)
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
-        model.fit(domain_dataset(one, None, 64, seed=1), epochs=epochs, steps_per_epoch=steps, verbose=0)
+        model.fit(domain_dataset(one, None, 64, seed=seed + 1), epochs=epochs, steps_per_epoch=steps, verbose=0)
         accuracy[domain] = float(np.mean(predict_domain(model, test.images[domain], None).argmax(-1)
                                          == test.labels[domain]))
         print(f"model pool: {domain} {100 * accuracy[domain]:.2f}%", flush=True)
@@ -108,11 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                         help="models to train (default all; the model pool needs static)")
     parser.add_argument("--output", default=str(HERE / "results" / "ddn_digits"), help="output stem")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the weights, the batches and the domains' photometric transforms (default 0)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     runs = Path(args.runs)
-    results = train_all(args.epochs, args.lr, runs, args.models, args.embedding_scale)
-    pool = model_pool(runs / "static", args.pool_epochs, args.pool_lr) if "static" in results else None
+    results = train_all(args.epochs, args.lr, runs, args.models, args.embedding_scale, args.seed)
+    pool = model_pool(runs / "static", args.pool_epochs, args.pool_lr, args.seed) if "static" in results else None
 
     import keras
 
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
                         "mean_bn": None, "per_domain": pool})
     report = {
         "setting": f"MobileNetV2 x0.35, 32x32, {args.epochs} epochs, digits recipe at peak lr {args.lr}; pool {args.pool_epochs} "
-                   f"epochs at lr {args.pool_lr}; DDN embedding scale {args.embedding_scale:g}",
+                   f"epochs at lr {args.pool_lr}; DDN embedding scale {args.embedding_scale:g}; seed {args.seed}",
         "command": "python benchmarks/ddn_digits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "table1": rows,
         "shuffle": {k: r.summary["domain_shuffle"] for k, r in results.items() if "domain_shuffle" in r.summary},
