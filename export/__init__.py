@@ -17,6 +17,6 @@ from dynzoo.export.tflite import (
 
 __all__ = [
     "MODES", "ExportError", "LatencyComparison", "LatencyResult", "compare_latency", "convert", "convert_modes",
-    "measure_latency", "op_counts", "op_names", "preprocess", "read_bundle", "run_tflite", "save_for_conversion", "to_tflite",
-    "write_bundle",
+    "measure_latency", "op_counts", "op_names", "preprocess", "read_bundle", "run_tflite", "save_for_conversion",
+    "to_tflite", "write_bundle",
 ]

@@ -87,24 +87,33 @@ def measure_latency(
         a :class:`LatencyResult`; on failure its ``error`` says what happened (exception text, or the
         signal / exit status of the crashed process) and the timings are None.
     """
-    for arg, value, minimum in (("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}.")
+    _check_counts(("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1))
     with tempfile.TemporaryDirectory(prefix="dynzoo_bench_") as tmp:
-        if isinstance(model, (bytes, bytearray)):
-            path = Path(tmp) / "model.tflite"
-            path.write_bytes(model)
-            label = name or "model.tflite"
-        else:
-            path = Path(model)
-            if not path.is_file():
-                raise ValueError(f"`model`: no such .tflite file {os.fspath(model)!r}.")
-            label = name or path.name
+        path = _tflite_path(model, Path(tmp) / "model.tflite", "model")
+        label = name or path.name
         request = {"path": str(path), "num_threads": num_threads, "xnnpack": bool(xnnpack),
                    "warmup": warmup, "runs": runs}
         base = dict(model=label, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, runs=runs)
         result, error = _run_child(_CHILD, request, timeout_s)
     return LatencyResult(**base, error=error) if error else LatencyResult(**base, **result)
+
+
+def _check_counts(*checks: tuple[str, int, int]) -> None:
+    """Each ``(argument, value, minimum)``: the value must be an integer ≥ the minimum."""
+    for arg, value, minimum in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}.")
+
+
+def _tflite_path(model: str | os.PathLike | bytes, spill: Path, arg: str) -> Path:
+    """The file of ``model``: a path is checked to exist, a flatbuffer is written to ``spill``."""
+    if isinstance(model, (bytes, bytearray)):
+        spill.write_bytes(model)
+        return spill
+    path = Path(model)
+    if not path.is_file():
+        raise ValueError(f"`{arg}`: no such .tflite file {os.fspath(model)!r}.")
+    return path
 
 
 def _run_child(program: str, request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
@@ -187,23 +196,13 @@ def compare_latency(
     reference = next(iter(models)) if reference is None else reference
     if reference not in models:
         raise ValueError(f"`reference` must be one of {list(models)}, got {reference!r}.")
-    for arg, value, minimum in (("num_threads", num_threads, 1), ("warmup", warmup, 0), ("cycles", cycles, 1),
-                                ("block", block, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}.")
+    _check_counts(("num_threads", num_threads, 1), ("warmup", warmup, 0), ("cycles", cycles, 1), ("block", block, 1))
     base = dict(reference=reference, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, cycles=cycles,
                 block=block)
     with tempfile.TemporaryDirectory(prefix="dynzoo_compare_") as tmp:
-        paths = {}
-        for index, (label, model) in enumerate(models.items()):
-            if isinstance(model, (bytes, bytearray)):
-                paths[label] = Path(tmp) / f"{index}.tflite"
-                paths[label].write_bytes(model)
-            elif Path(model).is_file():
-                paths[label] = Path(model)
-            else:
-                raise ValueError(f"`models[{label!r}]`: no such .tflite file {os.fspath(model)!r}.")
-        request = {"paths": [str(p) for p in paths.values()], "num_threads": num_threads, "xnnpack": bool(xnnpack),
+        paths = [_tflite_path(model, Path(tmp) / f"{index}.tflite", f"models[{label!r}]")
+                 for index, (label, model) in enumerate(models.items())]
+        request = {"paths": [str(p) for p in paths], "num_threads": num_threads, "xnnpack": bool(xnnpack),
                    "warmup": warmup, "cycles": cycles, "block": block}
         result, error = _run_child(_COMPARE_CHILD, request, timeout_s)
     if error:
