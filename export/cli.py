@@ -39,6 +39,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--verify-size", type=int, default=None, help="test images for --verify (default: all)")
     p.add_argument("--float-layers", nargs="+", default=None,
                    help="mode mixed: name fragments of the layers kept in float (default: the dynamic layers)")
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="quantization-aware training first: fine-tune with int8 fake quantization for this many "
+                   "epochs on the labelled training split of --calibration, then convert the fine-tuned network "
+                   "in every mode (default 0: off)")
+    p.add_argument("--qat-learning-rate", type=float, default=1e-4, help="Adam's rate for --qat-epochs (default 1e-4)")
     p.add_argument("--bundle", action="store_true", help="also write a bundle folder per mode")
     p.add_argument("--golden", action="store_true", help="with --bundle: also write the golden files")
     p.add_argument("--domain-embedding", metavar="FILE", default=None,
@@ -84,6 +89,10 @@ def _export(args: argparse.Namespace) -> int:
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.golden and not args.bundle:
         raise ValueError("--golden needs --bundle.")
+    if args.qat_epochs < 0:
+        raise ValueError(f"--qat-epochs must be >= 0, got {args.qat_epochs}.")
+    if not args.qat_learning_rate > 0:
+        raise ValueError(f"--qat-learning-rate must be > 0, got {args.qat_learning_rate}.")
     if args.model.endswith(".keras"):
         if not Path(args.model).is_file():
             raise ValueError(f"no such model file {args.model!r}.")
@@ -135,13 +144,24 @@ def _export_model(args: argparse.Namespace, model, source_name: str, preprocessi
         images, preprocessing_in_model=preprocessing_in_model, mean=mean, std=std)
 
     calibration = None
-    if any(m in tflite.CALIBRATED_MODES for m in modes):
+    if any(m in tflite.CALIBRATED_MODES for m in modes) or args.qat_epochs:
         images, _, _ = verify.load_images(args.calibration, "train", size, args.calibration_size, args.data_dir)
         calibration = to_inputs(full_range_first(images))
+    qat = None
+    if args.qat_epochs:
+        from dynzoo.export.qat import quantization_aware_training
+
+        images, labels, _ = verify.load_images(args.calibration, "train", size, None, args.data_dir)
+        result = quantization_aware_training(model, to_inputs(images), labels, calibration=calibration,
+                                             epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
+        qat = {"epochs": args.qat_epochs, "learning_rate": args.qat_learning_rate, "losses": result.losses,
+               "fake_quantized_tensors": result.points}
+        print(f"QAT: {result.points} fake-quantized tensors, loss per epoch "
+              + " ".join(f"{loss:.4f}" for loss in result.losses))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     flatbuffers = tflite.convert_modes(model, modes, calibration, float_island_scopes=args.float_layers)
-    report: dict = {"model": source_name, "input_size": size, "modes": {}}
+    report: dict = {"model": source_name, "input_size": size, **({"qat": qat} if qat else {}), "modes": {}}
     test = None
     if args.verify:
         images, labels, _ = verify.load_images(args.verify, "test", size, args.verify_size, args.data_dir)

@@ -16,6 +16,29 @@ from keras import ops
 
 PACKAGE = "dynzoo"
 
+# Set by ``dynzoo.export.qat`` while it observes ranges or fine-tunes; None otherwise.
+_fake_quantizer = None
+
+
+def quant_point(layer: keras.layers.Layer, x, tag: str):
+    """Mark a tensor that an integer TFLite export stores in 8 bits (``tag`` names it within ``layer``).
+
+    The identity, except during quantization-aware training (:mod:`dynzoo.export.qat`), which records
+    its range and then rounds it to that 8-bit grid in the forward pass. Layers call it on the tensors of
+    their exported (inference) form: the per-sample coefficients, kernels and products that int8
+    quantizes inside one Keras layer.
+    """
+    return x if _fake_quantizer is None else _fake_quantizer(layer, x, tag)
+
+
+def fuses_into_previous(layer: keras.layers.Layer) -> bool:
+    """Whether the converter folds ``layer`` into the op before it, so that the tensor between them is
+    never quantized (BatchNorm; ReLU and ReLU6 after a convolution)."""
+    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.ReLU)):
+        return True
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    return isinstance(layer, keras.layers.Activation) and activation in ("relu", "relu6")
+
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise a ValueError naming the argument and the allowed range."""
@@ -122,9 +145,11 @@ class SequenceBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        for layer in self.steps:
+        for i, layer in enumerate(self.steps):
             x = layer(x, training=training)
-        return x + inputs if self.residual else x
+            if i + 1 < len(self.steps) and not fuses_into_previous(self.steps[i + 1]):
+                x = quant_point(self, x, f"step{i}")
+        return quant_point(self, x + inputs, "sum") if self.residual else x
 
     def compute_output_shape(self, input_shape):
         if not self.built:

@@ -33,6 +33,7 @@ from dynzoo.layers.base import (
     check_int,
     conv_initializer,
     dense_initializer,
+    quant_point,
 )
 from dynzoo.layers.conv import (
     SymmetricConv2D,
@@ -163,10 +164,10 @@ class _DCDBase(keras.layers.Layer):
 
     def _branch(self, pooled):
         """(Λ (B, C_out) or None, Φ flat (B, phi_size) or None)."""
-        y = self.fc(pooled)
-        y = y * hsig2(self.fc_gate(y))
-        scale = hsig2(self.fc_scale(y)) if self.fc_scale is not None else None
-        phi = self.fc_phi(y) if self.fc_phi is not None else None
+        y = quant_point(self, self.fc(pooled), "fc")
+        y = quant_point(self, y * quant_point(self, hsig2(self.fc_gate(y)), "gate"), "gated")
+        scale = quant_point(self, hsig2(self.fc_scale(y)), "scale") if self.fc_scale is not None else None
+        phi = quant_point(self, self.fc_phi(y), "phi") if self.fc_phi is not None else None
         return scale, phi
 
     def _phi_blocks(self, phi, size: int):
@@ -392,14 +393,15 @@ class DCDConv2D(_DCDBase):
 
         # The branch with its constants folded: PyTorch's channel-major 2×2 flattening becomes a row
         # permutation of fc.0; Φ's transpose, diag(s2), the identity term and the gate's 1/3 go into fc_phi.
-        pooled = adaptive_pool(inputs, self.pool_size, channel_major=False)
+        q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731  (the tensors int8 export quantizes)
+        pooled = q(adaptive_pool(inputs, self.pool_size, channel_major=False), "pooled")
         fc = self.fc.kernel
         if self.pool_size == 2:
             fc = ops.take(fc, np.array([c * 4 + k for k in range(4) for c in range(cin)], "int32"), axis=0)
-        y = ops.matmul(pooled, fc)
-        g = y * ops.relu6(self.fc_gate(y) + 3.0)  # 3 × the official gated features
+        y = q(ops.matmul(pooled, fc), "fc")
+        g = q(y * q(ops.relu6(self.fc_gate(y) + 3.0), "gate"), "gated")  # 3 × the official gated features
         w0 = self.conv.kernel * (s_o / 3.0 if self.attention else s_o)
-        column = ops.relu6(ops.matmul(g, self.fc_scale.kernel / 3.0) + 3.0) if self.attention else None
+        column = q(ops.relu6(ops.matmul(g, self.fc_scale.kernel / 3.0) + 3.0), "scale") if self.attention else None
         bias = ops.expand_dims(t_o, 0)  # (1, C_out)
         if self.channel_fusion:
             s1, t1 = bn_affine(self.bn1)
@@ -407,26 +409,29 @@ class DCDConv2D(_DCDBase):
             transposed = np.array([b * lat + a for a in range(lat) for b in range(lat)], "int32")
             phi_kernel = ops.take(self.fc_phi.kernel, transposed, axis=1) * (ops.tile(s2, (lat,)) / 3.0)
             eye = np.eye(lat, dtype="float32").reshape(-1)
-            m_t = ops.reshape(ops.matmul(g, phi_kernel) + eye, (-1, lat, lat))
-            q = ops.reshape(self.q[0].kernel, (cin, lat)) * s1
+            m_t = q(ops.reshape(ops.matmul(g, phi_kernel) + eye, (-1, lat, lat)), "phi")
+            q_w = ops.reshape(self.q[0].kernel, (cin, lat)) * s1
             p = ops.reshape(self.p[0].kernel, (lat, cout)) * s_o
             bias = ops.matmul(ops.expand_dims(t2, 0), p) + bias
 
         if self._uses_kernel_form(inputs):
             w0 = ops.reshape(w0, (cin, cout))
             # (B, C_in, C_out): Λ or Φ (at least one is present) makes the kernel per-sample
-            kernel = w0 if column is None else w0 * ops.expand_dims(column, 1)
+            kernel = w0 if column is None else q(w0 * ops.expand_dims(column, 1), "scaled_kernel")
             if self.channel_fusion:
-                kernel = kernel + ops.matmul(ops.matmul(ops.expand_dims(q, 0), m_t), p)
+                fusion = q(ops.matmul(q(ops.matmul(ops.expand_dims(q_w, 0), m_t), "qm"), p), "fusion_kernel")
+                kernel = kernel + fusion
                 bias = ops.matmul(ops.matmul(ops.reshape(t1, (1, 1, lat)), m_t), p) + bias  # (B, 1, C_out)
+                bias = q(bias, "bias")
+            kernel = q(kernel, "kernel")
             return unflatten_spatial(ops.matmul(flatten_spatial(inputs), kernel) + bias, inputs)
-        y = self._static_conv(inputs, w0)
+        y = q(self._static_conv(inputs, w0), "conv")
         if column is not None:
-            y = y * ops.reshape(column, (-1, 1, 1, cout))
+            y = q(y * ops.reshape(column, (-1, 1, 1, cout)), "scaled")
         if self.channel_fusion:
-            u = ops.conv(inputs, ops.reshape(q, (1, 1, cin, lat)), strides=self.strides, padding="valid") + t1
-            v = unflatten_spatial(ops.matmul(flatten_spatial(u), m_t), u)
-            y = y + ops.conv(v, ops.reshape(p, (1, 1, lat, cout)), padding="valid")
+            u = ops.conv(inputs, ops.reshape(q_w, (1, 1, cin, lat)), strides=self.strides, padding="valid") + t1
+            v = q(unflatten_spatial(ops.matmul(flatten_spatial(q(u, "latent")), m_t), u), "fused")
+            y = q(y + ops.conv(v, ops.reshape(p, (1, 1, lat, cout)), padding="valid"), "sum")
         return y + ops.reshape(bias, (cout,))
 
     def _uses_kernel_form(self, inputs) -> bool:
@@ -563,11 +568,11 @@ class DCDDense(_DCDBase):
         scale, phi = self._branch(inputs)
         y = self.cls(inputs)
         if scale is not None:
-            y = y * scale
+            y = quant_point(self, quant_point(self, y, "cls") * scale, "scaled")
         if not self.channel_fusion:
             return y
-        u = ops.expand_dims(self.bn1(self.cls_q(inputs), training=training), 1)  # (B, 1, L)
-        v = ops.squeeze(self._fuse(u, phi, training), 1)
+        u = ops.expand_dims(quant_point(self, self.bn1(self.cls_q(inputs), training=training), "latent"), 1)
+        v = quant_point(self, ops.squeeze(self._fuse(u, phi, training), 1), "fused")
         return y + self.cls_p(v)
 
     def compute_output_shape(self, input_shape):

@@ -15,6 +15,7 @@ from dynzoo.layers.base import (
     check_divisible,
     check_int,
     dense_initializer,
+    quant_point,
 )
 
 
@@ -117,18 +118,20 @@ class DynamicShiftMax(keras.layers.Layer):
 
     def coefficients(self, inputs):
         """Per-sample coefficients ``[a1, b1, (a2, b2)]``, each (B, 1, 1, C)."""
-        pooled = ops.mean(inputs, axis=(1, 2))
-        z = self.fc2(ops.relu(self.fc1(pooled)))
-        h = ops.relu6(z + 3.0) * (self.act_max / 3.0) + self.offsets
+        q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731  (the tensors int8 export quantizes)
+        pooled = q(ops.mean(inputs, axis=(1, 2)), "pooled")
+        z = self.fc2(q(ops.relu(self.fc1(pooled)), "squeezed"))
+        h = q(ops.relu6(q(z, "fc2") + 3.0) * (self.act_max / 3.0) + self.offsets, "coefficients")
         h = ops.reshape(h, (-1, 1, 1, 2 * self.fusions * self.channels))
         return ops.split(h, 2 * self.fusions, axis=-1)
 
     def call(self, inputs):
+        q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731
         coeffs = self.coefficients(inputs)
         shifted = shift_to_partners(inputs, self.shift_groups)
-        out = inputs * coeffs[0] + shifted * coeffs[1]
+        out = q(q(inputs * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
         if self.fusions == 2:
-            out = ops.maximum(out, inputs * coeffs[2] + shifted * coeffs[3])
+            out = ops.maximum(out, q(q(inputs * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
         return out
 
     def static_equivalent(self, coefficients) -> "StaticShiftMax":

@@ -16,6 +16,8 @@ from dynzoo.layers.base import (
     check_int,
     conv_initializer,
     dense_initializer,
+    fuses_into_previous,
+    quant_point,
 )
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.dcd import (
@@ -128,7 +130,9 @@ class InvertedResidual(SequenceBlock):
                 x = conv_bn(layer, steps.pop(0), x, training)  # folds the BN at inference
             else:
                 x = layer(x, training=training)
-        return x + inputs if self.residual else x
+            if steps and not fuses_into_previous(steps[0]):
+                x = quant_point(self, x, f"{layer.name}_out")
+        return quant_point(self, x + inputs, "sum") if self.residual else x
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
