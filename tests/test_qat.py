@@ -19,17 +19,18 @@ SIZE = 8
 
 
 def dynamic_net() -> keras.Model:
-    """Conv → BN → ReLU → Dynamic Shift-Max → DCD 1×1 (per-sample kernel form) → BN → GAP → Dense."""
+    """Conv → BN → ReLU → Dynamic Shift-Max → DCD 1×1 (per-sample kernel form) → BN → GAP → Dense; the
+    layers the tests look for are named, since automatic names depend on what the process built before."""
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Rescaling(1 / 16.0)(inputs)
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv2d")(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
-    x = DynamicShiftMax(reduction=4, shift_groups=2)(x)
-    x = DCDConv2D(16, latent_dim=4, inference_form="kernel")(x)
+    x = DynamicShiftMax(reduction=4, shift_groups=2, name="dynamic_shift_max")(x)
+    x = DCDConv2D(16, latent_dim=4, inference_form="kernel", name="dcd_conv2d")(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(10)(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="dense")(x))
 
 
 @pytest.fixture(scope="module")
