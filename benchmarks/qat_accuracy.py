@@ -11,10 +11,9 @@ Writes benchmarks/results/qat_accuracy.{json,md}. Training is the one of quantiz
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from quantization_accuracy import IMAGE_SIZE, RESULTS, train
+from quantization_accuracy import IMAGE_SIZE, save_results, train
 
 
 def evaluate(name: str, epochs: int, qat_epochs: int, learning_rate: float) -> dict:
@@ -74,13 +73,8 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     args = parser.parse_args()
-    saved = RESULTS / "qat_accuracy.json"
-    results = json.loads(saved.read_text()) if saved.exists() else {}
-    results.update({name: evaluate(name, args.epochs, args.qat_epochs, args.learning_rate) for name in args.models})
-    RESULTS.mkdir(exist_ok=True)
-    saved.write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "qat_accuracy.md").write_text(markdown(results))
-    print(markdown(results))
+    save_results("qat_accuracy", {name: evaluate(name, args.epochs, args.qat_epochs, args.learning_rate)
+                                  for name in args.models}, markdown)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def save_results(stem: str, new: dict, to_markdown) -> None:
+    """Merge ``new`` (per model) into ``results/<stem>.json`` (models not rerun keep their rows), write
+    ``results/<stem>.md`` from the merged results and print it."""
+    saved = RESULTS / f"{stem}.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
+    results.update(new)
+    RESULTS.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(to_markdown(results))
+    print(to_markdown(results))
+
+
 def main() -> None:
     from dynzoo.export import MODES
 
@@ -82,13 +94,8 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["micronet_m0", "dcd_mobilenetv2_050"])
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
-    saved = RESULTS / "quantization_accuracy.json"
-    results = json.loads(saved.read_text()) if saved.exists() else {}
-    results.update({name: evaluate(name, args.epochs, MODES) for name in args.models})
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantization_accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "quantization_accuracy.md").write_text(markdown(results))
-    print(markdown(results))
+    save_results("quantization_accuracy", {name: evaluate(name, args.epochs, MODES) for name in args.models},
+                 markdown)
 
 
 if __name__ == "__main__":
