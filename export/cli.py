@@ -145,13 +145,14 @@ def _export_model(args: argparse.Namespace, model, source_name: str, preprocessi
 
     calibration = None
     if any(m in tflite.CALIBRATED_MODES for m in modes) or args.qat_epochs:
-        images, _, _ = verify.load_images(args.calibration, "train", size, args.calibration_size, args.data_dir)
-        calibration = to_inputs(full_range_first(images))
+        # QAT trains on the whole split; calibration takes its first images either way
+        limit = None if args.qat_epochs else args.calibration_size
+        images, labels, _ = verify.load_images(args.calibration, "train", size, limit, args.data_dir)
+        calibration = to_inputs(full_range_first(images[:args.calibration_size]))
     qat = None
     if args.qat_epochs:
         from dynzoo.export.qat import quantization_aware_training
 
-        images, labels, _ = verify.load_images(args.calibration, "train", size, None, args.data_dir)
         result = quantization_aware_training(model, to_inputs(images), labels, calibration=calibration,
                                              epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
         qat = {"epochs": args.qat_epochs, "learning_rate": args.qat_learning_rate, "losses": result.losses,
