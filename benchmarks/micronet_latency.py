@@ -1,8 +1,10 @@
 """MicroNet float32 TFLite latency against MobileNetV3-Small 1.0, and what the exported forms of its layers buy.
 
 Every MicroNet is exported as shipped (each channel shuffle as RESHAPE → TRANSPOSE → RESHAPE, the stem
-folded into one 3×3 convolution) and, for comparison, M0 and M3 with the earlier forms: each
-``ChannelShuffle`` as one GATHER (which XNNPACK does not run), and the stem's layers one by one.
+folded into one 3×3 convolution, narrow Dynamic Shift-Max layers as one per-sample matrix product that
+also takes the shuffle after them) and, for comparison, M0 and M3 with the earlier forms: each
+``ChannelShuffle`` as one GATHER (which XNNPACK does not run), the stem's layers one by one, and every
+Dynamic Shift-Max element-wise.
 keras.applications MobileNetV3-Small 1.0 (no preprocessing, random weights) is exported the same way.
 All models are timed side by side in one process (``dynzoo.export.compare_latency``: float32, LiteRT
 interpreter, XNNPACK, 1 thread, batch 1, 224×224; in each cycle every model runs a short block of
@@ -35,6 +37,7 @@ import dynzoo
 from dynzoo.export import convert, op_counts
 from dynzoo.export.bench import baseline_builders, model_madds
 from dynzoo.export.benchmark import LatencyComparison, compare_latency
+from dynzoo.layers import shift_max
 from dynzoo.layers.base import SequenceBlock
 from dynzoo.layers.micronet import MicroStem
 from dynzoo.layers.shuffle import ChannelShuffle
@@ -50,9 +53,10 @@ def gather_shuffle(layer: ChannelShuffle, inputs):
     return ops.take(inputs, layer.permutation.astype("int32"), axis=-1)
 
 
-# The earlier forms, each swapped in for one export: (class, its call in that form).
-EARLIER_FORMS = {"GATHER shuffles": (ChannelShuffle, gather_shuffle),
-                 "stem layer by layer": (MicroStem, SequenceBlock.call)}
+# The earlier forms, each swapped in for one export: (owner, attribute, value in that form).
+EARLIER_FORMS = {"GATHER shuffles": (ChannelShuffle, "call", gather_shuffle),
+                 "stem layer by layer": (MicroStem, "call", SequenceBlock.call),
+                 "element-wise shift-max": (shift_max, "MATRIX_FORM_MAX_WIDTH", 0)}
 
 
 def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
@@ -61,16 +65,16 @@ def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
     if name == REFERENCE:
         model = baseline_builders()[REFERENCE]((224, 224, 3), False)
         return convert(model, "float32"), model_madds(model)
-    cls, call = EARLIER_FORMS[earlier_form] if earlier_form else (None, None)
-    shipped = cls.call if cls else None
-    if cls:
-        cls.call = call
+    owner, attribute, value = EARLIER_FORMS[earlier_form] if earlier_form else (None, None, None)
+    shipped = getattr(owner, attribute) if owner else None
+    if owner:
+        setattr(owner, attribute, value)
     try:
         model = dynzoo.create_model(name, include_preprocessing=False)
         return convert(model, "float32"), model_madds(model)
     finally:
-        if cls:
-            cls.call = shipped
+        if owner:
+            setattr(owner, attribute, shipped)
 
 
 def side_by_side(flatbuffers: dict[str, bytes], cycles: int, block: int) -> LatencyComparison:

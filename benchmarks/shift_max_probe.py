@@ -1,15 +1,17 @@
-"""Would Dynamic Shift-Max run faster in TFLite as one per-sample matrix product?
+"""Which form of Dynamic Shift-Max runs faster in TFLite: element-wise or one per-sample matrix product?
 
 Dynamic Shift-Max (``y = max_k (a_k ⊙ x + b_k ⊙ x̂)``, x̂ = x with its channels shifted to their partners)
 exports as about a dozen element-wise passes: two channel shifts (``STRIDED_SLICE`` + ``CONCATENATION``),
 four ``MUL``s, two ``ADD``s and a ``MAXIMUM``. The same output is one ``BATCH_MATMUL`` of the pixels with a
 per-sample (C, K·C) matrix ``[M_1 | M_2]``, ``M_k = diag(a_k) + Π diag(b_k)`` (Π the partner
 permutation), then the maximum of the two halves: fewer, larger ops, at C multiply-adds per output
-instead of 2 — so it can only pay on narrow layers.
+instead of 2 — so it can only pay on narrow layers. The layer has both forms
+(``dynzoo.layers.shift_max.shift_max_matrix_form``); its threshold ``MATRIX_FORM_MAX_WIDTH`` comes from
+this probe.
 
 For every Dynamic Shift-Max layer of a MicroNet at 224×224 (its own input shape, K, shift groups), both
-forms are built as one-layer float32 TFLite models, checked equal in Keras, and timed side by side
-(``dynzoo.export.compare_latency``: XNNPACK, 1 thread, batch 1).
+forms are built as one-layer float32 TFLite models (the layer forced into each form), checked equal in
+Keras, and timed side by side (``dynzoo.export.compare_latency``: XNNPACK, 1 thread, batch 1).
 
     python benchmarks/shift_max_probe.py [--model micronet_m0] [--cycles 100]
 
@@ -28,44 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-from keras import ops
 
 import dynzoo
 from dynzoo.export import compare_latency, convert, op_counts
-from dynzoo.layers.shift_max import DynamicShiftMax, partner_indices
+from dynzoo.layers.shift_max import DynamicShiftMax, shift_max_form
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class MatmulShiftMax(keras.layers.Layer):
-    """``layer`` (a built DynamicShiftMax) computed as x · [M_1 | … | M_K] and a maximum over the K parts."""
-
-    def __init__(self, layer: DynamicShiftMax, **kwargs):
-        super().__init__(**kwargs)
-        self.layer = layer
-        c, k = layer.channels, layer.fusions
-        permutation = np.zeros((c, c), "float32")
-        permutation[partner_indices(c, layer.shift_groups), np.arange(c)] = 1.0  # x̂[c] = x[partner(c)]
-        self.identity_k = np.tile(np.eye(c, dtype="float32"), (1, k))  # (C, K·C)
-        self.permutation_k = np.tile(permutation, (1, k))
-        # fc2's outputs are [a1 | b1 | a2 | b2]: reorder its columns (and the offsets) to [a1 | a2 | b1 | b2]
-        order = np.concatenate([np.arange(j * c, (j + 1) * c) for j in [*range(0, 2 * k, 2), *range(1, 2 * k, 2)]])
-        self.order = order.astype("int32")
-
-    def call(self, x):
-        layer, c, k = self.layer, self.layer.channels, self.layer.fusions
-        pooled = ops.mean(x, axis=(1, 2))
-        kernel = ops.take(layer.fc2.kernel, self.order, axis=1)
-        bias = ops.take(layer.fc2.bias, self.order, axis=0)
-        z = ops.matmul(ops.relu(layer.fc1(pooled)), kernel) + bias
-        h = ops.relu6(z + 3.0) * (layer.act_max / 3.0) + layer.offsets[self.order]  # (B, 2K·C): [a | b]
-        a, b = h[:, : k * c], h[:, k * c:]
-        matrix = ops.expand_dims(a, 1) * self.identity_k + ops.expand_dims(b, 1) * self.permutation_k  # (B, C, K·C)
-        size = x.shape[1] * x.shape[2]
-        y = ops.matmul(ops.reshape(x, (-1, size, c)), matrix)
-        if k == 2:
-            y = ops.maximum(y[..., :c], y[..., c:])
-        return ops.reshape(y, (-1, x.shape[1], x.shape[2], c))
 
 
 def shift_max_layers(name: str) -> list[tuple[tuple, DynamicShiftMax]]:
@@ -93,18 +63,20 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for index, (shape, layer) in enumerate(shift_max_layers(args.model)):
-        inputs = keras.Input(shape[1:], batch_size=1)
-        forms = {"element-wise": keras.Model(inputs, layer(inputs)),
-                 "BATCH_MATMUL": keras.Model(inputs, MatmulShiftMax(layer)(inputs))}
         x = np.random.default_rng(index).uniform(0, 6, (1, *shape[1:])).astype("float32")
-        error = float(np.abs(forms["BATCH_MATMUL"].predict(x, verbose=0) - forms["element-wise"].predict(x, verbose=0)).max())
-        flatbuffers = {form: convert(model, "float32") for form, model in forms.items()}
+        outputs, flatbuffers = {}, {}
+        for form in ("element-wise", "BATCH_MATMUL"):
+            with shift_max_form(matrix=form == "BATCH_MATMUL"):
+                inputs = keras.Input(shape[1:], batch_size=1)
+                model = keras.Model(inputs, layer(inputs))
+                outputs[form], flatbuffers[form] = model.predict(x, verbose=0), convert(model, "float32")
+        error = float(np.abs(outputs["BATCH_MATMUL"] - outputs["element-wise"]).max())
         timing = compare_latency(flatbuffers, warmup=20, cycles=args.cycles, block=20)
         if not timing.ok:
             raise SystemExit(f"timing failed: {timing.error}")
         rows.append((f"{index + 1}", "×".join(map(str, shape[1:])), layer.fusions, layer.shift_groups, error,
-                     *(sum(op_counts(flatbuffers[f]).values()) for f in forms),
-                     *(timing.median_ms[f] for f in forms), timing.ratio["BATCH_MATMUL"],
+                     *(sum(op_counts(flatbuffers[f]).values()) for f in flatbuffers),
+                     *(timing.median_ms[f] for f in flatbuffers), timing.ratio["BATCH_MATMUL"],
                      timing.ratio_p10["BATCH_MATMUL"], timing.ratio_p90["BATCH_MATMUL"]))
         print(f"[{time.strftime('%H:%M:%S')}] layer {index + 1}: {rows[-1]}", flush=True)
     total = [sum(r[7] for r in rows), sum(r[8] for r in rows)]

@@ -52,19 +52,19 @@ def frozen_coefficients(model: keras.Model, inputs: np.ndarray, batch_size: int 
     for key, _, _, layer in _slots(model):
         originals[key] = layer
 
-        def recording(x, _key=key, _layer=layer):
+        def recording(x, *args, _key=key, _layer=layer, **kwargs):
             values = type(_layer).coefficients(_layer, x)
             batch = [np.asarray(v).reshape(len(np.asarray(v)), -1).sum(0) for v in values]
             sums[_key] = batch if _key not in sums else [s + b for s, b in zip(sums[_key], batch)]
-            return values
+            return type(_layer).call(_layer, x, *args, **kwargs)
 
-        layer.coefficients = recording  # the instance attribute shadows the method during the run
+        layer.call = recording  # the instance attribute shadows the method during the run
     try:
         for start in range(0, len(inputs), batch_size):
             model(inputs[start:start + batch_size], training=False)
     finally:
         for layer in originals.values():
-            del layer.coefficients
+            del layer.call
     if not sums:
         raise ValueError(f"{model.name} has no layer with dynamic coefficients to freeze.")
     return {key: [s / len(inputs) for s in values] for key, values in sums.items()}

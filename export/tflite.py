@@ -9,6 +9,7 @@ folds BatchNorm and variables; the concrete-function path does not and runs seve
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
 import re
@@ -19,6 +20,8 @@ from typing import Sequence
 
 import keras
 import numpy as np
+
+from dynzoo.layers.shift_max import shift_max_form
 
 MODES = ("float32", "float16", "dynamic", "int8", "uint8", "int16x8", "mixed")
 INTEGER_MODES = ("int8", "uint8", "int16x8")  # every op runs on integers (float I/O only for int16x8)
@@ -77,7 +80,8 @@ def convert(
         mode: one of :data:`MODES`.
         representative_data: (N, H, W, 3) float32 model inputs for calibration (calibrated modes).
         saved_model: the model's SavedModel from :func:`save_for_conversion`, to convert one export
-            in several modes (default: export it now). int16x8 always re-exports (:func:`exportable`).
+            in several modes (default: export it now). int16x8 always re-exports (:func:`exportable`,
+            and Dynamic Shift-Max in its element-wise form).
         float_island_scopes: name fragments of the layers whose element-wise ops ``mixed`` keeps in
             float; default: the dynamic layers (:func:`dynamic_scopes`).
 
@@ -95,9 +99,12 @@ def convert(
     if mode == "mixed" and float_island_scopes is None:
         float_island_scopes = dynamic_scopes(model)
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
-        friendly = exportable(model, mode)
-        if saved_model is None or friendly is not model:
-            saved = save_for_conversion(friendly, Path(tmp) / "saved_model")
+        if saved_model is None or mode == "int16x8":
+            # int16x8 gets its own export: TFLite's int16 kernels aborted the process (SIGABRT) on
+            # Dynamic Shift-Max's matrix form (one layer, calibration inputs scaled 0.01–0.3; fine at 1),
+            # so that mode keeps the element-wise form, which they run
+            with shift_max_form(matrix=False) if mode == "int16x8" else contextlib.nullcontext():
+                saved = save_for_conversion(exportable(model, mode), Path(tmp) / "saved_model")
         else:
             saved = Path(saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved))

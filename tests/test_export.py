@@ -76,6 +76,10 @@ def test_exports_in_every_mode(name, modes):
             assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
         if mode in ("int8", "uint8", "int16x8"):
             assert float_ops(flatbuffer) == [], mode
+        if mode == "int16x8" and name == "micronet_m0":  # Dynamic Shift-Max element-wise (see convert)
+            assert "BATCH_MATMUL" not in ops
+        elif mode == "float32" and name == "micronet_m0":  # its narrow layers as matrix products
+            assert "BATCH_MATMUL" in ops
 
 
 def test_flex_op_fails_and_names_the_layer():

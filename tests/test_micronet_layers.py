@@ -16,7 +16,7 @@ from dynzoo.layers import (
     SymmetricDepthwiseConv2D,
 )
 from dynzoo.layers.micronet import MicroStem, factor_pair
-from dynzoo.layers.shift_max import make_divisible, partner_indices
+from dynzoo.layers.shift_max import MATRIX_FORM_MAX_WIDTH, make_divisible, partner_indices
 from dynzoo.layers.shuffle import shuffle_indices
 
 RNG = np.random.default_rng(0)
@@ -90,23 +90,47 @@ def _shift_max_reference(layer: DynamicShiftMax, x: np.ndarray) -> np.ndarray:
     return np.maximum(*outs) if layer.fusions == 2 else outs[0]
 
 
+@pytest.mark.parametrize("channels", [24, 120])  # K·C within / beyond MATRIX_FORM_MAX_WIDTH
 @pytest.mark.parametrize("fusions, init_a, init_b", [(2, (1.0, 1.0), (0.0, 0.0)), (2, (1.0, 0.5), (0.0, 0.5)),
                                                       (1, (1.0, 0.0), (0.0, 0.0))])
-def test_dynamic_shift_max_matches_reference(fusions, init_a, init_b):
-    x = RNG.normal(size=(3, 5, 4, 24)).astype("float32")
+def test_dynamic_shift_max_matches_reference(fusions, init_a, init_b, channels):
+    x = RNG.normal(size=(3, 5, 4, channels)).astype("float32")
     layer = DynamicShiftMax(fusions, reduction=4, shift_groups=6, init_a=init_a, init_b=init_b)
     layer.build(x.shape)
+    assert layer.uses_matrix_form == (fusions * channels <= MATRIX_FORM_MAX_WIDTH)
     for v in layer.weights:  # large weights so that every branch of the hard sigmoid is exercised
         v.assign(RNG.normal(size=v.shape).astype("float32"))
-    np.testing.assert_allclose(layer(x), _shift_max_reference(layer, x), rtol=1e-5, atol=1e-5)
+    expected = _shift_max_reference(layer, x)
+    # float32 rounding of the large coefficient logits (N(0, 1) weights) scales with the outputs
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(expected).max()))
     coeffs = layer.coefficients(x)
-    assert len(coeffs) == 2 * fusions and tuple(coeffs[0].shape) == (3, 1, 1, 24)
-    assert layer.squeeze == 8  # make_divisible(24 // 4)
+    assert len(coeffs) == 2 * fusions and tuple(coeffs[0].shape) == (3, 1, 1, channels)
+    assert layer.squeeze == make_divisible(channels // 4)
     # the coefficients are per sample: changing one sample changes only its output
     x2 = x.copy()
     x2[0] += 1.0
     out1, out2 = np.asarray(layer(x)), np.asarray(layer(x2))
     np.testing.assert_array_equal(out1[1:], out2[1:])
+
+
+def test_shift_max_matrix_form_takes_an_output_order():
+    """In matrix form a following channel shuffle becomes the order of the matrix's columns (exact: the
+    same products); the element-wise form refuses an order."""
+    x = RNG.normal(size=(2, 5, 4, 24)).astype("float32")
+    shuffle = ChannelShuffle([6, 4])
+    shuffle.build(x.shape)
+    order = tuple(int(i) for i in shuffle.permutation)
+    layer = DynamicShiftMax(2, reduction=4, shift_groups=6)
+    layer.build(x.shape)
+    for v in layer.weights:
+        v.assign(RNG.normal(size=v.shape).astype("float32"))
+    np.testing.assert_array_equal(layer(x, output_order=order), np.asarray(layer(x))[..., list(order)])
+    static = layer.static_equivalent([c[0] for c in layer.coefficients(x[:1])])
+    np.testing.assert_array_equal(static(x[:1], output_order=order), np.asarray(layer(x[:1]))[..., list(order)])
+    wide = DynamicShiftMax(2, reduction=4, shift_groups=6)
+    wide.build((None, 5, 4, 120))
+    with pytest.raises(ValueError, match="output_order"):
+        wide(RNG.normal(size=(1, 5, 4, 120)).astype("float32"), output_order=tuple(range(120)))
 
 
 def test_dynamic_shift_max_starts_as_identity():

@@ -72,7 +72,8 @@ def test_the_fake_quantized_graph_reaches_inside_the_dynamic_layers(trained, dig
     with quantizer.active(observing=True):
         graph(digits[2][:16], training=False)
     labels = set(quantizer.labels.values())
-    assert {"dynamic_shift_max/coefficients", "dynamic_shift_max/fusion2", "dcd_conv2d/kernel", "dcd_conv2d/phi",
+    assert {"dynamic_shift_max/a", "dynamic_shift_max/matrix", "dynamic_shift_max/fusion2", "dcd_conv2d/kernel",
+            "dcd_conv2d/phi",
             "dynamic_shift_max_quant/output", "dense_quant/output"} <= labels, labels
     # fused into the op before them by the converter: the conv's and the DCD layer's outputs, before their BN
     assert "conv2d_quant/output" not in labels and "dcd_conv2d_quant/output" not in labels

@@ -144,11 +144,18 @@ class SequenceBlock(keras.layers.Layer):
             shape = tuple(layer.compute_output_shape(shape))
 
     def call(self, inputs, training=None):
-        x = inputs
-        for i, layer in enumerate(self.steps):
-            x = layer(x, training=training)
-            if i + 1 < len(self.steps) and not fuses_into_previous(self.steps[i + 1]):
+        x, i, steps = inputs, 0, self.steps
+        while i < len(steps):
+            following = steps[i + 1] if i + 1 < len(steps) else None
+            if getattr(steps[i], "uses_matrix_form", False) and hasattr(following, "permutation"):
+                # a layer in matrix form takes the channel shuffle after it into its matrix's columns
+                x = steps[i](x, output_order=tuple(int(j) for j in following.permutation))
+                i += 1
+            else:
+                x = steps[i](x, training=training)
+            if i + 1 < len(steps) and not fuses_into_previous(steps[i + 1]):
                 x = quant_point(self, x, f"step{i}")
+            i += 1
         return quant_point(self, x + inputs, "sum") if self.residual else x
 
     def compute_output_shape(self, input_shape):

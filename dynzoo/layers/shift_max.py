@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,26 @@ from dynzoo.layers.base import (
     dense_initializer,
     quant_point,
 )
+
+
+# K·C up to which a shift-max layer runs as one per-sample matrix product (:func:`shift_max_matrix_form`).
+# In float32 TFLite the matrix form was faster on the layers of MicroNet-M0 and M3 at 224×224 up to
+# K·C = 192 and slower on every wider one (benchmarks/shift_max_probe.py); the element-wise form costs
+# O(K·C) multiply-adds per pixel in a dozen ops, the matrix form O(K·C²) in one.
+MATRIX_FORM_MAX_WIDTH = 192
+
+
+@contextlib.contextmanager
+def shift_max_form(matrix: bool):
+    """Inside, every shift-max layer that is built, traced or exported runs in the matrix form (True) or
+    the element-wise form (False), whatever its width (benchmarks; the int16x8 export)."""
+    global MATRIX_FORM_MAX_WIDTH
+    shipped = MATRIX_FORM_MAX_WIDTH
+    MATRIX_FORM_MAX_WIDTH = 1 << 30 if matrix else 0
+    try:
+        yield
+    finally:
+        MATRIX_FORM_MAX_WIDTH = shipped
 
 
 def make_divisible(value: float, divisor: int = 4) -> int:
@@ -52,6 +73,34 @@ def shift_to_partners(x, groups: int):
     shape = ops.shape(x)
     grid = ops.reshape(x, (-1, shape[1], shape[2], groups, per_group))
     return ops.reshape(_rotate(_rotate(grid, 3), 4), (-1, shape[1], shape[2], channels))
+
+
+def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int] | None = None,
+                          quantize=lambda x, tag: x):
+    """``max_k (a_k ⊙ x + b_k ⊙ x̂)`` as ``max_k (x · M_k)``, one BATCH_MATMUL with a per-sample
+    (C, K·C) matrix ``[M_1 | … | M_K]``, ``M_k = diag(a_k) + Π diag(b_k)`` (Π the partner permutation).
+
+    ``a`` and ``b`` are ``[a_1 | … | a_K]`` and ``[b_1 | … | b_K]``, each (B or 1, K·C). ``output_order``
+    (a gather index, e.g. a channel shuffle's permutation) reorders the output channels for free, as the
+    order of the matrix's columns; the coefficients must then be given in that order too: column j of
+    M_k takes ``a_k[j]`` from input channel ``order[j]`` and ``b_k[j]`` from that channel's partner. Every
+    matrix entry is one coefficient or zero, so each output is the same two products and one sum as in
+    the element-wise form.
+    """
+    c = x.shape[-1]
+    fusions = a.shape[-1] // c
+    order = np.arange(c) if output_order is None else np.asarray(output_order)
+    source = np.zeros((c, c), "float32")
+    source[order, np.arange(c)] = 1.0
+    partner = np.zeros((c, c), "float32")
+    partner[partner_indices(c, shift_groups)[order], np.arange(c)] = 1.0
+    matrix = quantize(quantize(ops.expand_dims(a, 1) * np.tile(source, (1, fusions)), "a_matrix")
+                      + quantize(ops.expand_dims(b, 1) * np.tile(partner, (1, fusions)), "b_matrix"), "matrix")
+    shape = ops.shape(x)
+    y = ops.matmul(ops.reshape(x, (shape[0], -1, c)), matrix)
+    y = quantize(y[..., :c], "fusion1") if fusions == 1 else ops.maximum(
+        quantize(y[..., :c], "fusion1"), quantize(y[..., c:], "fusion2"))
+    return ops.reshape(y, shape)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -116,21 +165,49 @@ class DynamicShiftMax(keras.layers.Layer):
         self.offsets = np.asarray(offsets, "float32") - self.act_max
         self.channels = channels
 
+    @property
+    def uses_matrix_form(self) -> bool:
+        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``)."""
+        return self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
+
+    def _coefficient_columns(self, squeezed, index, tag: str):
+        """Coefficients from fc2's output columns ``index`` (of its ``[a1 | b1 | a2 | b2]`` layout): the
+        gather is on the weights, which the converter folds into constants."""
+        q = lambda x, t: quant_point(self, x, t)  # noqa: E731  (the tensors int8 export quantizes)
+        z = q(ops.matmul(squeezed, ops.take(self.fc2.kernel, index, axis=1)) + ops.take(self.fc2.bias, index),
+              f"fc2_{tag}")
+        return q(ops.relu6(z + 3.0) * (self.act_max / 3.0) + self.offsets[index], tag)
+
+    def _squeezed(self, inputs):
+        q = lambda x, t: quant_point(self, x, t)  # noqa: E731
+        return q(ops.relu(self.fc1(q(ops.mean(inputs, axis=(1, 2)), "pooled"))), "squeezed")
+
     def coefficients(self, inputs):
         """Per-sample coefficients ``[a1, b1, (a2, b2)]``, each (B, 1, 1, C)."""
-        q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731  (the tensors int8 export quantizes)
-        pooled = q(ops.mean(inputs, axis=(1, 2)), "pooled")
-        z = self.fc2(q(ops.relu(self.fc1(pooled)), "squeezed"))
-        h = q(ops.relu6(q(z, "fc2") + 3.0) * (self.act_max / 3.0) + self.offsets, "coefficients")
+        h = self._coefficient_columns(self._squeezed(inputs), np.arange(2 * self.fusions * self.channels),
+                                      "coefficients")
         h = ops.reshape(h, (-1, 1, 1, 2 * self.fusions * self.channels))
         return ops.split(h, 2 * self.fusions, axis=-1)
 
-    def call(self, inputs):
+    def call(self, inputs, output_order: Sequence[int] | None = None):
+        """``output_order``: a gather index applied to the output channels (matrix form only)."""
         q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731
+        c, k = self.channels, self.fusions
+        if self.uses_matrix_form:
+            # a and b from two FULLY_CONNECTED ops, so that each has its own int8 range (a is near init_a,
+            # b near init_b). Split from one tensor and concatenated, they got one part's range from the
+            # int8 converter (a concatenation's inputs share its range), which clipped every a.
+            order = np.arange(c) if output_order is None else np.asarray(output_order)
+            squeezed = self._squeezed(inputs)
+            a, b = (self._coefficient_columns(squeezed, np.concatenate([(2 * j + part) * c + order for j in range(k)]),
+                                              tag) for part, tag in ((0, "a"), (1, "b")))
+            return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order, q)
+        if output_order is not None:
+            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
         coeffs = self.coefficients(inputs)
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = q(q(inputs * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
-        if self.fusions == 2:
+        if k == 2:
             out = ops.maximum(out, q(q(inputs * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
         return out
 
@@ -197,8 +274,21 @@ class StaticShiftMax(keras.layers.Layer):
         self.coefficient_values = self.add_weight(
             shape=(2 * self.fusions, channels), initializer="zeros", trainable=False, name="coefficients")
 
-    def call(self, inputs):
+    @property
+    def uses_matrix_form(self) -> bool:
+        """Whether this layer runs as :func:`shift_max_matrix_form` (the same rule as DynamicShiftMax)."""
+        return self.fusions * self.coefficient_values.shape[1] <= MATRIX_FORM_MAX_WIDTH
+
+    def call(self, inputs, output_order: Sequence[int] | None = None):
+        """``output_order``: a gather index applied to the output channels (matrix form only)."""
         c = ops.convert_to_tensor(self.coefficient_values)
+        if self.uses_matrix_form:
+            if output_order is not None:
+                c = ops.take(c, np.asarray(output_order), axis=1)
+            a, b = (ops.reshape(c[j::2], (1, -1)) for j in (0, 1))
+            return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order)
+        if output_order is not None:
+            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = inputs * c[0] + shifted * c[1]
         if self.fusions == 2:
