@@ -101,8 +101,8 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
         if saved_model is None or mode == "int16x8":
             # int16x8 gets its own export: TFLite's int16 kernels aborted the process (SIGABRT) on
-            # Dynamic Shift-Max's matrix form (one layer, calibration inputs scaled 0.01–0.3; fine at 1),
-            # so that mode keeps the element-wise form, which they run
+            # Dynamic Shift-Max's matrix form (a randomly initialised MicroNet-M0; one layer for some
+            # calibration ranges), so that mode keeps the element-wise form, which they run
             with shift_max_form(matrix=False) if mode == "int16x8" else contextlib.nullcontext():
                 saved = save_for_conversion(exportable(model, mode), Path(tmp) / "saved_model")
         else:
