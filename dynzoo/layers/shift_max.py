@@ -21,9 +21,10 @@ from dynzoo.layers.base import (
 
 
 # K·C up to which a shift-max layer runs as one per-sample matrix product (:func:`shift_max_matrix_form`).
-# In float32 TFLite the matrix form was faster on the layers of MicroNet-M0 and M3 at 224×224 up to
-# K·C = 192 and slower on every wider one (benchmarks/shift_max_probe.py); the element-wise form costs
-# O(K·C) multiply-adds per pixel in a dozen ops, the matrix form O(K·C²) in one.
+# In float32 TFLite, on the layers of MicroNet-M0 and M3 at 224×224, the matrix form was slower on every
+# wider layer and faster on all but two narrower ones, which it trailed by under 0.01 ms
+# (benchmarks/shift_max_probe.py); the element-wise form costs O(K·C) multiply-adds per pixel in a dozen
+# ops, the matrix form O(K·C²) in one.
 MATRIX_FORM_MAX_WIDTH = 192
 
 
@@ -121,6 +122,10 @@ class DynamicShiftMax(keras.layers.Layer):
         init_a: offsets added to (a1, a2).
         init_b: offsets added to (b1, b2).
         act_max: half-range of the raw coefficients (official ACT_MAX = 2.0, so [-2, 2]).
+
+    Layers with K·C ≤ :data:`MATRIX_FORM_MAX_WIDTH` run as one per-sample matrix product
+    (:func:`shift_max_matrix_form`, the same products); in a :class:`~dynzoo.layers.base.SequenceBlock`
+    they also take a channel shuffle that follows them as their output order.
 
     Input/output: (B, H, W, C) → (B, H, W, C). Per sample: 2K·C coefficients, see :meth:`coefficients`.
     """
