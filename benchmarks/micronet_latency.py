@@ -22,11 +22,13 @@ costs. Writes benchmarks/results/micronet_latency.{json,md} (profile: micronet_p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import time
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,9 +39,9 @@ import dynzoo
 from dynzoo.export import convert, op_counts
 from dynzoo.export.bench import baseline_builders, model_madds
 from dynzoo.export.benchmark import LatencyComparison, compare_latency
-from dynzoo.layers import shift_max
 from dynzoo.layers.base import SequenceBlock
 from dynzoo.layers.micronet import MicroStem
+from dynzoo.layers.shift_max import shift_max_form
 from dynzoo.layers.shuffle import ChannelShuffle
 
 MICRONETS = ("micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3")
@@ -53,10 +55,10 @@ def gather_shuffle(layer: ChannelShuffle, inputs):
     return ops.take(inputs, layer.permutation.astype("int32"), axis=-1)
 
 
-# The earlier forms, each swapped in for one export: (owner, attribute, value in that form).
-EARLIER_FORMS = {"GATHER shuffles": (ChannelShuffle, "call", gather_shuffle),
-                 "stem layer by layer": (MicroStem, "call", SequenceBlock.call),
-                 "element-wise shift-max": (shift_max, "MATRIX_FORM_MAX_WIDTH", 0)}
+# The earlier forms: a context in which the model is built and exported in that form.
+EARLIER_FORMS = {"GATHER shuffles": lambda: mock.patch.object(ChannelShuffle, "call", gather_shuffle),
+                 "stem layer by layer": lambda: mock.patch.object(MicroStem, "call", SequenceBlock.call),
+                 "element-wise shift-max": lambda: shift_max_form(matrix=False)}
 
 
 def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
@@ -65,16 +67,9 @@ def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
     if name == REFERENCE:
         model = baseline_builders()[REFERENCE]((224, 224, 3), False)
         return convert(model, "float32"), model_madds(model)
-    owner, attribute, value = EARLIER_FORMS[earlier_form] if earlier_form else (None, None, None)
-    shipped = getattr(owner, attribute) if owner else None
-    if owner:
-        setattr(owner, attribute, value)
-    try:
+    with EARLIER_FORMS[earlier_form]() if earlier_form else contextlib.nullcontext():
         model = dynzoo.create_model(name, include_preprocessing=False)
         return convert(model, "float32"), model_madds(model)
-    finally:
-        if owner:
-            setattr(owner, attribute, shipped)
 
 
 def side_by_side(flatbuffers: dict[str, bytes], cycles: int, block: int) -> LatencyComparison:

@@ -80,8 +80,8 @@ def convert(
         mode: one of :data:`MODES`.
         representative_data: (N, H, W, 3) float32 model inputs for calibration (calibrated modes).
         saved_model: the model's SavedModel from :func:`save_for_conversion`, to convert one export
-            in several modes (default: export it now). int16x8 always re-exports (:func:`exportable`,
-            and Dynamic Shift-Max in its element-wise form).
+            in several modes (default: export it now). int16x8 re-exports where it needs its own
+            form (:func:`exportable`; Dynamic Shift-Max element-wise).
         float_island_scopes: name fragments of the layers whose element-wise ops ``mixed`` keeps in
             float; default: the dynamic layers (:func:`dynamic_scopes`).
 
@@ -98,13 +98,15 @@ def convert(
     label = model.name
     if mode == "mixed" and float_island_scopes is None:
         float_island_scopes = dynamic_scopes(model)
+    # int16x8 traces Dynamic Shift-Max element-wise: TFLite's int16 kernels aborted the process (SIGABRT)
+    # on its matrix form (a randomly initialised MicroNet-M0; one layer for some calibration ranges)
+    element_wise = mode == "int16x8" and any(getattr(layer, "uses_matrix_form", False)
+                                             for layer in model._flatten_layers())
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
-        if saved_model is None or mode == "int16x8":
-            # int16x8 gets its own export: TFLite's int16 kernels aborted the process (SIGABRT) on
-            # Dynamic Shift-Max's matrix form (a randomly initialised MicroNet-M0; one layer for some
-            # calibration ranges), so that mode keeps the element-wise form, which they run
-            with shift_max_form(matrix=False) if mode == "int16x8" else contextlib.nullcontext():
-                saved = save_for_conversion(exportable(model, mode), Path(tmp) / "saved_model")
+        friendly = exportable(model, mode)
+        if saved_model is None or friendly is not model or element_wise:
+            with shift_max_form(matrix=False) if element_wise else contextlib.nullcontext():
+                saved = save_for_conversion(friendly, Path(tmp) / "saved_model")
         else:
             saved = Path(saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved))
