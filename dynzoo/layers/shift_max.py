@@ -104,8 +104,21 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
     return ops.reshape(y, shape)
 
 
+class _ShiftMaxForms:
+    """The choice of form, shared by both shift-max layers (``fusions`` and ``channels`` set by build)."""
+
+    @property
+    def uses_matrix_form(self) -> bool:
+        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``)."""
+        return self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
+
+    def _refuse_output_order(self, output_order) -> None:
+        if output_order is not None:
+            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DynamicShiftMax(keras.layers.Layer):
+class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
     """Dynamic Shift-Max activation (MicroNet, thesis §4.3, eq. 4.4, official-code form, J = 2).
 
     ``y = max_k ( a_k(x) ⊙ x + b_k(x) ⊙ x̂ )`` for k = 1…K, where ``x̂`` is ``x`` with its channels
@@ -170,11 +183,6 @@ class DynamicShiftMax(keras.layers.Layer):
         self.offsets = np.asarray(offsets, "float32") - self.act_max
         self.channels = channels
 
-    @property
-    def uses_matrix_form(self) -> bool:
-        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``)."""
-        return self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
-
     def _coefficient_columns(self, squeezed, index, tag: str):
         """Coefficients from fc2's output columns ``index`` (of its ``[a1 | b1 | a2 | b2]`` layout): the
         gather is on the weights, which the converter folds into constants."""
@@ -207,8 +215,7 @@ class DynamicShiftMax(keras.layers.Layer):
             a, b = (self._coefficient_columns(squeezed, np.concatenate([(2 * j + part) * c + order for j in range(k)]),
                                               tag) for part, tag in ((0, "a"), (1, "b")))
             return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order, q)
-        if output_order is not None:
-            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
+        self._refuse_output_order(output_order)
         coeffs = self.coefficients(inputs)
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = q(q(inputs * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
@@ -255,7 +262,7 @@ class DynamicShiftMax(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class StaticShiftMax(keras.layers.Layer):
+class StaticShiftMax(_ShiftMaxForms, keras.layers.Layer):
     """Shift-Max with fixed per-channel coefficients: :class:`DynamicShiftMax` (thesis §4.3, eq. 4.4)
     with its coefficients frozen, ``y = max_k (a_k ⊙ x + b_k ⊙ x̂)`` (K = 1: no max). Made by
     :meth:`DynamicShiftMax.static_equivalent`; the coefficients are a non-trainable (2K, C) weight
@@ -278,11 +285,7 @@ class StaticShiftMax(keras.layers.Layer):
         check_divisible("channels", channels, self.shift_groups, "shift_groups")
         self.coefficient_values = self.add_weight(
             shape=(2 * self.fusions, channels), initializer="zeros", trainable=False, name="coefficients")
-
-    @property
-    def uses_matrix_form(self) -> bool:
-        """Whether this layer runs as :func:`shift_max_matrix_form` (the same rule as DynamicShiftMax)."""
-        return self.fusions * self.coefficient_values.shape[1] <= MATRIX_FORM_MAX_WIDTH
+        self.channels = channels
 
     def call(self, inputs, output_order: Sequence[int] | None = None):
         """``output_order``: a gather index applied to the output channels (matrix form only)."""
@@ -292,8 +295,7 @@ class StaticShiftMax(keras.layers.Layer):
                 c = ops.take(c, np.asarray(output_order), axis=1)
             a, b = (ops.reshape(c[j::2], (1, -1)) for j in (0, 1))
             return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order)
-        if output_order is not None:
-            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
+        self._refuse_output_order(output_order)
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = inputs * c[0] + shifted * c[1]
         if self.fusions == 2:
