@@ -30,27 +30,27 @@ HERE = Path(__file__).resolve().parent
 MODELS = {"static": "mobilenetv2_035", "ddn_2x": "ddn_mobilenetv2_035_2x", "ddn_4x": "ddn_mobilenetv2_035_4x"}
 
 
-def train_all(epochs: int, lr: float, runs: Path, models, embedding_scale: float, seed: int) -> dict:
+def train_all(dataset: str, epochs: int, lr: float, runs: Path, models, embedding_scale: float, seed: int) -> dict:
     from dynzoo.train.domains import train_domains
     from dynzoo.train.trainer import TrainConfig
 
     results = {}
     for key in models:
         options = {"bn_reestimate": True, **({"embedding_scale": embedding_scale} if key != "static" else {})}
-        config = TrainConfig(model=MODELS[key], dataset="digits_domains", model_dir=str(runs / key),
+        config = TrainConfig(model=MODELS[key], dataset=dataset, model_dir=str(runs / key),
                              overrides={"epochs": epochs, "lr": lr}, verbose=2, options=options, seed=seed)
         results[key] = train_domains(config)
     return results
 
 
-def model_pool(static_dir: Path, epochs: int, lr: float, seed: int) -> dict[str, float]:
+def model_pool(dataset: str, static_dir: Path, epochs: int, lr: float, seed: int) -> dict[str, float]:
     """The static model fine-tuned on each domain alone (paper: initialised from the global model), on the
     domains of ``seed`` (the seed also draws the photometric transforms)."""
     import keras
 
     from dynzoo.train.domains import DomainData, domain_dataset, load_domains, predict_domain, steps_per_epoch
 
-    train, test = (load_domains("digits_domains", s, 32, seed=seed) for s in ("train", "test"))
+    train, test = (load_domains(dataset, s, 32, seed=seed) for s in ("train", "test"))
     accuracy = {}
     for domain in train.domains:
         keras.utils.set_random_seed(seed)
@@ -97,6 +97,8 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("digits_domains", "digits_domains_disjoint"), default="digits_domains",
+                        help="every training image in every domain (default), or each in one domain only")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each model (default 6)")
     parser.add_argument("--lr", type=float, default=0.05,
                         help="peak learning rate of every model (default 0.05; the digits recipe's 0.1 diverges "
@@ -115,8 +117,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     runs = Path(args.runs)
-    results = train_all(args.epochs, args.lr, runs, args.models, args.embedding_scale, args.seed)
-    pool = model_pool(runs / "static", args.pool_epochs, args.pool_lr, args.seed) if "static" in results else None
+    results = train_all(args.dataset, args.epochs, args.lr, runs, args.models, args.embedding_scale, args.seed)
+    pool = model_pool(args.dataset, runs / "static", args.pool_epochs, args.pool_lr, args.seed) if "static" in results else None
 
     import keras
 
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
                         "inference_params": static_params, "mean": float(np.mean(list(pool.values()))),
                         "mean_bn": None, "per_domain": pool})
     report = {
-        "setting": f"MobileNetV2 x0.35, 32x32, {args.epochs} epochs, digits recipe at peak lr {args.lr}; pool {args.pool_epochs} "
+        "setting": f"{args.dataset}, MobileNetV2 x0.35, 32x32, {args.epochs} epochs, digits recipe at peak lr {args.lr}; pool {args.pool_epochs} "
                    f"epochs at lr {args.pool_lr}; DDN embedding scale {args.embedding_scale:g}; seed {args.seed}",
         "command": "python benchmarks/ddn_digits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "table1": rows,

@@ -171,6 +171,23 @@ def test_algorithm1_batches_are_single_domain_and_cover_each_domain():
         assert onehot.shape == (8, 10)
 
 
+def test_disjoint_digits_domains_give_each_training_image_one_domain():
+    from dynzoo.train.domains import deal_to_domains, load_domains
+
+    every, disjoint = (load_domains(name, "train", 8) for name in ("digits_domains", "digits_domains_disjoint"))
+    labels = every.labels["day_clear"]
+    owner = deal_to_domains(labels, 9)
+    for i, domain in enumerate(disjoint.domains):  # domain i: the images dealt to it, under its transforms
+        np.testing.assert_array_equal(disjoint.images[domain], every.images[domain][owner == i])
+        np.testing.assert_array_equal(disjoint.labels[domain], labels[owner == i])
+        per_class = np.bincount(labels[owner == i], minlength=10)
+        assert np.all(np.abs(per_class - np.bincount(labels) / 9) <= 1)  # stratified
+    sizes = np.bincount(owner)
+    assert sizes.sum() == len(labels) and sizes.max() - sizes.min() <= 1
+    test = load_domains("digits_domains_disjoint", "test", 8)
+    assert all(len(test.labels[d]) == 450 for d in test.domains)  # every domain: the whole test split
+
+
 def test_classify_task_refuses_a_ddn_model():
     from dynzoo.train.domains import prepare_classify
 

@@ -4,7 +4,10 @@ A dataset *has a domain attribute* when every image belongs to one named domain 
 train and a test split of the same classes. Three kinds are read:
 
 * ``digits_domains``: the offline benchmark, the digits under the 9 photometric domains
-  {day, dusk, night} × {clear, fog, rain} (:data:`DIGIT_DOMAINS`);
+  {day, dusk, night} × {clear, fog, rain} (:data:`DIGIT_DOMAINS`), every training image in every domain;
+* ``digits_domains_disjoint``: the same domains, each training image in one domain only (as a BDD100K
+  frame has one weather and one time of day: about 150 per domain, stratified by class); every domain's
+  test split is the whole test split under its transforms;
 * ``domain_folder``: ``data_dir/<domain>/<split>/<class>/<image>`` (split ``train`` and ``test``);
 * ``bdd100k``: BDD100K images and labels in ``data_dir``, domains = the weather × time-of-day attribute
   values (:mod:`dynzoo.data.bdd100k`).
@@ -33,7 +36,7 @@ DIGIT_DOMAINS: dict[str, tuple[str, ...]] = {
     for time_name, time_steps in (("day", ()), ("dusk", ("dusk",)), ("night", ("night",)))
     for weather, weather_steps in (("clear", ()), ("fog", ("fog",)), ("rain", ("rain",)))
 }
-DATASETS = ("digits_domains", "domain_folder", "bdd100k")
+DATASETS = ("digits_domains", "digits_domains_disjoint", "domain_folder", "bdd100k")
 TASK_OPTIONS: dict[str, tuple[type, str]] = {
     "extractor": (str, "--task domains: registered model whose pooled features give the domain embedding "
                        "(default mobilenetv2_035)"),
@@ -70,11 +73,14 @@ def load_domains(dataset: str, split: str, image_size: int, data_dir: str | None
     """``split`` ("train" or "test") of a dataset with a domain attribute (see the module docstring)."""
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
-    if dataset == "digits_domains":
+    if dataset in ("digits_domains", "digits_domains_disjoint"):
         from dynzoo.data.digits import DIGITS_LABELS
         from dynzoo.data.domains import domain_digits
 
         pairs = {name: domain_digits(steps, split, image_size, seed) for name, steps in DIGIT_DOMAINS.items()}
+        if dataset == "digits_domains_disjoint" and split == "train":
+            owner = deal_to_domains(next(iter(pairs.values()))[1], len(pairs), seed)
+            pairs = {name: (x[owner == i], y[owner == i]) for i, (name, (x, y)) in enumerate(pairs.items())}
         return DomainData({k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()},
                           tuple(DIGITS_LABELS))
     if dataset not in DATASETS:
@@ -88,6 +94,19 @@ def load_domains(dataset: str, split: str, image_size: int, data_dir: str | None
         images, labels, classes = load_bdd100k_domains(data_dir, split, image_size, attributes=attrs)
         return DomainData(images, labels, classes)
     return _folder_domains(Path(data_dir), split, image_size)
+
+
+def deal_to_domains(labels: np.ndarray, domains: int, seed: int = 0) -> np.ndarray:
+    """The domain index of each example: every class's examples, in a seeded random order, dealt to the
+    domains in turn (so each domain gets about 1/``domains`` of every class)."""
+    rng = np.random.default_rng(seed)
+    owner = np.empty(len(labels), "int64")
+    start = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        owner[members] = (start + np.arange(len(members))) % domains
+        start += len(members)
+    return owner
 
 
 def _folder_domains(root: Path, split: str, image_size: int) -> DomainData:
@@ -259,7 +278,7 @@ def train_domains(config) -> Any:
         raise ValueError(f"`embedding_scale` must be > 0, got {scale!r}.")
     if config.dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {list(DATASETS)} for --task domains, got {config.dataset!r}.")
-    if config.recipe is None and config.dataset == "digits_domains":
+    if config.recipe is None and config.dataset.startswith("digits_domains"):
         config = dataclasses.replace(config, recipe="digits")
     recipe, reference_batch = resolve_recipe(config)
     size, batch = recipe.input_size, recipe.batch_size
