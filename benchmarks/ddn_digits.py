@@ -3,9 +3,10 @@
 Trains, with the same domain-sampled batches (Algorithm 1) and recipe, the static MobileNetV2 ×0.35 and
 DDN 2x / 4x of the same inference size; builds the model pool (the static model fine-tuned on each
 domain); evaluates every model on each domain's test split; runs the domain shuffle; draws the mixing
-factors (Fig. 5). 32×32 inputs, 9 domains {day, dusk, night} × {clear, fog, rain}.
+factors (Fig. 5). 32×32 inputs, 9 domains {day, dusk, night} × {clear, fog, rain}; every training image in
+every domain, or (``--dataset digits_domains_disjoint``) each in one.
 
-    python benchmarks/ddn_digits.py [--epochs 6] [--pool-epochs 3] [--lr 0.05] [--runs DIR]
+    python benchmarks/ddn_digits.py [--dataset digits_domains] [--epochs 6] [--pool-epochs 3] [--lr 0.05] [--runs DIR]
                                     [--embedding-scale 1] [--models static ddn_2x ddn_4x] [--output STEM]
                                     [--seed 0]
 
