@@ -1,7 +1,7 @@
 """Domain-sampled training (DDN Algorithm 1) as the ``domains`` task of ``dynzoo train``.
 
 A dataset *has a domain attribute* when every image belongs to one named domain and every domain has a
-train and a test split of the same classes. Three kinds are read:
+train and a test split of the same classes. Four kinds are read:
 
 * ``digits_domains``: the offline benchmark, the digits under the 9 photometric domains
   {day, dusk, night} × {clear, fog, rain} (:data:`DIGIT_DOMAINS`), every training image in every domain;
