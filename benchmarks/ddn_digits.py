@@ -97,8 +97,10 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from dynzoo.train.domains import DIGIT_DATASETS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("digits_domains", "digits_domains_disjoint"), default="digits_domains",
+    parser.add_argument("--dataset", choices=DIGIT_DATASETS, default="digits_domains",
                         help="every training image in every domain (default), or each in one domain only")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each model (default 6)")
     parser.add_argument("--lr", type=float, default=0.05,

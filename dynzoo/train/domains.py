@@ -36,7 +36,8 @@ DIGIT_DOMAINS: dict[str, tuple[str, ...]] = {
     for time_name, time_steps in (("day", ()), ("dusk", ("dusk",)), ("night", ("night",)))
     for weather, weather_steps in (("clear", ()), ("fog", ("fog",)), ("rain", ("rain",)))
 }
-DATASETS = ("digits_domains", "digits_domains_disjoint", "domain_folder", "bdd100k")
+DIGIT_DATASETS = ("digits_domains", "digits_domains_disjoint")  # offline, built from the digits
+DATASETS = (*DIGIT_DATASETS, "domain_folder", "bdd100k")
 TASK_OPTIONS: dict[str, tuple[type, str]] = {
     "extractor": (str, "--task domains: registered model whose pooled features give the domain embedding "
                        "(default mobilenetv2_035)"),
@@ -73,7 +74,7 @@ def load_domains(dataset: str, split: str, image_size: int, data_dir: str | None
     """``split`` ("train" or "test") of a dataset with a domain attribute (see the module docstring)."""
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
-    if dataset in ("digits_domains", "digits_domains_disjoint"):
+    if dataset in DIGIT_DATASETS:
         from dynzoo.data.digits import DIGITS_LABELS
         from dynzoo.data.domains import domain_digits
 
@@ -278,7 +279,7 @@ def train_domains(config) -> Any:
         raise ValueError(f"`embedding_scale` must be > 0, got {scale!r}.")
     if config.dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {list(DATASETS)} for --task domains, got {config.dataset!r}.")
-    if config.recipe is None and config.dataset.startswith("digits_domains"):
+    if config.recipe is None and config.dataset in DIGIT_DATASETS:
         config = dataclasses.replace(config, recipe="digits")
     recipe, reference_batch = resolve_recipe(config)
     size, batch = recipe.input_size, recipe.batch_size
