@@ -10,6 +10,7 @@ import tensorflow as tf
 import dynzoo
 from dynzoo.models.micronet import official_layer_prefixes
 from dynzoo.weights import CheckpointError, UnsafeCheckpointError, official_targets
+from official_parity import assert_input_sensitive, assert_parity, logits_with_bug, official_io, parity_error
 from torch_format import malicious_pickle, save_zip_checkpoint
 
 NAMES = ["micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3"]
@@ -98,13 +99,24 @@ def _all_layers(model):
 )
 def test_parity_with_the_official_models(official_dir, name, checkpoint):
     model = logits_model(name, weights=official_dir / checkpoint)
-    io = np.load(official_dir / f"{name}_io.npz")
-    x = io["input_nchw"].transpose(0, 2, 3, 1)
-    expected = io["logits"]
-    got = model.predict(x, verbose=0)
-    scale = np.abs(expected).max()
-    for sample in range(len(x)):  # every sample: the dynamic branches are per sample
-        assert np.abs(got[sample] - expected[sample]).max() <= 1e-4 * scale
+    x, expected = official_io(official_dir, name)
+    assert_parity(model.predict(x, verbose=0), expected)  # every sample: the dynamic branches are per sample
+    assert_input_sensitive(model, x, expected)
+
+
+@pytest.fixture(scope="module")
+def official_m0(official_dir):
+    model = logits_model("micronet_m0", weights=official_dir / "micronet_m0.pth")
+    return model, *official_io(official_dir, "micronet_m0")
+
+
+@pytest.mark.parametrize("bug", ["batch_mean_coefficients", "bn_mean_variance_swapped", "classifier_bias_dropped",
+                                 "channel_shuffle_skipped"])
+def test_parity_fails_for_a_converted_model_with_a_bug(official_m0, bug):
+    """Each bug moves every sample's logits by 14× (batch-mean coefficients) to over 500× the tolerance."""
+    model, x, expected = official_m0
+    assert (parity_error(logits_with_bug(model, bug, x), expected) > 1).all()
+    assert_parity(model(x, training=False), expected)  # the injected bug is gone again
 
 
 @pytest.mark.parametrize("name", ["micronet_m0", "micronet_m2"])
@@ -158,19 +170,20 @@ def test_a_training_step_reduces_the_loss_and_reaches_every_weight():
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
 
+    @tf.function  # traced once: eagerly, every grouped convolution is compiled again at every call
     def step():
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_weights)
         optimizer.apply_gradients(zip(grads, model.trainable_weights))
-        return float(loss), grads
+        return loss, grads
 
     first, grads = step()
     dead = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
     assert not dead, f"no gradient reaches {dead}"
     shift_max = [w.path for w in model.trainable_weights if "dynamic_shift_max" in w.path]
     assert len(shift_max) >= 4 * 13  # fc1/fc2 kernels and biases of every Dynamic Shift-Max
-    losses = [first] + [step()[0] for _ in range(4)]
+    losses = [float(first)] + [float(step()[0]) for _ in range(4)]
     assert losses[-1] < losses[0], losses
 
 
