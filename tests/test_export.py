@@ -3,6 +3,7 @@ latency in a subprocess, the bundle and its reference preprocessing, baking, and
 
 from __future__ import annotations
 
+import functools
 import json
 
 import keras
@@ -51,19 +52,42 @@ def micronet(**kwargs) -> keras.Model:
 # --- conversion -----------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def micronet_export(tmp_path_factory):
+    """MicroNet-M0 (32×32, preprocessing inside), its calibration images (0…255, a full-range ramp first)
+    and ``flatbuffer(mode)``: each mode converted once for the module, all from one SavedModel export.
+    The mode matrix, the float-op naming and the bundle tests share them."""
+    from dynzoo.export.cli import full_range_first
+    from dynzoo.export.tflite import save_for_conversion
+
+    model = micronet()
+    data = full_range_first(np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32"))
+    saved = save_for_conversion(model, tmp_path_factory.mktemp("micronet_export") / "saved_model")
+    return model, data, functools.cache(lambda mode: convert(model, mode, data, saved_model=saved))
+
+
 # Every registered model converts to float32 in its family's own tests; every mode is checked here on
-# one MicroNet, and float, full int8 and mixed on one DCD network (its int16x8 export is checked on a
-# trained network in test_train.py; the whole model × mode matrix takes 15–20 minutes on 2 cores).
+# one MicroNet, and float, full int8 and mixed on one DCD network (int16x8 of DCD on the official
+# weights in test_dcd_models.py; the whole model × mode matrix takes 15–20 minutes on 2 cores).
 @pytest.mark.slow
-@pytest.mark.parametrize("name, modes", [("micronet_m0", MODES),
-                                         ("dcd_mobilenetv2_050", ("float32", "int8", "mixed"))])
-def test_exports_in_every_mode(name, modes):
-    """Builtin ops only in every mode; every flatbuffer runs; float32 matches Keras to 1e-4 relative;
-    integer modes have no float op and no Flex op. One SavedModel export per model, small inputs."""
+def test_micronet_exports_in_every_mode(micronet_export):
+    model, data, flatbuffer = micronet_export
+    check_exports(model, {mode: flatbuffer(mode) for mode in MODES}, data)
+
+
+@pytest.mark.slow
+def test_dcd_exports_in_float_int8_and_mixed():
     keras.utils.set_random_seed(1)
-    model = dynzoo.create_model(name, input_shape=(SIZE, SIZE, 3), classes=10, include_preprocessing=False)
+    model = dynzoo.create_model("dcd_mobilenetv2_050", input_shape=(SIZE, SIZE, 3), classes=10,
+                                include_preprocessing=False)
     data = calibration(4)
-    flatbuffers = convert_modes(model, modes, data)
+    check_exports(model, convert_modes(model, ("float32", "int8", "mixed"), data), data)
+
+
+def check_exports(model: keras.Model, flatbuffers: dict[str, bytes], data: np.ndarray) -> None:
+    """Builtin ops only in every mode; every flatbuffer runs; float32 matches Keras to 1e-4 relative;
+    integer modes have no float op and no Flex op."""
+    micronet_m0 = model.name == "micronet_m0"
     expected = model.predict(data[:2], verbose=0)
     for mode, flatbuffer in flatbuffers.items():
         ops = op_names(flatbuffer)
@@ -76,9 +100,9 @@ def test_exports_in_every_mode(name, modes):
             assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
         if mode in ("int8", "uint8", "int16x8"):
             assert float_ops(flatbuffer) == [], mode
-        if mode == "int16x8" and name == "micronet_m0":  # Dynamic Shift-Max element-wise (see convert)
+        if mode == "int16x8" and micronet_m0:  # Dynamic Shift-Max element-wise (see convert)
             assert "BATCH_MATMUL" not in ops
-        elif mode == "float32" and name == "micronet_m0":  # its narrow layers as matrix products
+        elif mode == "float32" and micronet_m0:  # its narrow layers as matrix products
             assert "BATCH_MATMUL" in ops
 
 
@@ -91,12 +115,10 @@ def test_flex_op_fails_and_names_the_layer():
         convert(keras.Model(inputs, outputs, name="inverting"), "float32")
 
 
-def test_a_float_op_in_an_integer_model_is_named_with_its_layer():
+def test_a_float_op_in_an_integer_model_is_named_with_its_layer(micronet_export):
     """Mixed mode keeps the Dynamic Shift-Max element-wise ops in float on purpose: the integer-mode
     check must list exactly those, by layer."""
-    model = micronet()
-    flatbuffer = convert(model, "mixed", calibration(4) * 50 + 128)
-    found = float_ops(flatbuffer)
+    found = float_ops(micronet_export[2]("mixed"))
     assert found and all("dynamic_shift_max" in layer for _, layer in found)
     assert {op for op, _ in found} <= {"MUL", "ADD", "MAXIMUM", "SUB", "FULLY_CONNECTED", "MEAN", "RESHAPE",
                                         "SPLIT", "STRIDED_SLICE", "CONCATENATION", "RELU6", "RELU"}
@@ -220,13 +242,10 @@ def test_compare_latency_times_models_side_by_side_and_reports_errors(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["float32", "uint8"])
-def test_bundle_with_golden_files_round_trips(tmp_path, mode):
-    from dynzoo.export.cli import full_range_first
+def test_bundle_with_golden_files_round_trips(tmp_path, micronet_export, mode):
     from dynzoo.export.bundle import golden_image
 
-    model = micronet(include_preprocessing=True)
-    data = full_range_first(np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32"))
-    flatbuffer = convert(model, mode, data)
+    flatbuffer = micronet_export[2](mode)
     folder = write_bundle(tmp_path / "b", flatbuffer, labels=[f"digit {i}" for i in range(10)],
                           source_model="micronet_m0", mode=mode, preprocessing_in_model=True,
                           mean=IMAGENET_MEAN, std=IMAGENET_STD, output_activation="softmax", golden=True)
