@@ -7,6 +7,10 @@
 
 __version__ = "0.1.0"
 
+from dynzoo.logs import quiet_native_logs_in_the_command  # noqa: E402
+
+quiet_native_logs_in_the_command()  # before TensorFlow is imported below
+
 from dynzoo import layers  # noqa: E402  (registers the serializable layers)
 from dynzoo import models  # noqa: E402, F401  (registers the named models and their blocks: load_model needs them)
 from dynzoo.train import losses  # noqa: E402, F401  (the loss that `dynzoo train` saves with model.keras)

@@ -54,14 +54,15 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
                    epochs: int = EPOCHS, input_size: int = INPUT_SIZE, verbose: int = 1) -> list[Row]:
     """Train, evaluate, export, compare; return one :class:`Row` per model (Keras first)."""
     from dynzoo.data import DIGITS_LABELS, eval_dataset, open_source
-    from dynzoo.train import TrainConfig, summary_table, train
+    from dynzoo.train import TrainConfig, train
     from dynzoo.train.evaluate import evaluate, keras_predictor, tflite_predictor
 
     out = Path(out) if out is not None else (ANDROID_BUNDLES if ANDROID_BUNDLES.parent.is_dir() else Path("bundles"))
     started = time.perf_counter()
     result = train(TrainConfig(
         model=MODEL, dataset="digits", recipe="digits", overrides={"epochs": epochs, "input_size": input_size},
-        model_dir=os.fspath(run_dir), resume=False, validation_freq=0, verbose=verbose))
+        model_dir=os.fspath(run_dir), resume=False, validation_freq=0, verbose=verbose,
+        deterministic=True))  # seeded and deterministic ops: the same figures on every run
     model = result.model
     test = eval_dataset(open_source("digits", "test", image_size=input_size), input_size, 128)
     images = np.concatenate([x.numpy() for x, _ in test])
@@ -84,7 +85,7 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
             size_kb=len(flatbuffer) / 1024, ms_per_image=1000 * scores.seconds / scores.examples,
             bundle=os.fspath(directory)))
     if verbose:
-        print(f"\n{summary_table(result.summary)}\n\n{table(rows)}\n\nquickstart finished in "
+        print(f"\n{table(rows)}\n\nquickstart finished in "
               f"{time.perf_counter() - started:.0f} s; bundles in {os.fspath(out)}")
     return rows
 

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dynzoo.logs import native_stderr_quiet
+
 FORMAT_VERSION = 1
 DEFAULT_RESIZE = {"method": "bilinear", "resize_shorter": 256, "crop": "center"}
 GOLDEN_IMAGE_SIZE = (45, 61)  # (height, width): deliberately not square and not a model size
@@ -27,7 +29,8 @@ def tensor_io_info(flatbuffer: bytes) -> dict[str, Any]:
     and output, read from the flatbuffer by the LiteRT interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=flatbuffer)
+    with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
+        interpreter = Interpreter(model_content=flatbuffer)
 
     def describe(detail):
         scale, zero_point = detail["quantization"]

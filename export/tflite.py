@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from dynzoo.layers.shift_max import shift_max_form
+from dynzoo.logs import native_stderr_quiet
 
 MODES = ("float32", "float16", "dynamic", "int8", "uint8", "int16x8", "mixed")
 INTEGER_MODES = ("int8", "uint8", "int16x8")  # every op runs on integers (float I/O only for int16x8)
@@ -126,10 +127,11 @@ def convert(
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
             ]
         try:
-            if mode == "mixed":
-                flatbuffer = _convert_mixed(converter, saved, data, float_island_scopes)
-            else:
-                flatbuffer = converter.convert()
+            with native_stderr_quiet():  # the converter's and calibrator's native progress lines
+                if mode == "mixed":
+                    flatbuffer = _convert_mixed(converter, saved, data, float_island_scopes)
+                else:
+                    flatbuffer = converter.convert()
         except Exception as e:  # ConverterError lists the unsupported ops with their locations
             raise ExportError(f"{label}: conversion to {mode} with TFLite builtin ops failed: "
                               f"{_short_converter_error(e)}") from e
@@ -370,9 +372,10 @@ def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1, xnnp
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads,
-                              experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
+    with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads,
+                                  experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
     out = interpreter.get_output_details()[0]
     out_scale, out_zero = out["quantization"]
     results = []

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from dynzoo.export.tflite import feed_input, layer_of, run_tflite
+from dynzoo.logs import native_stderr_quiet
 
 PER_LAYER_MODES = ("int8", "uint8", "mixed")  # the modes TFLite's QuantizationDebugger instruments
 
@@ -88,7 +89,8 @@ def layer_errors(model: keras.Model, mode: str, calibration: np.ndarray, debug: 
             converter=converter,
             debug_dataset=lambda: ([x[None]] for x in np.asarray(debug, "float32")),
         )
-        debugger.run()
+        with native_stderr_quiet():  # the calibrator's native progress lines
+            debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)  # the public view: op, scale and error of every tensor
     dump.seek(0)

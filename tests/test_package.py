@@ -94,3 +94,22 @@ def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
                           text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "dcd_mobilenetv2_035"
+
+
+@pytest.mark.parametrize("argv, env, shown", [(["dynzoo", "quickstart"], {}, False),
+                                              (["dynzoo", "--verbose", "quickstart"], {}, True),
+                                              (["dynzoo", "quickstart"], {"DYNZOO_VERBOSE": "1"}, True),
+                                              (["python", "script.py"], {}, True)])
+def test_the_command_hides_native_log_lines_unless_asked(argv, env, shown):
+    """The ``dynzoo`` command hides TensorFlow's C++ log level and what native code writes to stderr around
+    the converter and the interpreter; ``--verbose`` or ``DYNZOO_VERBOSE=1`` keep them, and a program that
+    imports dynzoo as a library is left alone. (The real command's output is checked on the quickstart.)"""
+    script = (f"import os, sys\nsys.argv = {argv!r}\nimport dynzoo\nfrom dynzoo.logs import native_stderr_quiet\n"
+              "with native_stderr_quiet():\n    os.write(2, b'I0000 a native line\\n')\n"
+              "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DYNZOO_VERBOSE")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**clean, **env},
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("I0000 a native line" in done.stderr) is shown
+    assert done.stdout.split() == (["None"] if shown else ["2"])

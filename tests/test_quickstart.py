@@ -31,18 +31,27 @@ def _percent(cell: str) -> float:
     return float(cell.rstrip("%")) / 100
 
 
+# What TensorFlow, absl and LiteRT write from C++: "I0000 00:00:…", "W1202 12:00:…", absl's first-line
+# notice, the delegate's and the calibrator's lines.
+NATIVE_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
+                             r"INFO: Created TensorFlow Lite|fully_quantize: )", re.MULTILINE)
+
+
 @pytest.mark.slow
 def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
     done, out, run_dir = quickstart_run
     stdout = done.stdout.decode()
+    output = stdout + done.stderr.decode()
+    assert not NATIVE_LOG_LINE.search(output), NATIVE_LOG_LINE.findall(output)  # quiet by default
     rows = _table_rows(stdout)
     assert set(rows) == {"Keras (float32)", "TFLite float32", "TFLite int8"}, stdout[-2000:]
     keras_top1 = _percent(rows["Keras (float32)"][0])
+    # The quickstart trains with deterministic ops: measured 98.22 % float, 98.44 % int8 with 99.8 % agreement.
     assert keras_top1 >= 0.95  # the README's promise
     # float32 TFLite is the same network: same decisions, logits equal to float rounding.
     assert _percent(rows["TFLite float32"][1]) == 1.0 and float(rows["TFLite float32"][2]) < 1e-3
     # int8 (dynamic operators included) keeps the decisions on nearly every test image.
-    assert _percent(rows["TFLite int8"][1]) >= 0.95 and _percent(rows["TFLite int8"][0]) >= 0.93
+    assert _percent(rows["TFLite int8"][1]) >= 0.99 and _percent(rows["TFLite int8"][0]) >= 0.95
     assert re.search(r"quickstart finished in \d+ s", stdout)
 
     for mode in ("float32", "int8"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dynzoo.logs import native_stderr_quiet
+
 
 @dataclass
 class EvalResult:
@@ -81,8 +83,9 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
     if not path.exists():
         raise ValueError(f"`tflite`: no such file {os.fspath(path)!r}.")
     try:
-        interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
+            interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"`tflite`: {os.fspath(path)!r} is not a valid TFLite model: {e}") from e
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
