@@ -3,8 +3,8 @@
 TensorFlow and LiteRT write start-up and progress lines from C++ straight to the process's stderr:
 ``I0000 … cpu_feature_guard``, ``W0000 … Ignored output_format``, ``INFO: Created TensorFlow Lite XNNPACK
 delegate for CPU``, the calibrator's ``fully_quantize: …``. The ``dynzoo`` command hides them by default
-(:func:`quiet_native_logs_in_the_command`); ``dynzoo --verbose COMMAND`` or ``DYNZOO_VERBOSE=1`` shows them. Code that
-imports dynzoo as a library is never affected: only the command turns the quiet mode on.
+(:func:`quiet_native_logs_in_the_command`); ``dynzoo --verbose COMMAND`` or ``DYNZOO_VERBOSE=1`` shows
+them. Code that imports dynzoo as a library is never affected: only the command turns the quiet mode on.
 """
 
 from __future__ import annotations
