@@ -76,6 +76,7 @@ def test_group_madds_of_cdb50_match_the_spec():
     assert costs.static + 2 * costs.group.sum() == costs.total
 
 
+@pytest.mark.slow
 def test_gates_effective_flops_and_profiler():
     model = tiny(classes=10)
     x = images(6)
@@ -159,6 +160,7 @@ def test_category_maps():
             category_map(bad, 2 if message == "covers 3 classes" else None)
 
 
+@pytest.mark.slow
 def test_tflite_export_skips_with_builtin_if_ops_and_matches_keras():
     from dynzoo.export import op_counts, run_tflite, to_tflite
 
@@ -182,6 +184,7 @@ def test_keras_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_registered_models_and_variants():
     names = dynzoo.list_models("cdb_*")
     assert {"cdb_resnet18", "cdb_resnet50", "cdb_resnet50_n3", "cdb_resnet50_n4", "cdb_resnet101",

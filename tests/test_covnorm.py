@@ -104,6 +104,7 @@ def backbone():
     return trunk
 
 
+@pytest.mark.slow
 def test_adapters_on_a_frozen_shared_backbone(backbone, tmp_path):
     from dynzoo.export import run_tflite, to_tflite
 

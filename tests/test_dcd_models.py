@@ -158,6 +158,7 @@ def test_official_key_names_and_shapes_are_exactly_ours(official_dir, name):
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in official.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, head", [("dcd_mobilenetv2_100", "classifier.0."), ("dcd_resnet50", "classifier.1.")])
 def test_authors_checkpoint_layout_loads_for_the_unfixtured_models(tmp_path, name, head):
     """×1.0 and ResNet-50 (released as ``.pth.tar`` with ``state_dict`` and ``module.``), either classifier index."""
@@ -170,6 +171,7 @@ def test_authors_checkpoint_layout_loads_for_the_unfixtured_models(tmp_path, nam
     np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_include_top_false_loads_the_backbone_and_a_wrong_checkpoint_lists_mismatches(official_dir):
     path = official_dir / "mobilenetv2_dcd_w0.5.pth"
     full = logits_model("dcd_mobilenetv2_050", weights=path)
@@ -184,6 +186,7 @@ def test_include_top_false_loads_the_backbone_and_a_wrong_checkpoint_lists_misma
     assert "shape mismatches" in str(error.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dcd_mobilenetv2_035", "dcd_resnet10"])
 def test_keras_file_round_trip_is_exact(tmp_path, name):
     model = dynzoo.create_model(name, input_shape=(64, 64, 3))
@@ -210,6 +213,7 @@ def test_condconv_classifier_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_dynamic_models_place_their_layers_like_table_3_4():
     """DY-Conv: every conv of the blocks, K = 4, softmax; CondConv also the last 1×1 conv and the classifier,
     K = 8, sigmoid. Their sizes land within 4% of the paper's (thesis Table 3.4)."""

@@ -44,6 +44,7 @@ def ddn_and_static():
     return ddn, static
 
 
+@pytest.mark.slow
 def test_registered_names_and_parameter_accounting():
     names = list_models("*ddn*") + list_models("fbnet*")
     assert {"ddn_mobilenetv2_100_2x", "ddn_mobilenetv2_100_4x", "ddn_fbnet_default_2x", "ddn_fbnet_default_4x",

@@ -50,6 +50,7 @@ def check_sizes(name):
     assert (madds + pools) / 1e6 == pytest.approx(paper_madds, rel=0.03)
 
 
+@pytest.mark.slow
 def test_drnet_s_sizes_match_the_paper():
     check_sizes("drnet_s")
 
@@ -84,6 +85,7 @@ def tiny():
     return DRNet("drnet_s", cells=3, channels=6, input_shape=(16, 16, 3), classes=10)
 
 
+@pytest.mark.slow
 def test_routing_analysis_counts_the_computed_branches(tiny):
     x = np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)).astype("float32")
     total = all_branch_madds(tiny)

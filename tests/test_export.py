@@ -115,6 +115,7 @@ def test_flex_op_fails_and_names_the_layer():
         convert(keras.Model(inputs, outputs, name="inverting"), "float32")
 
 
+@pytest.mark.slow
 def test_a_float_op_in_an_integer_model_is_named_with_its_layer(micronet_export):
     """Mixed mode keeps the Dynamic Shift-Max element-wise ops in float on purpose: the integer-mode
     check must list exactly those, by layer."""
@@ -142,6 +143,7 @@ def test_uint8_io_and_int8_io():
     assert tensor_io_info(flatbuffers["uint8"])["output"]["dtype"] == "uint8"
 
 
+@pytest.mark.slow
 def test_int16x8_form_of_hard_swish_is_exact():
     """TFLite has no int16 HARD_SWISH: int16x8 exports an equivalent clone without it."""
     model = micronet()
@@ -241,6 +243,7 @@ def test_compare_latency_times_models_side_by_side_and_reports_errors(tmp_path):
 # --- bundle -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["float32", "uint8"])
 def test_bundle_with_golden_files_round_trips(tmp_path, micronet_export, mode):
     from dynzoo.export.bundle import golden_image
@@ -289,6 +292,7 @@ def test_preprocess_follows_the_bundle_rules():
 # --- baking -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_baking_one_samples_coefficients_reproduces_that_sample_exactly(tmp_path):
     model = micronet(include_top=False)
     x = np.random.default_rng(3).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")

@@ -128,6 +128,7 @@ def test_official_key_names_and_shapes_are_exactly_ours(official_dir, name):
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in official.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["micronet_m1", "micronet_m3"])
 def test_checkpoint_in_the_official_layout_loads_for_every_model(tmp_path, name):
     """M1/M3 have no fixture: write our weights as an official checkpoint, load it into a fresh model."""
@@ -140,6 +141,7 @@ def test_checkpoint_in_the_official_layout_loads_for_every_model(tmp_path, name)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_include_top_false_loads_the_backbone(official_dir):
     full = logits_model("micronet_m0", weights=official_dir / "micronet_m0.pth")
     backbone = dynzoo.create_model("micronet_m0", include_top=False, pooling="avg", include_preprocessing=False,
@@ -150,6 +152,7 @@ def test_include_top_false_loads_the_backbone(official_dir):
     np.testing.assert_allclose(backbone.predict(x, verbose=0), features.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["micronet_m0", "micronet_m3"])
 def test_keras_file_round_trip_is_exact(tmp_path, name):
     model = dynzoo.create_model(name, input_shape=(64, 64, 3))
@@ -161,6 +164,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, name):
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_a_training_step_reduces_the_loss_and_reaches_every_weight():
     model = dynzoo.create_model("micronet_m0", input_shape=(32, 32, 3), classes=10, dropout_rate=0.0,
                                 classifier_activation=None)

@@ -49,6 +49,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO.parent, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_profile_prints_the_table():
     result = run_cli("profile", "micronet_m0")
     assert result.returncode == 0, result.stderr
@@ -56,6 +57,7 @@ def test_cli_profile_prints_the_table():
     assert "block7" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_compare_and_errors():
     result = run_cli("profile", "--compare", "micronet_m0", "micronet_m3")
     assert result.returncode == 0, result.stderr
@@ -79,6 +81,7 @@ def test_installed_package_is_self_contained():
             assert REPO not in Path(module.__file__).resolve().parents, module.__file__
 
 
+@pytest.mark.slow
 def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
     """``keras.models.load_model`` in a fresh process that imports nothing but ``dynzoo``: the families'
     blocks (e.g. DCD-MobileNetV2's InvertedResidual) must be registered by that import."""
@@ -100,6 +103,7 @@ def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
                                               (["dynzoo", "--verbose", "quickstart"], {}, True),
                                               (["dynzoo", "quickstart"], {"DYNZOO_VERBOSE": "1"}, True),
                                               (["python", "script.py"], {}, True)])
+@pytest.mark.slow
 def test_the_command_hides_native_log_lines_unless_asked(argv, env, shown):
     """The ``dynzoo`` command hides TensorFlow's C++ log level and what native code writes to stderr around
     the converter and the interpreter; ``--verbose`` or ``DYNZOO_VERBOSE=1`` keep them, and a program that

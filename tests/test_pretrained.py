@@ -57,6 +57,7 @@ def assert_close(got, expected, rel=1e-5):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=rel * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_imagenet_weights_end_to_end(m0_server, m0_io, official_dir, monkeypatch, capsys):
     x, expected = m0_io
     assert_close(logits_model(weights="imagenet")(x, training=False), expected)

@@ -65,6 +65,7 @@ def test_a_marked_tensor_is_rounded_to_the_8_bit_grid_of_its_range():
         quantizer(layer, x, "never measured")
 
 
+@pytest.mark.slow
 def test_the_fake_quantized_graph_reaches_inside_the_dynamic_layers(trained, digits):
     quantizer = _FakeQuantizer()
     graph = fake_quantized(trained, quantizer)

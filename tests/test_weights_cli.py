@@ -91,6 +91,7 @@ def test_convert_an_official_checkpoint(official_dir, tmp_path, capsys):
     assert code == 2 and "--out must end with .weights.h5" in err
 
 
+@pytest.mark.slow
 def test_publish_our_own_weights_like_anyone_elses(tmp_path, monkeypatch, capsys):
     kwargs = dict(input_shape=(32, 32, 3), classes=10)
     trained = dynzoo.create_model("micronet_m0", **kwargs)
