@@ -105,8 +105,8 @@ def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
                                               (["python", "script.py"], {}, True)])
 @pytest.mark.slow
 def test_the_command_hides_native_log_lines_unless_asked(argv, env, shown):
-    """The ``dynzoo`` command hides TensorFlow's C++ log level and what native code writes to stderr around
-    the converter and the interpreter; ``--verbose`` or ``DYNZOO_VERBOSE=1`` keep them, and a program that
+    """The ``dynzoo`` command raises TensorFlow's C++ log level and hides what native code writes to stderr
+    around the converter and the interpreter; ``--verbose`` or ``DYNZOO_VERBOSE=1`` keep them, and a program that
     imports dynzoo as a library is left alone. (The real command's output is checked on the quickstart.)"""
     script = (f"import os, sys\nsys.argv = {argv!r}\nimport dynzoo\nfrom dynzoo.logs import native_stderr_quiet\n"
               "with native_stderr_quiet():\n    os.write(2, b'I0000 a native line\\n')\n"
