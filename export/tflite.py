@@ -21,6 +21,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from dynzoo.layers.conv import export_form
 from dynzoo.layers.shift_max import shift_max_form
 from dynzoo.logs import native_stderr_quiet
 
@@ -55,7 +56,8 @@ def save_for_conversion(model: keras.Model, directory: str | os.PathLike, batch_
         functools.partial(model.__call__, training=False),
         input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")],
     )
-    tf.saved_model.save(module, os.fspath(directory), signatures={"serve": module.serve.get_concrete_function()})
+    with export_form():  # one convolution per layer, what the converter and XNNPACK run fastest
+        tf.saved_model.save(module, os.fspath(directory), signatures={"serve": module.serve.get_concrete_function()})
     return Path(directory)
 
 

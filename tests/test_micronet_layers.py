@@ -260,3 +260,61 @@ def test_layer_config_round_trip(layer):
     clone.set_weights(layer.get_weights())
     np.testing.assert_array_equal(clone(x), y)
     assert keras.saving.get_registered_name(type(layer)).startswith("dynzoo>")
+
+
+# --- the two forms of grouped and unequal-stride convolutions (dynzoo/layers/conv.py) ---------------------
+
+
+def _value_and_gradients(layer_or_model, x, target, training):
+    """A squared-error loss against ``target`` and its gradients for the input and every weight."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_mean((layer_or_model(x, training=training) - target) ** 2)
+    return [loss, *tape.gradient(loss, [x, *layer_or_model.trainable_variables])]
+
+
+def _assert_forms_agree(layer_or_model, x, target, rtol, training=True):
+    from dynzoo.layers.conv import export_form
+
+    computed = _value_and_gradients(layer_or_model, x, target, training)
+    with export_form():
+        exported = _value_and_gradients(layer_or_model, x, target, training)
+    assert len(computed) == len(exported) > 2
+    for c, e in zip(computed, exported):
+        e = np.asarray(e)
+        assert np.abs(e).max() > 0  # every gradient reaches its weight
+        np.testing.assert_allclose(np.asarray(c), e, rtol=0, atol=rtol * np.abs(e).max())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: SymmetricConv2D(12, 1, groups=3, use_bias=True),  # grouped 1×1: one einsum when computed
+    lambda: SymmetricConv2D(8, 1, groups=4),
+    lambda: SymmetricDepthwiseConv2D((3, 1), (2, 1), depth_multiplier=2),  # strided after, when computed
+    lambda: SymmetricDepthwiseConv2D((1, 5), (1, 2), use_bias=True),
+], ids=["pointwise_g3_bias", "pointwise_g4", "depthwise_3x1_s2x1_m2", "depthwise_1x5_s1x2_bias"])
+def test_compute_form_equals_the_export_form_with_gradients(make):
+    """The form Keras trains (einsum; depthwise at the smaller stride, subsampled) and the one convolution
+    that is exported give the same outputs and the same input and weight gradients, to float round-off."""
+    rng = np.random.default_rng(3)
+    layer = make()
+    x = rng.normal(size=(2, 9, 10, 12)).astype("float32")
+    layer.build(x.shape)
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    target = rng.normal(size=layer.compute_output_shape(x.shape)).astype("float32")
+    _assert_forms_agree(layer, x, target, rtol=1e-5)
+
+
+def test_micronet_has_the_export_forms_loss_and_gradients():
+    """A whole MicroNet-M0 (every Micro-Block type: grouped pointwise, unequal-stride depthwise, Dynamic
+    Shift-Max): the same loss and the same gradient for every weight in both forms. BatchNorm in inference
+    mode: the forms differ only in the convolutions, and batch statistics over the last stages' 1×1 maps
+    would amplify float32 round-off in the first layers' gradients to 1e-3 of their largest entry."""
+    import dynzoo
+
+    model = dynzoo.create_model("micronet_m0", input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    x = np.random.default_rng(4).normal(size=(4, 32, 32, 3)).astype("float32")
+    target = np.random.default_rng(5).normal(size=(4, 10)).astype("float32")
+    _assert_forms_agree(model, x, target, rtol=1e-5, training=False)

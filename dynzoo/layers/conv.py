@@ -4,14 +4,38 @@ TF's ``padding="same"`` pads asymmetrically (the extra row/column at the bottom/
 even inputs, which shifts every strided layer of a PyTorch network by one pixel; TF's depthwise
 convolution also rejects unequal strides, which MicroNet uses. These layers pad ``k // 2`` on both
 sides like ``nn.Conv2d(padding=k//2)`` and accept any strides.
+
+Each layer has two forms of the same computation on the same weights. The export form (inside
+:func:`export_form`, which the TFLite exporter enters) is one convolution per layer, what the converter
+and XNNPACK run fastest. The compute form, everywhere else (training, ``predict``, other exporters),
+avoids Keras' TensorFlow path for grouped convolutions, which compiles each one with XLA inside the
+graph (several times slower on CPU, and a nested function that ONNX export cannot read): a grouped 1×1
+convolution is one ``einsum`` over the channel groups, and an unequal-stride depthwise convolution is a
+native depthwise convolution at the smaller stride, subsampled.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 from keras import ops
 
 from dynzoo.layers.base import PACKAGE, check_pair
+
+_export_form = False
+
+
+@contextlib.contextmanager
+def export_form():
+    """Inside, the layers of this module trace as single convolutions (grouped or unequal-stride), the
+    form the TFLite exporter converts; outside, in their compute form (module docstring)."""
+    global _export_form
+    outer, _export_form = _export_form, True
+    try:
+        yield
+    finally:
+        _export_form = outer
 
 
 def torch_output_size(size: int | None, kernel: int, stride: int) -> int | None:
@@ -26,10 +50,11 @@ class _SymmetricPadding:
 
     Equal strides run the wrapped Keras convolution. Unequal strides (TF's depthwise kernel rejects
     them) run one convolution at the requested strides, a depthwise one as the equivalent grouped
-    convolution (groups = input channels): one strided CONV_2D in TFLite, which XNNPACK runs, instead
-    of a stride-1 convolution followed by a subsampling slice (more work, and the slice is not
-    delegated). Where the stride is 1 and the kernel odd, Keras' ``"same"`` already pads symmetrically
-    and no PAD op is added.
+    convolution (groups = input channels) in the export form: one strided CONV_2D in TFLite, which
+    XNNPACK runs, instead of a convolution at the smaller stride followed by a subsampling slice (more
+    work, and the slice is not delegated). The compute form is that convolution and slice, since the
+    grouped form is an XLA island in Keras' TensorFlow backend. Where the stride is 1 and the kernel
+    odd, Keras' ``"same"`` already pads symmetrically and no PAD op is added.
     """
 
     def _setup(self, kernel_size, strides, kwargs):
@@ -51,8 +76,13 @@ class _SymmetricPadding:
         if self.explicit_pad is not None and any(self.explicit_pad):
             ph, pw = self.explicit_pad
             x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        if not _export_form and self._grouped_pointwise():
+            return self._pointwise_by_groups(x)
         if self.subsample == (1, 1):
             return super().call(x)
+        if not _export_form and self._is_depthwise():
+            sh, sw = self.subsample
+            return super().call(x)[:, ::sh, ::sw, :]  # bias and activation act per pixel: they commute
         y = ops.conv(x, self._grouped_kernel(), strides=self.requested_strides, padding="valid")
         if self.use_bias:
             y = y + self.bias
@@ -61,6 +91,22 @@ class _SymmetricPadding:
     def _grouped_kernel(self):
         """The kernel in ``Conv2D`` layout (kh, kw, C_in / groups, C_out)."""
         return self.kernel
+
+    def _is_depthwise(self) -> bool:
+        return False
+
+    def _grouped_pointwise(self) -> bool:
+        return False
+
+    def _pointwise_by_groups(self, x):
+        """A grouped 1×1 convolution (stride 1) as one einsum: (pixels, G, C_in/G) × (G, C_in/G, C_out/G)."""
+        groups, (in_per_group, out_channels) = self.groups, self.kernel.shape[2:]
+        kernel = ops.transpose(ops.reshape(self.kernel, (in_per_group, groups, out_channels // groups)), (1, 0, 2))
+        pixels = ops.reshape(x, (-1, groups, in_per_group))
+        y = ops.reshape(ops.einsum("ngi,gio->ngo", pixels, kernel), (*ops.shape(x)[:-1], out_channels))
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation is not None else y
 
     def compute_output_shape(self, input_shape):
         (kh, kw), (sh, sw) = self.kernel_size, self.requested_strides
@@ -91,6 +137,9 @@ class SymmetricConv2D(_SymmetricPadding, keras.layers.Conv2D):
         kernel, run, padding = self._setup(kernel_size, strides, kwargs)
         super().__init__(filters, kernel, strides=run, padding=padding, **kwargs)
 
+    def _grouped_pointwise(self) -> bool:
+        return self.groups > 1 and tuple(self.kernel_size) == (1, 1) and self.requested_strides == (1, 1)
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
@@ -103,6 +152,9 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
     def __init__(self, kernel_size, strides=1, **kwargs):
         kernel, run, padding = self._setup(kernel_size, strides, kwargs)
         super().__init__(kernel, strides=run, padding=padding, **kwargs)
+
+    def _is_depthwise(self) -> bool:
+        return True
 
     def _grouped_kernel(self):
         # (kh, kw, C, m) → (kh, kw, 1, C·m): group c yields outputs c·m … c·m + m − 1, the depthwise order.
