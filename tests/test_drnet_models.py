@@ -151,6 +151,13 @@ def trained():
     return network, setup, history.history, x_test.astype("float32"), y_test
 
 
+def usage_logger_model(setup) -> keras.Model:
+    """The routing model that the training's branch-usage logger built and traced (one trace less)."""
+    from dynzoo.models.drnet import BranchUsageLogger
+
+    return next(c for c in setup.callbacks if isinstance(c, BranchUsageLogger)).routed_model()
+
+
 def test_drnet_hook_checks_its_options(tiny):
     from dynzoo.train.hooks import TrainingContext, prepare_training
 
@@ -171,7 +178,7 @@ def test_training_learns_and_routing_saves_madds(trained):
     assert "usage_skip_connect" in history and 0 < history["madds_ratio"][-1] < 1  # branch usage logged
     report = setup.report(network)
     assert report["routing_threshold"] == 0.8 and report["madds_ratio_on_sample"] < 1
-    model = routing_model(network)
+    model = usage_logger_model(setup)
     set_routing(network, threshold=1.0)
     full = analyze_routing(network, x_test, routed=model)
     set_routing(network, threshold=0.8)
@@ -202,14 +209,14 @@ def test_tflite_reproduces_the_routing(trained):
 
     from dynzoo.export import op_counts, to_tflite
 
-    network, _, _, x_test, _ = trained
-    routed = routing_model(network)
+    network, setup, _, x_test, _ = trained
+    routed = usage_logger_model(setup)
     flatbuffer = to_tflite(routed)
     counts = op_counts(flatbuffer)
     assert counts.get("IF", 0) == 2 * 8 * 5  # one builtin IF per branch skips the unselected ones
     assert not any(op.startswith(("FLEX", "CUSTOM")) for op in counts)
     x = x_test[:40]
-    keras_out, keras_w = routed.predict(x, verbose=0)
+    keras_out, keras_w = (np.asarray(t) for t in routed(x, training=False))  # eager: no predict function to trace
     interpreter = Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     details = {tuple(d["shape"][1:]): d["index"] for d in interpreter.get_output_details()}

@@ -553,15 +553,20 @@ class BranchUsageLogger(keras.callbacks.Callback):
         self.every = check_int("every", every)
         self.verbose = verbose
         self.reports: dict[int, RoutingReport] = {}
-        self._routed = None  # the routing model, built (and its predict function traced) once
+        self._routed = None
+
+    def routed_model(self) -> keras.Model:
+        """The network's :func:`routing_model`, built (and its predict function traced) once, for every
+        report of this logger and for whoever analyses the same network after training."""
+        if self._routed is None:
+            self._routed = routing_model(self.network or getattr(self.model, "network", self.model))
+        return self._routed
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         network = self.network or getattr(self.model, "network", self.model)
-        if self._routed is None:
-            self._routed = routing_model(network)
-        report = analyze_routing(network, self.images, routed=self._routed)
+        report = analyze_routing(network, self.images, routed=self.routed_model())
         self.reports[epoch] = report
         if logs is not None:
             for op, usage in zip(report.ops, report.masks.mean(axis=(0, 1, 2))):
@@ -592,11 +597,14 @@ def prepare_drnet_training(network: keras.Model, options: dict, context: Trainin
         GumbelTemperatureSchedule(initial=3.0, hold_epochs=stage1, restart=1.0,
                                   decay=floor ** (1 / max(stage2 - 1, 1)), floor=floor),
         ResourceWeightSchedule(weight, start_epoch=stage1),
-        BranchUsageLogger(context.sample_images, network=network),
     ]
+    usage = BranchUsageLogger(context.sample_images, network=network)
+    callbacks.append(usage)
 
     def report(trained: keras.Model) -> dict:
-        routing = analyze_routing(trained, context.sample_images)
+        # the logger's routing model when it is the same network: tracing another one costs as much again
+        routed = usage.routed_model() if trained is network else None
+        routing = analyze_routing(trained, context.sample_images, routed=routed)
         return {"routing_threshold": round(float(routed_layers(trained)[0].threshold.numpy()), 4),
                 "madds_ratio_on_sample": round(routing.madds_ratio, 4), "sample_images": len(context.sample_images)}
 
