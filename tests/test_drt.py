@@ -234,11 +234,12 @@ def test_msda_training_learns(tmp_path):  # adversarial: the discriminator and t
     from dynzoo.train.msda import train_msda
 
     result = train_msda(TrainConfig(
-        model="drt_lenet", dataset="digits", overrides={"epochs": 3, "warmup_epochs": 0}, steps_per_epoch=25,
+        model="drt_lenet", dataset="digits", overrides={"epochs": 2, "warmup_epochs": 0}, steps_per_epoch=20,
         model_dir=str(tmp_path), verbose=0,
         options={"source_domains": "clean,inverted", "target_domain": "noisy", "alignment": "adversarial"}))
     assert result.history["alignment"][-1] > 0
-    # chance is 0.1; measured (deterministic ops, fixed seeds): source 0.894, target 0.889
+    # chance is 0.1; measured (deterministic ops, fixed seeds): source 0.828, target 0.853 (3 epochs × 25 steps
+    # gave 0.894 / 0.889 in 1.7× the time)
     assert result.summary["source_test_top1"] > 0.6
     assert result.summary["target_test_top1"] > 0.5
     assert (tmp_path / "model.keras").exists() and (tmp_path / "summary.json").exists()

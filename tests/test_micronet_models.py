@@ -100,7 +100,9 @@ def _all_layers(model):
 def test_parity_with_the_official_models(official_dir, name, checkpoint):
     model = logits_model(name, weights=official_dir / checkpoint)
     x, expected = official_io(official_dir, name)
-    assert_parity(model.predict(x, verbose=0), expected)  # every sample: the dynamic branches are per sample
+    # every sample: the dynamic branches are per sample (an eager call, as below: predict would trace the
+    # model first, which costs several times more than running it)
+    assert_parity(model(x, training=False), expected)
     assert_input_sensitive(model, x, expected)
 
 
@@ -138,7 +140,7 @@ def test_checkpoint_in_the_official_layout_loads_for_every_model(tmp_path, name)
                                tmp_path / f"{name}.pth.tar")
     loaded = logits_model(name, input_shape=(64, 64, 3), weights=path)
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded(x, training=False), source(x, training=False), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -149,7 +151,7 @@ def test_include_top_false_loads_the_backbone(official_dir):
     assert backbone.output.shape == (None, 384)
     x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype("float32")
     features = keras.Model(full.input, full.get_layer("avg_pool").output)
-    np.testing.assert_allclose(backbone.predict(x, verbose=0), features.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backbone(x, training=False), features(x, training=False), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -161,7 +163,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, name):
     model.save(path)
     restored = keras.models.load_model(path)
     x = np.random.default_rng(3).uniform(0, 255, size=(2, 64, 64, 3)).astype("float32")
-    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(restored(x, training=False), model(x, training=False))
 
 
 @pytest.mark.slow
@@ -206,7 +208,7 @@ def test_float32_tflite_is_builtin_only_and_matches_keras(name):
     assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "RSQRT"}, ops
     assert "TRANSPOSE" in ops and set(transpose_input_ranks(flatbuffer)) == {5}
     x = np.random.default_rng(6).normal(size=(2, 224, 224, 3)).astype("float32")
-    expected = model.predict(x, verbose=0)
+    expected = np.asarray(model(x, training=False))  # eager: predict would trace the model once more
     got = run_tflite(flatbuffer, x)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
@@ -228,7 +230,7 @@ def test_any_multiple_of_32_works(size):
 
 def test_dynamic_input_size_and_input_tensor():
     model = dynzoo.create_model("micronet_m0", input_shape=(None, None, 3), include_top=False, pooling="max")
-    assert model.predict(np.zeros((1, 96, 64, 3), "float32"), verbose=0).shape == (1, 384)
+    assert model(np.zeros((1, 96, 64, 3), "float32"), training=False).shape == (1, 384)
     tensor = keras.Input((64, 64, 3))
     model = dynzoo.create_model("micronet_m0", input_tensor=tensor, classes=7)
     assert model.output.shape == (None, 7)

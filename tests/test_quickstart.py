@@ -45,7 +45,7 @@ def test_quickstart_trains_exports_and_compares(quickstart_run, capsys):
     rows = _table_rows(stdout)
     assert set(rows) == {"Keras (float32)", "TFLite float32", "TFLite int8"}, stdout[-2000:]
     keras_top1 = _percent(rows["Keras (float32)"][0])
-    # The quickstart trains with deterministic ops: measured 98.22 % float, 98.44 % int8 with 99.8 % agreement.
+    # The quickstart trains with deterministic ops: measured 97.56 % float and int8, with 99.3 % agreement.
     assert keras_top1 >= 0.95  # the README's promise
     # float32 TFLite is the same network: same decisions, logits equal to float rounding.
     assert _percent(rows["TFLite float32"][1]) == 1.0 and float(rows["TFLite float32"][2]) < 1e-3
