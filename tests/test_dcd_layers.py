@@ -110,7 +110,8 @@ def test_training_uses_batch_statistics_and_gradients_reach_every_weight():
 @pytest.mark.slow
 def test_a_small_dcd_network_learns_digits():
     """Training mode (batch-statistics BNs, dynamic branches, DCDDense head) really learns the offline
-    digits: far above the 10% chance level after a few epochs."""
+    digits: far above the 10% chance level after a few epochs. Measured: test accuracy 0.78 after 5 epochs
+    (0.84 after 6)."""
     from dynzoo.data.digits import digits_arrays
     from dynzoo.layers.base import batchnorm
 
@@ -126,8 +127,9 @@ def test_a_small_dcd_network_learns_digits():
     model = keras.Model(inp, out)
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=32, epochs=6, verbose=0)
-    assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.6
+    model.fit(x_train, y_train, batch_size=32, epochs=5, verbose=0)
+    accuracy = (np.asarray(model(x_test, training=False)).argmax(-1) == y_test).mean()  # evaluate would trace
+    assert accuracy > 0.6
 
 
 def test_coefficients_are_inspectable_and_per_sample():
@@ -295,7 +297,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, layer):
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     x = inputs((2, 8, 8, 8))
-    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(restored(x, training=False), model(x, training=False))
     assert restored.layers[1].get_config() == model.layers[1].get_config()
 
 
