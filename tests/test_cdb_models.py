@@ -41,13 +41,16 @@ def images(n=4, size=32):
 
 @pytest.fixture(scope="module")
 def cdb50_counts():
-    """(params, MAdds, controller params) of CDB-ResNet-50 for N = 1, 2, 3 at 224×224."""
+    """(params, MAdds, controller params) of CDB-ResNet-50 for N = 1, 2, 3 at 224×224, and under the key
+    "costs" the gate costs of the registered CDB-ResNet-50 (N = 2), built once for both tests below."""
     counts = {}
     for groups in (1, 2, 3):
         model = CDBResNet("cdb_resnet50", groups=groups)
         p = profile(model)
         controllers = sum(int(np.prod(w.shape)) for b in cdb_blocks(model) for w in b.controller.trainable_weights)
         counts[groups] = (p.params, p.madds, controllers)
+        if groups == 2:  # the registered cdb_resnet50's default
+            counts["costs"] = gate_costs(model)
     return counts
 
 
@@ -68,8 +71,8 @@ def test_cdb50_counts_match_the_paper_and_the_recount(cdb50_counts):
     assert 0 < madds - resnet.madds < 2e-4 * resnet.madds  # 16 controllers: "about 0.02 % of the FLOPs" (§3.2.2)
 
 
-def test_group_madds_of_cdb50_match_the_spec():
-    costs = gate_costs(CDBResNet("cdb_resnet50"))
+def test_group_madds_of_cdb50_match_the_spec(cdb50_counts):
+    costs = cdb50_counts["costs"]
     # Spec §2.3, N = 2 (MMAdds): first block 78.9, stride-1 blocks 101.8, first blocks of stages 2–4 132.3.
     np.testing.assert_allclose(costs.group[[0, 1, 3, 7, 13]] / 1e6, [78.9, 101.8, 132.3, 132.3, 132.3], atol=0.05)
     assert len(costs.group) == 16 and list(np.bincount(costs.stages)[1:]) == [3, 4, 6, 3]
@@ -80,19 +83,19 @@ def test_group_madds_of_cdb50_match_the_spec():
 def test_gates_effective_flops_and_profiler():
     model = tiny(classes=10)
     x = images(6)
-    gated = gate_model(model)
-    y, gates = gated.predict(x, verbose=0)
+    gated = gate_model(model)  # shares the network's layers: built (and traced) once for every analysis below
+    y, gates = (np.asarray(t) for t in gated(x, training=False))
     assert gates.shape == (6, 4, 2) and set(np.unique(gates)) <= {0.0, 1.0}
-    np.testing.assert_allclose(y, model.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(y, model(x, training=False), rtol=1e-6)
     force_gates(model, [1, 0])
-    report = analyze_gates(model, x)
+    report = analyze_gates(model, x, gated=gated)
     assert (report.gates == [1, 0]).all()
     costs = report.costs
     np.testing.assert_array_equal(report.madds, costs.static + costs.group.sum())
     assert report.flops_ratio == pytest.approx((costs.static + costs.group.sum()) / costs.total)
     assert report.stage_figures()[1] == {"execution_rate": 0.5, "flops_ratio": 0.5}
     force_gates(model, np.array([[1, 1], [0, 0], [1, 0], [0, 1]]))
-    report = analyze_gates(model, x)
+    report = analyze_gates(model, x, gated=gated)
     assert [f["execution_rate"] for f in report.stage_figures().values()] == [1.0, 0.0, 0.5, 0.5]
     table = effective_profile(model, x)
     full = profile(model)
@@ -171,16 +174,16 @@ def test_tflite_export_skips_with_builtin_if_ops_and_matches_keras():
     assert counts["IF"] == 4 * 2  # one builtin IF per group: a switched-off group is not run
     assert not any(op.startswith(("CUSTOM", "FLEX")) for op in counts)
     x = images(3)
-    np.testing.assert_allclose(run_tflite(flatbuffer, x), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), model(x, training=False), atol=1e-5)
 
 
 def test_keras_round_trip_is_exact(tmp_path):
     model = tiny(classes=7, dropout_rate=0.1)
     x = images(3)
-    expected = gate_model(model).predict(x, verbose=0)
+    expected = gate_model(model)(x, training=False)
     model.save(tmp_path / "cdb.keras")
     loaded = keras.models.load_model(tmp_path / "cdb.keras")
-    for a, b in zip(expected, gate_model(loaded).predict(x, verbose=0)):
+    for a, b in zip(expected, gate_model(loaded)(x, training=False)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -251,4 +254,5 @@ def test_training_with_target_flops_through_the_trainer(tmp_path):
     assert report.flops_ratio == pytest.approx(summary["flops_ratio"], abs=0.1)
     assert set(summary["stages"]) == {"1", "2", "3", "4"}
     loaded = keras.models.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), result.model.predict(x[:8], verbose=0), atol=1e-6)
+    x8 = x[:8].astype("float32")
+    np.testing.assert_allclose(loaded(x8, training=False), result.model(x8, training=False), atol=1e-6)

@@ -62,7 +62,9 @@ def test_registered_names_and_parameter_accounting():
 
 
 @pytest.mark.slow
-def test_baked_network_is_the_plain_backbone_op_for_op_and_reproduces_the_ddn(ddn_and_static, static_op_counts):
+def test_baked_network_is_the_plain_backbone_op_for_op_and_reproduces_the_ddn(ddn_and_static):
+    """In Keras; the baked network's TFLite export (the plain backbone's op list, the DDN's outputs) is
+    checked once, on the trained DDN, in test_export_cli_bakes_each_domain_into_the_static_op_list."""
     ddn, static = ddn_and_static
     rng = np.random.default_rng(1)
     images = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
@@ -71,11 +73,8 @@ def test_baked_network_is_the_plain_backbone_op_for_op_and_reproduces_the_ddn(dd
         baked = bake_domain(ddn, e)
         assert baked.count_params() == static.count_params()
         assert [type(l).__name__ for l in baked.layers] == [type(l).__name__ for l in static.layers]
-        expected = np.asarray(ddn.predict([images, np.tile(e, (3, 1))], verbose=0))
+        expected = np.asarray(ddn([images, np.tile(e, (3, 1))], training=False))
         np.testing.assert_allclose(np.asarray(baked(images)), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
-    flatbuffer = to_tflite(baked)  # the last domain's
-    assert op_counts(flatbuffer) == static_op_counts
-    assert np.abs(run_tflite(flatbuffer, images) - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
 def test_domains_get_different_mixing_factors_and_bake_checks_its_input(ddn_and_static):
@@ -190,10 +189,10 @@ def test_disjoint_digits_domains_give_each_training_image_one_domain():
     assert all(len(test.labels[d]) == 450 for d in test.domains)  # every domain: the whole test split
 
 
-def test_classify_task_refuses_a_ddn_model():
+def test_classify_task_refuses_a_ddn_model(ddn_and_static):
     from dynzoo.train.domains import prepare_classify
 
-    ddn = create_model("ddn_mobilenetv2_035_2x", input_shape=(32, 32, 3), classes=10, embedding_dim=DIM)
+    ddn, _ = ddn_and_static  # ddn_mobilenetv2_035_2x at 32×32, 10 classes, D = DIM
     with pytest.raises(ValueError, match="--task domains"):
         prepare_classify(ddn, {}, None)
     static = create_model("fbnet_default", input_shape=(32, 32, 3), classes=10)
@@ -202,13 +201,20 @@ def test_classify_task_refuses_a_ddn_model():
 
 @pytest.mark.slow
 def test_export_cli_bakes_each_domain_into_the_static_op_list(trained_run, static_op_counts, tmp_path):
+    """The baked network's TFLite file: the plain backbone's op list, and the DDN's outputs for the domain
+    (the one TFLite conversion of a baked DDN in this file)."""
     from dynzoo.cli import main
+    from dynzoo.layers.domain import DomainEmbeddings
 
     run = trained_run.model_dir
     assert main(["export", str(run / "model.keras"), "--domain-embedding", str(run / "domain_embeddings_test.json"),
                  "--domain", "night", "--output", str(tmp_path)]) == 0
     flatbuffer = (tmp_path / "model_night_float32.tflite").read_bytes()
     assert op_counts(flatbuffer) == static_op_counts
+    images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    night = np.asarray(DomainEmbeddings.load(run / "domain_embeddings_test.json")["night"], "float32")
+    expected = np.asarray(trained_run.model([images, np.tile(night, (3, 1))], training=False))
+    assert np.abs(run_tflite(flatbuffer, images) - expected).max() <= 1e-4 * np.abs(expected).max()
     report = json.loads((tmp_path / "model_night_report.json").read_text())
     assert report["modes"]["float32"]["op_counts"] == op_counts(flatbuffer)
     assert main(["export", str(run / "model.keras"), "--output", str(tmp_path)]) != 0  # needs an embedding

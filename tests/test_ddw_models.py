@@ -58,8 +58,9 @@ def test_chain_edges_reproduce_resnet50_exactly():
     check_chain_equals_static("ddw_resnet50", "resnet50")
 
 
-def overheads(name: str, static_name: str):
-    ddw, static = profile(dynzoo.create_model(name)), profile(dynzoo.create_model(static_name))
+def overheads(name: str, static_name: str, model: keras.Model | None = None):
+    """(params, MAdds) of ``name`` over ``static_name``; ``model``: ``name`` already built by the caller."""
+    ddw, static = profile(model or dynzoo.create_model(name)), profile(dynzoo.create_model(static_name))
     return ddw.params - static.params, ddw.madds - static.madds
 
 
@@ -95,7 +96,7 @@ def test_mobilenetv2_overheads_and_graphs():
     model = dynzoo.create_model("ddw_mobilenetv2_100")
     assert [(s.name, len(s.blocks) + 1) for s in wired_stages(model)] == [
         ("graph2", 3), ("graph3", 4), ("graph4", 5), ("graph5", 4), ("graph6", 4)]  # rows with n ≥ 2
-    params, madds = overheads("ddw_mobilenetv2_100", "mobilenetv2_100")
+    params, madds = overheads("ddw_mobilenetv2_100", "mobilenetv2_100", model)
     graphs = [(24, 56, 2), (32, 28, 3), (64, 14, 4), (96, 14, 3), (160, 7, 3)]  # C, H, blocks
     edges = lambda n: n * (n + 1) // 2
     assert params == sum((c + 1) * edges(n) + n for c, _, n in graphs)
@@ -149,7 +150,7 @@ def train_small(model_name: str):
     model = dynzoo.create_model(model_name, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3), classes=10, width=0.25)
     model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(x.astype("float32"), y, batch_size=64, epochs=4, verbose=0)
+    model.fit(x.astype("float32"), y, batch_size=64, epochs=2, verbose=0)
     return model
 
 
@@ -166,18 +167,20 @@ def test_ddw_and_static_alpha_learn_the_digits(trained):
     model, x_test, y_test = trained
     result = adjacency_matrices(model, x_test)
     accuracy = float((result["outputs"].argmax(-1) == y_test).mean())
-    # chance is 0.10; four short epochs of a ×0.25 ResNet-18 at 16×16. Measured (deterministic ops, fixed
-    # seeds): 0.969, and 0.976 for the static-α network below.
+    # chance is 0.10; two short epochs of a ×0.25 ResNet-18 at 16×16. Measured (deterministic ops, fixed
+    # seeds): 0.978, and 0.949 for the static-α network below.
     assert accuracy > 0.7, accuracy
     thresholds = np.concatenate([s.threshold.numpy() for s in wired_stages(model)])
     assert np.abs(thresholds).max() > 1e-3  # τ is learned
     per_sample_std = max(float(result[s.name].std(axis=0).max()) for s in wired_stages(model))
     assert per_sample_std > 1e-3  # the wiring differs between samples
     static_alpha = train_small("ddw_resnet18_cifar_static_alpha")
-    static_accuracy = float((static_alpha.predict(x_test, verbose=0).argmax(-1) == y_test).mean())
+    a = adjacency_matrices(static_alpha, x_test, batch_size=64)  # one inference pass: outputs and wiring
+    static_accuracy = float((a["outputs"].argmax(-1) == y_test).mean())
     assert static_accuracy > 0.7, static_accuracy
-    a = adjacency_matrices(static_alpha, x_test[:8])
-    assert all(np.ptp(a[s.name], axis=0).max() == 0 for s in wired_stages(static_alpha))  # input-independent
+    # input-independent: the same matrices for the 64 images of one batch (batches of another size, like
+    # the last one, may differ in the last bit of float32)
+    assert all(np.ptp(a[s.name][:64], axis=0).max() == 0 for s in wired_stages(static_alpha))
 
 
 @pytest.mark.slow
@@ -201,7 +204,7 @@ def test_tflite_float32_reproduces_outputs_and_wiring(trained):
     check_builtin_only(flatbuffer, wired.name)
     counts = op_counts(flatbuffer)
     assert {"LOGISTIC", "GREATER_EQUAL", "SELECT_V2", "MEAN", "FULLY_CONNECTED"} <= set(counts), counts
-    expected = wired.predict(x_test[:20], verbose=0)
+    expected = [np.asarray(t) for t in wired(x_test[:20], training=False)]
     interpreter = Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     outputs = sorted(interpreter.get_output_details(), key=lambda d: d["name"])  # output_0 … in Keras' order
@@ -232,6 +235,6 @@ def test_int8_export_keeps_the_accuracy(trained):
     flatbuffer = convert(model, "int8", full_range_first(x_train[:64].astype("float32")))
     assert float_ops(flatbuffer) == []  # every op integer, builtin only (checked by convert)
     report = parity_report(model, flatbuffer, x_test, y_test)
-    assert report["keras_accuracy"] > 0.7, report  # measured: 0.969, int8 +0.2 points, 99.8 % agreement
+    assert report["keras_accuracy"] > 0.7, report  # measured: 0.978, int8 +0.0 points, 100 % agreement
     assert abs(report["tflite_accuracy"] - report["keras_accuracy"]) <= 0.01, report
     assert report["top1_agreement"] >= 0.99, report
