@@ -33,27 +33,25 @@ class Row:
     bundle: str | None = None
 
 
-def export_bundle(model, mode: str, calibration: np.ndarray, directory: Path, labels, input_size: int) -> bytes:
-    """Convert ``model`` in ``mode`` and write its bundle (``docs/bundle_format.md``) into ``directory``.
+def write_quickstart_bundle(flatbuffer: bytes, mode: str, directory: Path, labels, input_size: int) -> None:
+    """Write the bundle (``docs/bundle_format.md``) of the quickstart's network converted in ``mode``.
 
-    The one integration point with ``dynzoo.export``: its ``convert`` (every quantization mode) and
-    ``write_bundle`` (model.tflite + labels.txt + model_info.json + golden files).
+    With ``convert_modes`` (one SavedModel for every mode), the integration point with ``dynzoo.export``:
+    ``write_bundle`` writes model.tflite + labels.txt + model_info.json + golden files.
     """
     from dynzoo.export.bundle import write_bundle
-    from dynzoo.export.tflite import convert
     from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
-    flatbuffer = convert(model, mode, representative_data=calibration if mode != "float32" else None)
     write_bundle(directory, flatbuffer, labels=labels, source_model=MODEL, mode=mode, preprocessing_in_model=True,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, output_activation="none", name=directory.name,
                  resize={"method": "bilinear", "resize_shorter": input_size, "crop": "center"}, golden=True)
-    return flatbuffer
 
 
 def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quickstart",
                    epochs: int = EPOCHS, input_size: int = INPUT_SIZE, verbose: int = 1) -> list[Row]:
     """Train, evaluate, export, compare; return one :class:`Row` per model (Keras first)."""
     from dynzoo.data import DIGITS_LABELS, eval_dataset, open_source
+    from dynzoo.export.tflite import convert_modes
     from dynzoo.train import TrainConfig, train
     from dynzoo.train.evaluate import evaluate, keras_predictor, tflite_predictor
 
@@ -72,9 +70,9 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
     calibration_source = open_source("digits", "train", image_size=input_size)
     calibration = np.concatenate([x.numpy() for x, _ in eval_dataset(calibration_source, input_size, 128)])
     calibration = calibration[np.random.default_rng(0).permutation(len(calibration))[:CALIBRATION_IMAGES]]
-    for mode in MODES:
+    for mode, flatbuffer in convert_modes(model, MODES, calibration).items():  # one trace for both modes
         directory = out / f"{MODEL}_digits_{mode}"
-        flatbuffer = export_bundle(model, mode, calibration, directory, DIGITS_LABELS, input_size)
+        write_quickstart_bundle(flatbuffer, mode, directory, DIGITS_LABELS, input_size)
         predict, _ = tflite_predictor(directory)
         scores = evaluate(predict, test, progress=False)
         logits = predict(images)
