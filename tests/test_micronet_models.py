@@ -176,8 +176,7 @@ def test_a_training_step_reduces_the_loss_and_reaches_every_weight():
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
 
-    @tf.function  # traced once: eagerly, every grouped convolution is compiled again at every call
-    def step():
+    def step():  # eager: five steps cost less than tracing one
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_weights)
