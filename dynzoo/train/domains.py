@@ -268,7 +268,7 @@ def train_domains(config) -> Any:
     from dynzoo.models.ddn import is_domain_aware
     from dynzoo.registry import create_model, get_entry
     from dynzoo.train.hooks import check_options
-    from dynzoo.train.trainer import TrainResult, build_before_fit, compile_for_recipe, resolve_recipe
+    from dynzoo.train.trainer import TrainResult, compile_for_recipe, resolve_recipe
 
     options = dict(config.options)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
@@ -312,7 +312,6 @@ def train_domains(config) -> Any:
         f"{recipe.epochs} epochs x {steps} single-domain steps of {batch}, lr {lr:g}")
     model_dir.mkdir(parents=True, exist_ok=True)
     stream = domain_dataset(train, embeddings if aware else None, batch, config.seed)
-    build_before_fit(network, stream)
     started = time.perf_counter()
     fit = network.fit(stream, epochs=recipe.epochs, steps_per_epoch=steps, verbose=config.verbose,
                       callbacks=[keras.callbacks.CSVLogger(str(model_dir / "log.csv"))])

@@ -176,7 +176,6 @@ def train_msda(config) -> Any:
     from dynzoo.train.hooks import check_options
     from dynzoo.train.trainer import (
         TrainResult,
-        build_before_fit,
         build_model,
         compile_for_recipe,
         resolve_recipe,
@@ -208,10 +207,9 @@ def train_msda(config) -> Any:
     network = build_model(config, recipe, classes)
     trainer = MSDATrainer(network, options["alignment"], options["alignment_weight"])
     base_loss = compile_for_recipe(trainer, recipe, recipe.lr, steps, classes)
-    stream = msda_dataset(source_x, source_y, target_x, recipe.batch_size, classes, config.seed)
-    build_before_fit(trainer, stream)
     started = time.perf_counter()
-    fit = trainer.fit(stream, epochs=recipe.epochs, steps_per_epoch=steps, verbose=config.verbose)
+    fit = trainer.fit(msda_dataset(source_x, source_y, target_x, recipe.batch_size, classes, config.seed),
+                      epochs=recipe.epochs, steps_per_epoch=steps, verbose=config.verbose)
     seconds = time.perf_counter() - started
     summary = {"model": config.model, "task": "msda", "dataset": config.dataset, "recipe": recipe.as_dict(),
                **{k: options[k] for k in OPTIONS}, "epochs": recipe.epochs, "steps_per_epoch": steps,

@@ -164,7 +164,6 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         setup = prepare_training(family, network, config.options, context)
         model = setup.model
         base_loss = compile_for_recipe(model, recipe, lr, steps_per_epoch, train_src.num_classes)
-        build_before_fit(model, val_data)
 
     start_step = (cb.restore_checkpoint(model_dir, model) if config.resume else None) or 0
     total_steps = recipe.epochs * steps_per_epoch
@@ -263,24 +262,6 @@ def compile_for_recipe(model, recipe, lr: float, steps_per_epoch: int, classes: 
                   loss=with_coupled_weight_decay(base_loss, model.trainable_variables, recipe.weight_decay))
     optimizer.build(model.trainable_variables)
     return base_loss
-
-
-def build_before_fit(model, data) -> None:
-    """Create every variable that ``model.fit``'s first step would create (the model's, the compiled loss's
-    and metrics' state, the optimizer's slots) from the shapes and dtypes of ``data``: what ``fit`` is given,
-    a ``tf.data.Dataset`` or an ``(x, y)`` tuple of arrays. Call it after ``compile``, before ``fit``.
-
-    Why: TensorFlow traces a ``tf.function`` twice when its first trace creates variables, and Keras builds
-    this state inside the trace of its training step unless a distribution strategy is set. Built first, the
-    step is traced once: MicroNet-M0's first training step at 32×32 took 22 s before, 16 s with it.
-    """
-    import tensorflow as tf
-
-    spec = data.element_spec if isinstance(data, tf.data.Dataset) else tuple(data)
-    with model.distribute_strategy.scope():
-        # What Keras itself runs before fit under a distribution strategy; private, so checked by the tests
-        # (tests/test_train.py: the training step is traced once).
-        model._symbolic_build(data_batch=spec)
 
 
 def _optimizer(recipe, lr: float, steps_per_epoch: int):
