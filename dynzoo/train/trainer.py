@@ -265,15 +265,14 @@ def compile_for_recipe(model, recipe, lr: float, steps_per_epoch: int, classes: 
 
 
 def _optimizer(recipe, lr: float, steps_per_epoch: int):
-    import keras
-
+    from dynzoo.train.optimizers import FusedAdam, FusedSGD
     from dynzoo.train.schedules import RecipeSchedule
 
     schedule = RecipeSchedule(lr, steps_per_epoch, recipe.epochs, recipe.schedule, recipe.warmup_epochs,
                               recipe.milestones, recipe.gamma)
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov)
-    return keras.optimizers.Adam(schedule, beta_1=recipe.momentum, beta_2=recipe.beta_2)
+        return FusedSGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    return FusedAdam(schedule, beta_1=recipe.momentum, beta_2=recipe.beta_2)
 
 
 def _loss(recipe):
