@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from dynzoo.layers import base
+from dynzoo.train.optimizers import FusedAdam
 
 NUM_BITS = 8
 
@@ -191,7 +192,7 @@ def quantization_aware_training(
 
     measure_ranges()
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=output_activation(model) != "softmax")
-    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer = FusedAdam(learning_rate)
     weights = model.trainable_variables
     optimizer.build(weights)
 

@@ -15,6 +15,7 @@ from dynzoo.layers.dcd import (
     official_squeeze,
     resnet_dcd_settings,
 )
+from dynzoo.train.optimizers import FusedAdam
 
 RNG = np.random.default_rng(0)
 
@@ -110,8 +111,8 @@ def test_training_uses_batch_statistics_and_gradients_reach_every_weight():
 @pytest.mark.slow
 def test_a_small_dcd_network_learns_digits():
     """Training mode (batch-statistics BNs, dynamic branches, DCDDense head) really learns the offline
-    digits: far above the 10% chance level after a few epochs. Measured: test accuracy 0.78 after 5 epochs
-    (0.84 after 6)."""
+    digits: far above the 10% chance level after a few epochs. Measured: test accuracy 0.79 after 5 epochs
+    with dynzoo's fused Adam (0.78 with Keras' Adam)."""
     from dynzoo.data.digits import digits_arrays
     from dynzoo.layers.base import batchnorm
 
@@ -125,7 +126,7 @@ def test_a_small_dcd_network_learns_digits():
     x = keras.layers.ReLU()(batchnorm()(DCDConv2D(32, latent_dim=8)(x)))
     out = DCDDense(10, latent_dim=8, squeeze=16)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inp, out)
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(FusedAdam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=32, epochs=5, verbose=0)
     accuracy = (np.asarray(model(x_test, training=False)).argmax(-1) == y_test).mean()  # evaluate would trace

@@ -185,7 +185,7 @@ def test_training_learns_and_routing_saves_madds(trained):
     routed = analyze_routing(network, x_test, routed=model)
     acc_full = np.mean(full.outputs.argmax(-1) == y_test)
     acc_routed = np.mean(routed.outputs.argmax(-1) == y_test)
-    # Measured (deterministic ops, seed 0): 0.900 with every branch, 0.896 routed at 0.36 of the MAdds, two
+    # Measured (deterministic ops, seed 0, fused Adam): 0.871 with every branch, 0.871 routed at 0.36 of the MAdds, two
     # distinct per-sample costs. Chance is 0.10.
     assert acc_full > 0.75, acc_full
     assert acc_routed >= acc_full - 0.03, (acc_routed, acc_full)

@@ -14,6 +14,7 @@ from dynzoo.data import digits_arrays
 from dynzoo.export import convert, run_tflite
 from dynzoo.export.qat import _FakeQuantizer, fake_quantized, quantization_aware_training
 from dynzoo.layers import DCDConv2D, DynamicShiftMax
+from dynzoo.train.optimizers import FusedAdam
 
 SIZE = 8
 
@@ -44,7 +45,7 @@ def trained(digits):
     x_train, y_train, _, _ = digits
     keras.utils.set_random_seed(0)
     model = dynamic_net()
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(FusedAdam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, batch_size=32, epochs=8, verbose=0)
     return model
 
@@ -93,7 +94,7 @@ def test_qat_fine_tunes_and_the_int8_export_follows_it(trained, digits):
     keras_logits = tuned.predict(x_test, verbose=0)
     int8 = run_tflite(convert(tuned, "int8", representative_data=x_train[:128]), x_test)
     keras_top1 = (keras_logits.argmax(-1) == y_test).mean()
-    assert keras_top1 >= 0.8, keras_top1  # fine-tuning kept the network; measured: 0.847
+    assert keras_top1 >= 0.8, keras_top1  # fine-tuning kept the network; measured: 0.838, int8 agreement 0.971
     assert (int8.argmax(-1) == keras_logits.argmax(-1)).mean() >= 0.9  # and int8 follows it
 
 
