@@ -10,10 +10,8 @@ grouped 1×1 and unequal-stride depthwise convolution an XLA-compiled island ins
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +22,7 @@ import dynzoo
 from dynzoo.layers.conv import export_form
 from dynzoo.train.recipes import get_recipe
 from dynzoo.train.trainer import compile_for_recipe
+from timing import time_train_steps
 
 RESULTS = Path(__file__).parent / "results" / "compute_forms.md"
 # model:input size:batch — the quickstart's setting (32×32 digits) and ImageNet's (smaller batch: the
@@ -46,20 +45,11 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict[str, float]:
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch)]
     compute = compiled(name, size)
     export = compiled(name, size, compute.get_weights())
-    first = {}
-    for label, model in (("compute", compute), ("export", export)):
-        started = time.perf_counter()
-        with export_form() if label == "export" else contextlib.nullcontext():
-            model.train_on_batch(x, y)  # traces (and for the export form compiles its XLA islands)
-        first[label] = time.perf_counter() - started
-    totals = {"compute": 0.0, "export": 0.0}
-    for _ in range(steps):  # alternate, so that both forms see the same drift of a shared machine
-        for label, model in (("compute", compute), ("export", export)):
-            started = time.perf_counter()
-            model.train_on_batch(x, y)
-            totals[label] += time.perf_counter() - started
+    # the export form's step is traced (and its XLA islands compiled) inside export_form()
+    first, step = time_train_steps({"compute": compute, "export": export}, x, y, steps,
+                                   first_step_context={"export": export_form})
     return {"first_compute": first["compute"], "first_export": first["export"],
-            "step_compute": totals["compute"] / steps, "step_export": totals["export"] / steps}
+            "step_compute": step["compute"], "step_export": step["export"]}
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,6 +21,7 @@ import numpy as np
 import dynzoo
 from dynzoo.train import trainer
 from dynzoo.train.recipes import get_recipe
+from timing import time_train_steps
 
 RESULTS = Path(__file__).parent / "results" / "fused_optimizers.md"
 # model:input size:batch:optimizer — the quickstart's MicroNet (SGD, Nesterov), a DRNet and a DCD network
@@ -54,19 +54,9 @@ def measure(name: str, size: int, batch: int, optimizer: str, steps: int) -> dic
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch)]
     fused = compiled(name, size, optimizer, True)
     plain = compiled(name, size, optimizer, False, fused.get_weights())
-    models = {"fused": fused, "keras": plain}
-    first, totals = {}, dict.fromkeys(models, 0.0)
-    for label, model in models.items():
-        started = time.perf_counter()
-        model.train_on_batch(x, y)  # traces and instantiates the step
-        first[label] = time.perf_counter() - started
-    for _ in range(steps):  # alternate, so that both see the same drift of a shared machine
-        for label, model in models.items():
-            started = time.perf_counter()
-            model.train_on_batch(x, y)
-            totals[label] += time.perf_counter() - started
+    first, step = time_train_steps({"fused": fused, "keras": plain}, x, y, steps)
     return {"variables": len(fused.trainable_variables), "first_fused": first["fused"], "first_keras": first["keras"],
-            "step_fused": totals["fused"] / steps, "step_keras": totals["keras"] / steps}
+            "step_fused": step["fused"], "step_keras": step["keras"]}
 
 
 def main(argv=None) -> None:

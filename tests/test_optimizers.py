@@ -16,7 +16,8 @@ CASES = [(keras.optimizers.Adam, FusedAdam, {"learning_rate": 0.01, "beta_1": 0.
 
 
 def train(optimizer, steps: int = 5) -> list[np.ndarray]:
-    """Five compiled (tf.function) updates of two variables under a non-convex loss; the variables after."""
+    """``steps`` compiled (tf.function) updates of two variables under a non-convex loss; the variables and
+    the optimizer's slots after."""
     rng = np.random.default_rng(0)
     variables = [keras.Variable(rng.normal(size=shape).astype("float32")) for shape in [(3, 4), (4,)]]
     optimizer.build(variables)
