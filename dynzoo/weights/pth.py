@@ -12,11 +12,13 @@ Checkpoints come from anywhere, so the reader treats every file as hostile:
   to the pickle refuse ``BUILD`` (the opcode that sets attributes), so a pickle cannot alter them.
 - **No reads outside the file.** A tensor's extent (offset, sizes and strides, negative, zero or huge)
   must lie inside its storage, and a storage's byte length must equal its declared element count.
-- **Bounded memory.** Every allocation of tensor data is charged, before it is made, against a budget
-  (``max_bytes``: by default :data:`EXPANSION` times the file's size plus :data:`SLACK_BYTES`). A tensor
-  referenced many times is materialised once, and its references share it. The pickle is pre-scanned so
+- **Bounded memory.** Every allocation of tensor data, and an estimate of the Python objects the pickle
+  builds, is charged before it is made against a budget (``max_bytes``: by default :data:`EXPANSION`
+  times the file's size plus :data:`SLACK_BYTES`). Shared
+  references are materialised once and stay shared, but a structure that unfolds to more than its
+  pickle could hold without them is refused (see :class:`_Materializer`). The pickle is pre-scanned so
   that its memo indices cannot make the C unpickler allocate a huge memo. Nesting is bounded by
-  :data:`MAX_DEPTH`. Only STORED zip members are read (``torch.save`` writes nothing else), with
+  :data:`MAX_DEPTH`, and cycles are refused. Only STORED zip members are read (``torch.save`` writes nothing else), with
   their sizes checked first, so compression bombs are refused unread.
 - **No silent misreadings.** ``byteorder`` must be exactly ``little`` or ``big``; duplicated zip members,
   negative or inconsistent element counts and storages declared twice with different types are errors.
@@ -67,6 +69,15 @@ _STORAGE_DTYPES = {
 # Opcodes whose argument is a memo index. CPython's C unpickler grows its memo to the largest index it
 # is given, so a 5-byte LONG_BINPUT could ask for gigabytes: indices are checked before unpickling.
 _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+# Opcodes that build a new Python object (a container, a call's result, a string or a number), each
+# charged OBJECT_COST bytes before unpickling: an empty OrderedDict takes 144 bytes, a 1-tuple 64.
+_OBJECT_OPCODES = frozenset({
+    "EMPTY_DICT", "DICT", "EMPTY_LIST", "LIST", "EMPTY_SET", "FROZENSET", "TUPLE", "TUPLE1", "TUPLE2",
+    "TUPLE3", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BINUNICODE", "SHORT_BINUNICODE",
+    "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES",
+    "BINBYTES8", "BYTEARRAY8", "BINFLOAT", "FLOAT", "LONG", "LONG1", "LONG4", "INT", "BININT",
+})
+OBJECT_COST = 160
 
 
 class CheckpointError(ValueError):
@@ -100,10 +111,9 @@ class _Budget(_Frozen):
     def charge(self, nbytes: int, what: str) -> None:
         if self.used + nbytes > self.limit:
             raise CheckpointError(
-                f"{what} needs {nbytes:,} bytes, which would take the data read from this checkpoint "
-                f"past {self.limit:,} bytes ({EXPANSION}× the file's size plus {SLACK_BYTES:,}). A "
-                "checkpoint's tensors fit in about its own size; to read one that expands further, pass "
-                "a larger `max_bytes` to `load_pth`."
+                f"reading it would take more than {self.limit:,} bytes of memory ({what}: {nbytes:,} bytes "
+                f"more). The limit is {EXPANSION}× the file's size plus {SLACK_BYTES:,} bytes unless "
+                "`max_bytes` is given to `load_pth`; a checkpoint's tensors fit in about its own size."
             )
         self.used += nbytes
 
@@ -228,36 +238,81 @@ _ALLOWED_GLOBALS = {
 }
 
 
-def _materialize(obj, budget: _Budget, memo: dict[int, tuple[Any, Any]], depth: int = 0):
-    """Replace pending tensors by arrays, once each: shared references stay shared (``memo`` maps an
-    object's id to ``(object, result)``, keeping both alive so that ids are not reused)."""
-    if not isinstance(obj, (_PendingTensor, dict, list, tuple)):
-        return obj
-    if id(obj) in memo:
-        return memo[id(obj)][1]
-    if depth > MAX_DEPTH:
-        raise CheckpointError(f"the checkpoint nests containers deeper than {MAX_DEPTH} levels.")
-    if isinstance(obj, _PendingTensor):
-        result = obj.materialize(budget)
-    elif isinstance(obj, tuple):
-        result = tuple(_materialize(v, budget, memo, depth + 1) for v in obj)
-    else:  # dicts and lists are updated in place, which keeps their identity and cycles
-        memo[id(obj)] = (obj, obj)
-        for k in (obj if isinstance(obj, dict) else range(len(obj))):
-            obj[k] = _materialize(obj[k], budget, memo, depth + 1)
-        return obj
-    memo[id(obj)] = (obj, result)
-    return result
+class _Materializer:
+    """Replaces pending tensors by arrays, each allocated once, so that shared references stay shared.
+
+    The structure is also measured as a consumer that copies it would see it, every reference unfolded:
+    it may hold at most ``max_nodes`` containers and tensors (the pickle's opcode count: a tree built
+    without shared references cannot have more), and its tensors are charged to the budget once per
+    reference. A "billion laughs" file, a small pickle of shared lists nested in each other, is refused
+    by the first rule; one tensor referenced thousands of times, by the second. Cycles are refused.
+    """
+
+    def __init__(self, budget: _Budget, max_nodes: int):
+        self.budget, self.max_nodes, self.nodes = budget, max_nodes, 0
+        # id → (object, result, unfolded nodes, unfolded tensor bytes); the object is kept alive so
+        # that its id is not reused while the walk runs.
+        self.done: dict[int, tuple[Any, Any, int, int]] = {}
+        self.active: set[int] = set()
+
+    def _count(self, nodes: int, nbytes: int) -> None:
+        self.nodes += nodes
+        if self.nodes > self.max_nodes:
+            raise CheckpointError(
+                f"its objects unfold to more than {self.max_nodes:,} containers and tensors, more than "
+                "its pickle has opcodes: it is built from shared references to inflate (a 'billion laughs' file)."
+            )
+        if nbytes:
+            self.budget.charge(nbytes, "another reference to already read tensors")
+
+    def __call__(self, obj, depth: int = 0) -> tuple[Any, int, int]:
+        """``(result, unfolded nodes, unfolded tensor bytes)`` of ``obj``."""
+        if not isinstance(obj, (_PendingTensor, dict, list, tuple)):
+            return obj, 0, 0
+        key = id(obj)
+        if key in self.done:
+            _, result, nodes, nbytes = self.done[key]
+            self._count(nodes, nbytes)
+            return result, nodes, nbytes
+        if key in self.active:
+            raise CheckpointError("its objects contain themselves (a reference cycle); a state dict has none.")
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"it nests containers deeper than {MAX_DEPTH} levels.")
+        self._count(1, 0)
+        self.active.add(key)
+        if isinstance(obj, _PendingTensor):
+            result = obj.materialize(self.budget)
+            nodes, nbytes = 1, result.nbytes
+        else:
+            # dicts and lists are updated in place, which keeps their identity; tuples are rebuilt
+            indices = obj if isinstance(obj, dict) else range(len(obj))
+            parts = {i: self(obj[i], depth + 1) for i in indices}
+            if isinstance(obj, tuple):
+                result = tuple(part[0] for part in parts.values())
+            else:
+                for i, part in parts.items():
+                    obj[i] = part[0]
+                result = obj
+            nodes = 1 + sum(part[1] for part in parts.values())
+            nbytes = sum(part[2] for part in parts.values())
+        self.active.discard(key)
+        self.done[key] = (obj, result, nodes, nbytes)
+        return result, nodes, nbytes
 
 
-def _check_pickle(stream: io.BytesIO) -> None:
-    """Walk the opcodes of the pickle at the stream's position (then rewind): every memo index must be
-    below the number of opcodes, as the indices of any pickler's output are."""
-    start = stream.tell()
+def _check_pickle(stream: io.BytesIO, budget: _Budget) -> int:
+    """Walk the opcodes of the pickle at the stream's position, then rewind; return their number.
+
+    Every memo index must be below the number of opcodes, as the indices of any pickler's output are,
+    and the objects the pickle builds are charged to the budget (:data:`OBJECT_COST` bytes each)."""
+    start, count, objects = stream.tell(), 0, 0
     for count, (opcode, arg, _) in enumerate(pickletools.genops(stream), start=1):
         if opcode.name in _MEMO_OPCODES and not (_is_int(arg) and 0 <= arg < count):
             raise CheckpointError(f"the pickle uses memo index {arg!r} at opcode {count}: the file is crafted.")
+        objects += opcode.name in _OBJECT_OPCODES
+    budget.charge(objects * OBJECT_COST, f"the {objects:,} Python objects of its pickle")
     stream.seek(start)
+    return count
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -281,9 +336,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._load_storage(pid)
 
 
-def _unpickle(stream: io.BytesIO, load_storage: Callable) -> Any:
-    _check_pickle(stream)
-    return _RestrictedUnpickler(stream, load_storage).load()
+def _unpickle(stream: io.BytesIO, load_storage: Callable, budget: _Budget) -> tuple[Any, int]:
+    """The object of the pickle at the stream's position, and the pickle's opcode count."""
+    opcodes = _check_pickle(stream, budget)
+    return _RestrictedUnpickler(stream, load_storage).load(), opcodes
 
 
 def _declare_storage(storages: dict[str, _Storage], storage_type, key, numel) -> _Storage:
@@ -393,14 +449,15 @@ def _load_zip(data: bytes, budget: _Budget) -> Any:
         return storage
 
     stream = io.BytesIO(_read_member(archive, members[pickles[0]], budget))
-    return _materialize(_unpickle(stream, load_storage), budget, {})
+    result, opcodes = _unpickle(stream, load_storage, budget)
+    return _Materializer(budget, opcodes)(result)[0]
 
 
 def _load_legacy(data: bytes, budget: _Budget) -> Any:
     stream = io.BytesIO(data)
 
     def plain():
-        return _unpickle(stream, _no_storage)
+        return _unpickle(stream, _no_storage, budget)[0]
 
     try:
         magic = plain()
@@ -426,7 +483,7 @@ def _load_legacy(data: bytes, budget: _Budget) -> Any:
             raise CheckpointError("legacy storage views are not supported.")
         return _declare_storage(storages, storage_type, key, numel)
 
-    result = _unpickle(stream, load_storage)
+    result, opcodes = _unpickle(stream, load_storage, budget)
     keys = plain()
     if not isinstance(keys, list) or len(set(map(str, keys))) != len(keys):
         raise CheckpointError("the list of storage keys is malformed or repeats a key.")
@@ -442,7 +499,7 @@ def _load_legacy(data: bytes, budget: _Budget) -> Any:
             raise CheckpointError(f"storage {key!r} is truncated.")
         budget.charge(nbytes, f"storage {key!r}")
         storage.fill(stream.read(nbytes), "little" if little else "big", budget)
-    return _materialize(result, budget, {})
+    return _Materializer(budget, opcodes)(result)[0]
 
 
 def _no_storage(pid):
