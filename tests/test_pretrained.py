@@ -31,10 +31,12 @@ def _env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def m0_server(official_dir, monkeypatch):
-    """The M0 fixture checkpoint served as `micronet-m0.pth`, the server listed in DYNZOO_MIRRORS."""
+    """The M0 fixture checkpoint served as `micronet-m0.pth`, the server listed in DYNZOO_MIRRORS. Like
+    the authors' server it speaks plain http and the file has no pinned hash: the opt-in is given."""
     with WeightServer() as server:
         server.serve("/micronet/micronet-m0.pth", (official_dir / "micronet_m0.pth").read_bytes())
         monkeypatch.setenv("DYNZOO_MIRRORS", server.base + "/micronet")
+        monkeypatch.setenv("DYNZOO_ALLOW_UNPINNED", "1")
         yield server
 
 
@@ -111,6 +113,7 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch)
     with WeightServer() as server:
         server.serve("/micronet-m0.pth", path.read_bytes())
         monkeypatch.setenv("DYNZOO_MIRRORS", server.base)
+        monkeypatch.setenv("DYNZOO_ALLOW_UNPINNED", "1")
         with pytest.raises(UnsafeCheckpointError, match="os.system|posix.system"):
             dynzoo.create_model("micronet_m0", weights="imagenet")
     assert not sentinel.exists()

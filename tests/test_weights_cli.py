@@ -48,7 +48,9 @@ def test_download_then_pin(official_dir, monkeypatch, capsys):
     with WeightServer() as server:
         server.serve("/micronet-m0.pth", body)
         monkeypatch.setenv("DYNZOO_MIRRORS", server.base)
-        code, out, _ = run(capsys, "download", "micronet_m0")
+        code, out, err = run(capsys, "download", "micronet_m0")
+        assert code == 2 and "--allow-unpinned" in err and server.hits["/micronet-m0.pth"] == 0
+        code, out, _ = run(capsys, "download", "micronet_m0", "--allow-unpinned")
     cached = dynzoo_home() / "downloads" / "micronet-m0.pth"
     assert code == 0 and out.strip() == f"micronet_m0: {cached} sha256={sha}"
     assert cached.read_bytes() == body

@@ -13,7 +13,7 @@ import pytest
 
 from dynzoo.weights import download
 from dynzoo.weights.download import DownloadError, HashMismatchError, fetch
-from weights_http import WeightServer, dead_base_url, isolate_weights_env
+from weights_http import WeightServer, dead_base_url, isolate_weights_env, self_signed_certificate
 
 PAYLOAD = os.urandom(300_000)  # several 64 KiB chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -32,7 +32,8 @@ def server():
 
 def cache_files():
     folder = download.dynzoo_home() / "downloads"
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir()
+                  if not p.name.endswith((".lock", ".first-seen.json"))) if folder.exists() else []
 
 
 def test_good_download_is_cached_and_verified(server, capsys):
@@ -46,9 +47,52 @@ def test_good_download_is_cached_and_verified(server, capsys):
     assert "Downloading w.pth" in capsys.readouterr().err
 
 
-def test_unpinned_download_prints_its_hash(server, capsys):
-    fetch("w.pth", [server.serve("/w.pth", PAYLOAD)])
-    assert f"sha256 {SHA}" in capsys.readouterr().err
+def test_unpinned_plain_http_is_not_downloaded_without_the_opt_in(server, monkeypatch):
+    url = server.serve("/w.pth", PAYLOAD)
+    with pytest.raises(DownloadError, match="plain http.*allow_unpinned=True.*--allow-unpinned"):
+        fetch("w.pth", [url])
+    assert server.hits["/w.pth"] == 0 and cache_files() == []
+    monkeypatch.setenv("DYNZOO_ALLOW_UNPINNED", "1")
+    assert fetch("w.pth", [url]).read_bytes() == PAYLOAD
+
+
+def test_first_download_is_recorded_and_a_changed_file_is_refused(server, capsys):
+    url = server.serve("/w.pth", PAYLOAD)
+    path = fetch("w.pth", [url], allow_unpinned=True)
+    assert f"sha256 {SHA}" in capsys.readouterr().err  # shown, to compare with a trusted copy
+    record = json.loads(download.first_seen_path(path).read_text())
+    assert record["sha256"] == SHA and record["url"] == url
+
+    # the record acts as a pin: no opt-in needed any more, and the cache is verified against it
+    assert fetch("w.pth", [url]) == path and server.hits["/w.pth"] == 1
+    swapped = os.urandom(1000)
+    server.serve("/w.pth", swapped)
+    path.write_bytes(swapped)  # a tampered cache, and the server now serving another file
+    with pytest.raises(HashMismatchError) as e:
+        fetch("w.pth", [url], allow_unpinned=True, backoff=0)
+    message = str(e.value)
+    assert SHA in message and hashlib.sha256(swapped).hexdigest() in message
+    assert "recorded at its first download" in message and url in message
+    server.serve("/w.pth", PAYLOAD)  # the original file again
+    assert fetch("w.pth", [url]).read_bytes() == PAYLOAD
+
+
+def test_https_needs_no_opt_in_but_a_redirect_to_http_is_refused(server, tmp_path, monkeypatch):
+    cert, key = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    with WeightServer(tls=(cert, key)) as tls_server:
+        url = tls_server.serve("/w.pth", PAYLOAD)
+        assert url.startswith("https://") and fetch("w.pth", [url]).read_bytes() == PAYLOAD
+        server.serve("/plain/v.pth", PAYLOAD)
+        tls_server.serve("/v.pth", redirect_to=server.base + "/plain/v.pth")
+        with pytest.raises(DownloadError, match="redirected to plain http"):
+            fetch("v.pth", [tls_server.base + "/v.pth"], backoff=0)
+        assert server.hits["/plain/v.pth"] == 1 and "v.pth" not in cache_files()
+        # plain-http mirrors are skipped, https ones tried, when nothing is pinned
+        monkeypatch.setenv("DYNZOO_MIRRORS", server.base + "/plain")
+        tls_server.serve("/u.pth", PAYLOAD)
+        assert fetch("u.pth", [tls_server.base + "/u.pth"]).read_bytes() == PAYLOAD
+        assert server.hits["/plain/u.pth"] == 0
 
 
 def test_wrong_hash_is_not_cached_and_names_both_hashes(server):
@@ -63,7 +107,7 @@ def test_wrong_hash_is_not_cached_and_names_both_hashes(server):
 def test_truncated_transfer_is_retried_and_never_cached(server):
     url = server.serve("/w.pth", PAYLOAD, truncate=True)
     with pytest.raises(DownloadError, match="truncated"):
-        fetch("w.pth", [url], retries=3, backoff=0.01)
+        fetch("w.pth", [url], retries=3, backoff=0.01, allow_unpinned=True)
     assert server.hits["/w.pth"] == 3
     assert cache_files() == []
 
@@ -84,7 +128,7 @@ def test_server_error_is_retried_with_backoff(server):
 
 def test_404_fails_at_once_with_the_url(server):
     with pytest.raises(DownloadError, match="HTTP 404") as e:
-        fetch("w.pth", [server.base + "/missing.pth"], retries=3, backoff=5)
+        fetch("w.pth", [server.base + "/missing.pth"], retries=3, backoff=5, allow_unpinned=True)
     assert server.base + "/missing.pth" in str(e.value)
     assert server.hits["/missing.pth"] == 1
     assert cache_files() == []
@@ -101,7 +145,7 @@ def test_first_mirror_down_second_works(server, monkeypatch):
 def test_all_mirrors_down_lists_every_failure(monkeypatch):
     dead = dead_base_url()
     with pytest.raises(DownloadError) as e:
-        fetch("w.pth", [f"{dead}/a/w.pth", f"{dead}/b/w.pth"], retries=2, backoff=0)
+        fetch("w.pth", [f"{dead}/a/w.pth", f"{dead}/b/w.pth"], retries=2, backoff=0, allow_unpinned=True)
     assert str(e.value).count("/a/w.pth") == 2 and str(e.value).count("/b/w.pth") == 2
 
 

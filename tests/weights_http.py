@@ -7,7 +7,10 @@ truncate, redirect, or stream slowly. ``hits[path]`` counts the requests that re
 from __future__ import annotations
 
 import collections
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +28,10 @@ class Route:
 
 
 class WeightServer:
-    def __init__(self):
+    """``WeightServer()`` serves plain http; ``WeightServer(tls=(CERT, KEY))`` serves https with that
+    certificate (see :func:`self_signed_certificate`)."""
+
+    def __init__(self, tls: tuple[str, str] | None = None):
         self.routes: dict[str, Route] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         server = self
@@ -75,11 +81,16 @@ class WeightServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def serve(self, path: str, body: bytes = b"", **behaviour) -> str:
         """Serve ``body`` at ``path`` (with the given :class:`Route` behaviour); return its URL."""
@@ -95,6 +106,20 @@ class WeightServer:
         self.httpd.server_close()
 
 
+def self_signed_certificate(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command (skips the test without it).
+    Clients trust it through ``SSL_CERT_FILE``."""
+    import pytest
+
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def dead_base_url() -> str:
     """A URL on 127.0.0.1 where nothing listens (connection refused): a mirror that is down."""
     with socket.socket() as s:
@@ -106,5 +131,5 @@ def dead_base_url() -> str:
 def isolate_weights_env(monkeypatch, tmp_path) -> None:
     """A private DYNZOO_HOME and none of the user's download settings."""
     monkeypatch.setenv("DYNZOO_HOME", str(tmp_path / "dynzoo_home"))
-    for name in ("DYNZOO_MIRRORS", "DYNZOO_OFFLINE", "DYNZOO_STRICT_HASHES"):
+    for name in ("DYNZOO_MIRRORS", "DYNZOO_OFFLINE", "DYNZOO_STRICT_HASHES", "DYNZOO_ALLOW_UNPINNED"):
         monkeypatch.delenv(name, raising=False)

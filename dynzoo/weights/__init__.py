@@ -22,9 +22,12 @@ from dynzoo.weights.manifest import WeightEntry, get_weights, list_weights, pret
 from dynzoo.weights.pth import CheckpointError, UnsafeCheckpointError, load_pth, state_dict_from
 
 
-def pretrained_file(model_name: str, tag: str = "imagenet", *, progress: bool = True) -> Path:
+def pretrained_file(model_name: str, tag: str = "imagenet", *, progress: bool = True,
+                    allow_unpinned: bool = False) -> Path:
     """Path of the pretrained weights ``tag`` of ``model_name`` as published (the authors' checkpoint
-    or a ``.weights.h5``), downloaded, hash-checked and cached on first use."""
+    or a ``.weights.h5``), downloaded, hash-checked and cached on first use. ``allow_unpinned``
+    permits the first download of a file without a pinned sha256 over plain http (see
+    :func:`dynzoo.weights.download.fetch`)."""
     entry = get_weights(model_name, tag)
     if not entry.urls and entry.manual_download:
         manual = entry.manual_download
@@ -34,7 +37,8 @@ def pretrained_file(model_name: str, tag: str = "imagenet", *, progress: bool = 
         )
     if not entry.file_name:
         raise ValueError(f"{entry.name}: the weight manifest gives no file name.")
-    return fetch(entry.file_name, entry.urls, sha256=entry.sha256, size=entry.size, progress=progress)
+    return fetch(entry.file_name, entry.urls, sha256=entry.sha256, size=entry.size, progress=progress,
+                 allow_unpinned=allow_unpinned)
 
 
 def save_weights_atomic(model, path: str | os.PathLike) -> Path:

@@ -16,7 +16,9 @@ def add_commands(subparsers) -> None:
         description="Pretrained weights of the manifest (zoo_configs/weights.json, plus the user manifest "
         "$DYNZOO_HOME/weights.json). Downloads are hash-checked and cached under $DYNZOO_HOME; "
         "DYNZOO_MIRRORS lists base URLs tried first, DYNZOO_OFFLINE=1 uses the cache only, "
-        "DYNZOO_STRICT_HASHES=1 refuses files without a pinned sha256.",
+        "DYNZOO_STRICT_HASHES=1 refuses files without a pinned sha256; files without one are downloaded over "
+        "plain http only with --allow-unpinned (or DYNZOO_ALLOW_UNPINNED=1), and their first sha256 is "
+        "recorded.",
     )
     sub = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
 
@@ -26,6 +28,9 @@ def add_commands(subparsers) -> None:
 
     p = sub.add_parser("download", help="download (and verify, cache) weights: NAME[:TAG], tag default imagenet")
     p.add_argument("names", nargs="+", metavar="NAME[:TAG]")
+    p.add_argument("--allow-unpinned", action="store_true",
+                   help="download files without a pinned sha256 over plain http too: anyone on the network "
+                   "path could swap them. Their sha256 is recorded, and a changed file is refused later.")
     p.set_defaults(func=_download)
 
     p = sub.add_parser("convert", help="convert an official PyTorch checkpoint into a .weights.h5")
@@ -100,7 +105,7 @@ def _download(args: argparse.Namespace) -> int:
     from dynzoo.weights.manifest import parse_name
 
     for name in args.names:
-        path = pretrained_file(*parse_name(name))
+        path = pretrained_file(*parse_name(name), allow_unpinned=args.allow_unpinned)
         print(f"{name}: {path} sha256={sha256_file(path)}")
     return 0
 
