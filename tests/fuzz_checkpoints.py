@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def main() -> None:
     import dynzoo
 
     model = dynzoo.create_model("micronet_m0", weights=None, input_shape=(32, 32, 3), classes=1000)
+
+    tracemalloc.start()  # once for the whole run (see check_load)
 
     def one_input(data: bytes) -> None:
         check_load(decode_input(data), model)
