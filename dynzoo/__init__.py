@@ -15,6 +15,6 @@ from dynzoo import layers  # noqa: E402  (registers the serializable layers)
 from dynzoo import models  # noqa: E402, F401  (registers the named models and their blocks: load_model needs them)
 from dynzoo.train import losses  # noqa: E402, F401  (the loss that `dynzoo train` saves with model.keras)
 from dynzoo.profile import profile  # noqa: E402
-from dynzoo.registry import create_model, list_models  # noqa: E402
+from dynzoo.registry import create_model, list_models, load_model  # noqa: E402
 
-__all__ = ["__version__", "create_model", "layers", "list_models", "profile"]
+__all__ = ["__version__", "create_model", "layers", "list_models", "load_model", "profile"]

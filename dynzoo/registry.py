@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -73,6 +76,47 @@ def create_model(name: str, **kwargs: Any) -> keras.Model:
     include_preprocessing, dropout_rate, name``)."""
     entry = get_entry(name)
     return entry.builder(**{**entry.defaults, **kwargs})
+
+
+def load_model(path: str | os.PathLike, *, compile: bool = False, safe_mode: bool = True) -> keras.Model:
+    """Load a ``.keras`` file (of a dynzoo model or any Keras model) with errors that say what is wrong.
+
+    ``safe_mode=True`` (Keras' default, kept here) refuses files whose config carries Python code, such
+    as a ``Lambda`` layer's function: nothing dynzoo saves needs one. dynzoo's layers and blocks are
+    registered on ``import dynzoo``; plain ``keras.models.load_model`` works too once it is imported.
+
+    Raises:
+        ValueError: no such file, not a ``.keras`` archive (truncated or another format), a class the
+            file needs that is not registered in this process, or Python code refused by safe mode.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such .keras file {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a .keras file (a zip archive): it is truncated or of another format.")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
+    except TypeError as e:
+        missing = re.search(r"Could not locate class '([^']+)'", str(e))
+        if not missing:
+            raise
+        module = re.search(r"'module': '([^']+)', 'class_name': '" + re.escape(missing[1]) + "'", str(e))
+        where = f" (module {module[1]})" if module else ""
+        raise ValueError(
+            f"{path!r} needs the class {missing[1]}{where}, which is not registered in this process. "
+            f"Importing dynzoo ({_version()}) registers dynzoo's classes and {missing[1]} is not one of them: "
+            "the file was saved by another dynzoo version, or needs another package imported first."
+        ) from None
+    except ValueError as e:
+        raise ValueError(f"{path!r}: {e}") from None
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise ValueError(f"{path!r} is not a readable .keras file ({type(e).__name__}: {e}).") from None
+
+
+def _version() -> str:
+    from dynzoo import __version__
+
+    return __version__
 
 
 @lru_cache(maxsize=None)

@@ -82,8 +82,6 @@ def _check_positive(name: str, value: int) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import keras
-
     modes = args.modes or ["float32"]
     for name in ("--calibration-size", "--verify-size", "--input-size", "--classes"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -94,11 +92,9 @@ def _export(args: argparse.Namespace) -> int:
     if not args.qat_learning_rate > 0:
         raise ValueError(f"--qat-learning-rate must be > 0, got {args.qat_learning_rate}.")
     if args.model.endswith(".keras"):
-        if not Path(args.model).is_file():
-            raise ValueError(f"no such model file {args.model!r}.")
-        import dynzoo.models  # noqa: F401  (registers the model families' blocks, e.g. the DDN blocks)
+        from dynzoo.registry import load_model
 
-        model = keras.saving.load_model(args.model)
+        model = load_model(args.model, compile=True)
         source_name = Path(args.model).stem
         preprocessing_in_model = any(layer.name == "preprocessing" for layer in model.layers)
     else:

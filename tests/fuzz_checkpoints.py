@@ -27,16 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import atheris  # noqa: E402
+import atheris
 
 with atheris.instrument_imports(include=["dynzoo.weights.pth", "pickletools", "zipfile"]):
     import dynzoo.weights.pth  # noqa: F401
 
-import numpy as np  # noqa: E402
-
-from checkpoint_invariants import STORAGES, check_load, decode_input  # noqa: E402
-from torch_format import RawTensor, save_legacy_checkpoint, save_zip_checkpoint  # noqa: E402
-
+import numpy as np
+from checkpoint_invariants import STORAGES, check_load, decode_input
+from torch_format import RawTensor, save_legacy_checkpoint, save_zip_checkpoint
 
 DICTIONARY = Path(__file__).with_name("checkpoint_fuzz.dict")
 

@@ -3,7 +3,6 @@ memory bound and without reading outside the file (issue: untrusted checkpoints)
 
 from __future__ import annotations
 
-import pickle
 import struct
 import time
 import tracemalloc
@@ -12,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from checkpoint_invariants import check_load
+from torch_format import RawTensor, save_legacy_checkpoint, save_zip_checkpoint
+
 from dynzoo.weights import CheckpointError, UnsafeCheckpointError, load_pth
 from dynzoo.weights.pth import EXPANSION, SLACK_BYTES
-from torch_format import RawTensor, save_legacy_checkpoint, save_zip_checkpoint
 
 FLOATS = np.arange(10, dtype=np.float32)
 PROTO = b"\x80\x02"

@@ -10,10 +10,15 @@ import sys
 import time
 
 import pytest
+from weights_http import (
+    WeightServer,
+    dead_base_url,
+    isolate_weights_env,
+    self_signed_certificate,
+)
 
 from dynzoo.weights import download
 from dynzoo.weights.download import DownloadError, HashMismatchError, fetch
-from weights_http import WeightServer, dead_base_url, isolate_weights_env, self_signed_certificate
 
 PAYLOAD = os.urandom(300_000)  # several 64 KiB chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

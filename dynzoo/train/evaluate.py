@@ -112,13 +112,10 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
 
 
 def _load_keras(args, classes: int):
-    import keras
+    from dynzoo.registry import create_model, load_model
 
     if args.model.endswith(".keras"):
-        if not os.path.exists(args.model):
-            raise ValueError(f"`model`: no such file {args.model!r}.")
-        return keras.models.load_model(args.model, compile=False)
-    from dynzoo.registry import create_model
+        return load_model(args.model)
 
     size = args.input_size or 224
     return create_model(args.model, input_shape=(size, size, 3), classes=classes, weights=args.weights)

@@ -129,19 +129,17 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    import keras
-
     from dynzoo.models.common import is_weight_tag
-    from dynzoo.registry import get_entry
+    from dynzoo.registry import get_entry, load_model
     from dynzoo.weights import save_weights_atomic, sha256_file
     from dynzoo.weights.download import cache_dir
     from dynzoo.weights.manifest import update_manifest, user_manifest_path
 
     if not is_weight_tag(args.tag):
         raise ValueError(f"--tag must be a plain name (letters, digits, _ and -), got {args.tag!r}.")
-    if not os.path.isfile(args.model_file) or not args.model_file.endswith(".keras"):
-        raise ValueError(f"MODEL.keras: no such .keras file {args.model_file!r}.")
-    model = keras.saving.load_model(args.model_file, compile=False)
+    if not args.model_file.endswith(".keras"):
+        raise ValueError(f"MODEL.keras: expected a .keras file, got {args.model_file!r}.")
+    model = load_model(args.model_file)
     model_name = get_entry(args.model or model.name).name
 
     out_dir = Path(args.out_dir)
