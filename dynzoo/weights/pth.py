@@ -101,7 +101,7 @@ class _Frozen:
 
 
 class _Budget(_Frozen):
-    """Bytes of tensor data the reader may still allocate."""
+    """Bytes the reader may still allocate: tensor data, zip members and the pickle's objects."""
 
     __slots__ = ("limit", "used")
 
