@@ -62,6 +62,31 @@ def test_recipe_errors_name_the_key(tmp_path):
         get_recipe("digits").replace(epoch=3)
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"lr": "0.1"}, r"`lr` must be a number, got '0.1' \(str\)"),
+    ({"milestones": [1, "2"]}, r"`milestones` must be a list of integers, got \[1, '2'\]"),
+    ({"momentum": None}, r"`momentum` must be a number, got None"),
+    ({"epochs": 1.5}, r"`epochs` must be an integer, got 1.5"),
+    ({"batch_size": 4.0}, r"`batch_size` must be an integer, got 4.0"),
+    ({"flip": "false"}, r"`flip` must be true or false \(a JSON boolean, not a string\), got 'false'"),
+    ({"nesterov": "false"}, r"`nesterov` must be true or false .*, got 'false'"),
+    ({"crop_scale": [0.5]}, r"`crop_scale` must be a list of two numbers, got \[0.5\]"),
+    ({"epochs": True}, r"`epochs` must be an integer, got True"),
+])
+def test_recipe_files_are_type_checked(values, message, tmp_path):
+    """JSON values of the wrong type are refused with the file, the key and what is allowed; before,
+    strings gave TypeErrors, 1.5 epochs failed inside TensorFlow and "false" turned flips on."""
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"lr": 0.1, **values}))
+    with pytest.raises(ValueError, match=f"recipe file '{path}': recipe {message}"):
+        get_recipe(str(path))
+
+
+def test_recipe_accepts_numpy_numbers_and_ints_for_floats():
+    recipe = get_recipe("digits").replace(epochs=np.int64(3), lr=1, momentum=np.float32(0.5))
+    assert (recipe.epochs, recipe.lr) == (3, 1)
+
+
 # ---------------------------------------------------------------- loss, weight decay, schedule
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dynzoo.registry import load_config
 
 OPTIMIZERS = ("sgd", "adam")
@@ -75,6 +77,8 @@ class Recipe:
     crop_fraction: float | None = field(default=None)
 
     def __post_init__(self):
+        for spec in dataclasses.fields(self):
+            _check_type(spec.name, getattr(self, spec.name), spec.type)
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {list(OPTIMIZERS)}", self.optimizer)
         _check(self.schedule in SCHEDULES, "schedule", f"one of {list(SCHEDULES)}", self.schedule)
         _check(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
@@ -113,6 +117,36 @@ def _check(ok: bool, key: str, allowed: str, value: Any) -> None:
         raise ValueError(f"recipe `{key}` must be {allowed}, got {value!r}.")
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return _is_integer(value) or isinstance(value, (float, np.floating))
+
+
+# The field annotations (strings under `from __future__ import annotations`) → (test, what is allowed).
+# Types are checked before ranges: JSON's "0.1", 1.5 epochs or "false" must not reach TensorFlow or
+# count as true.
+_TYPES = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "float": (_is_number, "a number"),
+    "int": (_is_integer, "an integer"),
+    "bool": (lambda v: isinstance(v, (bool, np.bool_)), "true or false (a JSON boolean, not a string)"),
+    "float | None": (lambda v: v is None or _is_number(v), "a number or null"),
+    "tuple[int, ...]": (lambda v: isinstance(v, tuple) and all(map(_is_integer, v)), "a list of integers"),
+    "tuple[float, float]": (lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_number, v)),
+                            "a list of two numbers"),
+}
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    test, allowed = _TYPES[annotation]
+    if not test(value):
+        shown = repr(list(value)) if isinstance(value, tuple) else f"{value!r} ({type(value).__name__})"
+        raise ValueError(f"recipe `{key}` must be {allowed}, got {shown}.")
+
+
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
 
 
@@ -146,14 +180,21 @@ def get_recipe(name: str) -> Recipe:
         if not isinstance(values, dict):
             raise ValueError(f"`recipe`: {name!r} must hold one JSON object of recipe keys.")
         _check_keys(values, f"recipe file {name!r}")
-        return Recipe(**_coerce({"name": path.stem, **values}))
+        return _recipe_from(values, path.stem, f"recipe file {name!r}")
     recipes = load_config("recipes")["recipes"]
     if name not in recipes:
         close = difflib.get_close_matches(name, list(recipes), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown recipe {name!r}.{hint} The recipes are {sorted(recipes)}, or pass a JSON file.")
     _check_keys(recipes[name], f"recipe {name!r} in recipes.json")
-    return Recipe(**_coerce({"name": name, **recipes[name]}))
+    return _recipe_from(recipes[name], name, f"recipe {name!r} in recipes.json")
+
+
+def _recipe_from(values: dict[str, Any], name: str, where: str) -> Recipe:
+    try:
+        return Recipe(**_coerce({"name": name, **values}))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def default_recipe_name(model: str, dataset: str) -> str:
