@@ -70,11 +70,11 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs: Any) -> keras.Model:
-    """Build the registered model ``name``; keyword arguments go to its keras.applications-style builder
-    (``input_shape, include_top, weights, input_tensor, pooling, classes, classifier_activation,
-    include_preprocessing, dropout_rate, name``)."""
-    entry = get_entry(name)
+def create_model(model_name: str, /, **kwargs: Any) -> keras.Model:
+    """Build the registered model ``model_name``; keyword arguments go to its keras.applications-style
+    builder (``input_shape, include_top, weights, input_tensor, pooling, classes, classifier_activation,
+    include_preprocessing, dropout_rate, name``: ``name`` is the Keras model's name)."""
+    entry = get_entry(model_name)
     return entry.builder(**{**entry.defaults, **kwargs})
 
 

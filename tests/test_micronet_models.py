@@ -247,11 +247,24 @@ def test_dynamic_input_size_and_input_tensor():
         (dict(pooling="sum", include_top=False), "pooling"),
         (dict(classes=0), "classes"),
         (dict(dropout_rate=1.5), "dropout_rate"),
+        (dict(include_preprocessing="no"), "`include_preprocessing` must be True or False, got 'no'"),
+        (dict(include_top=1), "`include_top` must be True or False"),
+        (dict(input_shape=(64, 64, 3), input_tensor=keras.Input((32, 32, 3))), r"contradicts .*\(32, 32, 3\)"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dynzoo.create_model("micronet_m0", **kwargs)
+
+
+def test_keras_name_and_numpy_integers_are_accepted():
+    """``name`` is the Keras model's name (create_model's own argument is positional), and NumPy
+    integers work where ints do, as they come out of label arrays."""
+    model = dynzoo.create_model("micronet_m0", name="backbone", classes=np.int64(5), input_shape=(32, 32, 3))
+    assert model.name == "backbone" and model.output.shape == (None, 5)
+    model = dynzoo.create_model("micronet_m0", input_shape=(None, None, 3), input_tensor=keras.Input((32, 32, 3)),
+                                include_preprocessing=np.bool_(False))
+    assert model.input.shape == (None, 32, 32, 3) and model.get_layer("stem") is not None
 
 
 def test_truncated_checkpoint_is_a_clear_error(official_dir, tmp_path):

@@ -8,6 +8,7 @@ import os
 from typing import Any, Callable, Sequence
 
 import keras
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,6 +56,15 @@ def check_application_args(
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
 
+    if input_shape is not None and input_tensor is not None:
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if len(tensor_shape) != len(input_shape) or any(
+                given is not None and actual is not None and given != actual
+                for given, actual in zip(input_shape, tensor_shape)):
+            raise ValueError(
+                f"`input_shape` {tuple(input_shape)} contradicts the shape of `input_tensor` {tensor_shape}; "
+                "pass one of them, or shapes that agree."
+            )
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
@@ -160,6 +170,19 @@ def finish_application(
 
 
 
+BOOLEAN_ARGUMENTS = ("include_top", "include_preprocessing")
+
+
+def _plain_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """NumPy scalars as the Python numbers Keras' layers require (``classes=np.int64(5)``), and the
+    switches as real booleans: ``include_preprocessing="no"`` would otherwise count as true."""
+    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+    for key in BOOLEAN_ARGUMENTS:
+        if key in plain and not isinstance(plain[key], bool):
+            raise ValueError(f"`{key}` must be True or False, got {plain[key]!r}.")
+    return plain
+
+
 def named_builder(family_builder: Callable[..., keras.Model], model_name: str, function_name: str | None = None,
                   summary: str | None = None) -> Callable[..., keras.Model]:
     """The keras.applications-style builder of one named model: ``family_builder(model_name, **kwargs)``
@@ -167,7 +190,7 @@ def named_builder(family_builder: Callable[..., keras.Model], model_name: str, f
     CamelCase of ``model_name``) and a docstring opening with ``summary`` (default ``model_name``)."""
 
     def build(**kwargs) -> keras.Model:
-        return family_builder(model_name, **kwargs)
+        return family_builder(model_name, **_plain_arguments(kwargs))
 
     signature = inspect.signature(family_builder)
     build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
