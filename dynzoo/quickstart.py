@@ -59,7 +59,7 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
     started = time.perf_counter()
     result = train(TrainConfig(
         model=MODEL, dataset="digits", recipe="digits", overrides={"epochs": epochs, "input_size": input_size},
-        model_dir=os.fspath(run_dir), resume=False, validation_freq=0, verbose=verbose,
+        model_dir=os.fspath(run_dir), overwrite=True, validation_freq=0, verbose=verbose,
         deterministic=True))  # seeded and deterministic ops: the same figures on every run
     model = result.model
     test = eval_dataset(open_source("digits", "test", image_size=input_size), input_size, 128)

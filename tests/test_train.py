@@ -193,6 +193,67 @@ def test_eval_needs_exactly_one_model(capsys):
 # quickstart's run (test_quickstart.py); a small DCD network learning the digits in test_dcd_layers.py.
 
 
+# ---------------------------------------------------------------- run folders
+
+
+def _image_folder(root, seed):
+    """``root/{train,test}/{a,b}/*.png``: 4 random 32×32 images per class and split."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                (root / split / label / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+@pytest.mark.slow
+def test_runs_on_other_folders_keep_their_results_and_are_never_resumed_by_mistake(tmp_path, monkeypatch, capsys):
+    """Before, every folder run defaulted to runs/<model>_folder: a second folder "resumed" the first
+    run's finished checkpoint, trained 0 steps and overwrote its model and summary."""
+    monkeypatch.chdir(tmp_path)
+    first, second = _image_folder(tmp_path / "first", 0), _image_folder(tmp_path / "second", 1)
+    common = ["--model=resnet10", "--dataset=folder", "--recipe=digits", "--input_size=32", "--batch_size=4", "--epochs=1", "--warmup_epochs=0",
+              "--steps_per_epoch=1", "--validation_freq=0", "--verbose=0"]
+
+    def train(*argv):
+        return dynzoo_main(["train", *common, *argv])
+
+    assert train(f"--data_dir={first}") == 0 and train(f"--data_dir={second}") == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and runs[0].startswith("resnet10_folder_first-") and runs[1].startswith("resnet10_folder_second-")
+    summaries = {name: json.loads((tmp_path / "runs" / name / "summary.json").read_text()) for name in runs}
+    assert all(s["resumed_from_step"] == 0 for s in summaries.values()), summaries
+    run = tmp_path / "runs" / runs[0]
+    capsys.readouterr()
+
+    # a finished run is not trained over without --overwrite, and is then trained from the start
+    before = (run / "summary.json").read_bytes()
+    assert train(f"--data_dir={first}") == 2
+    assert "holds a finished run (summary.json). Pass --overwrite" in capsys.readouterr().err
+    assert (run / "summary.json").read_bytes() == before
+    assert train(f"--data_dir={first}", "--overwrite") == 0
+    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 0
+
+    # an unfinished run's checkpoint resumes only the same run
+    (run / "summary.json").unlink()
+    assert train(f"--data_dir={second}", f"--model_dir={run}") == 2
+    err = capsys.readouterr().err
+    assert "belongs to another run (data_dir: " in err and "second" in err and len(err.strip().splitlines()) == 1
+    assert train(f"--data_dir={first}", f"--model_dir={run}", "--lr=0.5") == 2
+    assert "recipe.lr: " in capsys.readouterr().err
+
+    # a truncated checkpoint and a model_dir that is a file are one-line errors
+    checkpoint = run / CHECKPOINT_FILE
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert train(f"--data_dir={first}", f"--model_dir={run}") == 2
+    assert "is unreadable (truncated or not a dynzoo checkpoint" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert train(f"--data_dir={first}", f"--model_dir={tmp_path / 'file'}") == 2
+    assert "is a file; the run needs a folder" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- subprocess runs: distribution, kill -9
 
 

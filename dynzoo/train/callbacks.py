@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,15 +33,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         directory: where the checkpoint lives.
         every_steps: save every this many iterations (0: only at epoch ends).
         write: this process writes (the chief under multi-worker training; the others only restore).
+        identity: what the run is (model, data, recipe; JSON values), saved with the state so that
+            :func:`restore_checkpoint` refuses to resume another run from it.
     """
 
-    def __init__(self, directory: str | os.PathLike, every_steps: int, write: bool = True):
+    def __init__(self, directory: str | os.PathLike, every_steps: int, write: bool = True,
+                 identity: dict[str, Any] | None = None):
         super().__init__()
         if every_steps < 0:
             raise ValueError(f"`every_steps` must be >= 0, got {every_steps}.")
         self.path = Path(directory) / CHECKPOINT_FILE
         self.every_steps = every_steps
         self.write = write
+        self.identity = identity
 
     def on_train_batch_end(self, batch, logs=None):
         if self.every_steps and self._global_step() % self.every_steps == 0:
@@ -56,7 +62,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return
         arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
         paths = [v.path for v in _state_variables(self.model)]
-        meta = {"global_step": self._global_step(), "paths": paths}
+        meta = {"global_step": self._global_step(), "paths": paths, "run": self.identity}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -66,25 +72,43 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         os.replace(tmp, self.path)
 
 
+def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The checkpoint's metadata and arrays; an unreadable file is one ValueError that names it."""
+    try:
+        with np.load(path) as data:
+            meta = json.loads(data["__meta__"].tobytes())
+            return meta, [data[f"v{i:05d}"] for i in range(len(meta["paths"]))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"the checkpoint {os.fspath(path)!r} is unreadable (truncated or not a dynzoo checkpoint: "
+            f"{type(e).__name__}). Delete it to start over, or use another --model_dir."
+        ) from None
+
+
 def checkpoint_step(directory: str | os.PathLike) -> int | None:
     """The global step of the checkpoint in ``directory``, or None if there is none."""
     path = Path(directory) / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    with np.load(path) as data:
-        return int(json.loads(data["__meta__"].tobytes())["global_step"])
+    return int(_read(path)[0]["global_step"]) if path.exists() else None
 
 
-def restore_checkpoint(directory: str | os.PathLike, model: keras.Model) -> int | None:
+def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,
+                       identity: dict[str, Any] | None = None) -> int | None:
     """Load the checkpoint in ``directory`` into ``model`` and its (built) optimizer; return its global
-    step, or None if there is none. Raises ``ValueError`` when it belongs to another model."""
+    step, or None if there is none. Raises ``ValueError`` when it belongs to another model, or to a run
+    whose ``identity`` (model, data, recipe) differs from this one's."""
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
     variables = _state_variables(model)
-    with np.load(path) as data:
-        meta = json.loads(data["__meta__"].tobytes())
-        arrays = [data[f"v{i:05d}"] for i in range(len(meta["paths"]))]
+    meta, arrays = _read(path)
+    saved = meta.get("run")
+    if identity is not None and saved is not None:
+        ours = json.loads(json.dumps(identity))
+        differ = [f"{key}: {saved.get(key)!r} there, {ours.get(key)!r} now"
+                  for key in sorted(set(ours) | set(saved)) if saved.get(key) != ours.get(key)]
+        if differ:
+            raise ValueError(f"the checkpoint {os.fspath(path)!r} belongs to another run ({'; '.join(differ)}); "
+                             "use another --model_dir, or --noresume to start over in this one.")
     problems = []
     if len(arrays) != len(variables):
         problems.append(f"{len(arrays)} saved variables, the model and optimizer have {len(variables)}")

@@ -52,10 +52,14 @@ flags.DEFINE_float("crop_fraction", None, "evaluation centre-crop fraction (0.87
 flags.DEFINE_enum("lr_scaling", "linear", list(LR_SCALINGS), "scale lr by global batch / recipe batch", flag_values=FLAGS)
 flags.DEFINE_integer("steps_per_epoch", None, "cap on iterations per epoch (default: a full pass)", lower_bound=1,
                      flag_values=FLAGS)
-flags.DEFINE_string("model_dir", None, "output folder (default runs/<model>_<dataset>)", flag_values=FLAGS)
+flags.DEFINE_string("model_dir", None, "output folder (default runs/<model>_<dataset>, plus the data folder's "
+                    "name and a hash of its path with --data_dir)", flag_values=FLAGS)
 flags.DEFINE_integer("checkpoint_every", 500, "checkpoint every N steps (and at each epoch end)", lower_bound=0,
                      flag_values=FLAGS)
-flags.DEFINE_boolean("resume", True, "resume from the checkpoint in --model_dir if there is one", flag_values=FLAGS)
+flags.DEFINE_boolean("resume", True, "resume from the checkpoint in --model_dir if there is one (same model, "
+                     "data and recipe)", flag_values=FLAGS)
+flags.DEFINE_boolean("overwrite", False, "train again, from the start, into a --model_dir that holds a finished run",
+                     flag_values=FLAGS)
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG)",
                   flag_values=FLAGS)
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu", flag_values=FLAGS)
@@ -105,7 +109,7 @@ def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
         model=values.model, dataset=values.dataset, data_dir=values.data_dir, manual_dir=values.manual_dir,
         recipe=values.recipe, overrides=overrides, lr_scaling=values.lr_scaling,
         steps_per_epoch=values.steps_per_epoch, model_dir=values.model_dir, checkpoint_every=values.checkpoint_every,
-        resume=values.resume, strategy=values.strategy, tpu=values.tpu, sync_bn=values.sync_bn,
+        resume=values.resume, overwrite=values.overwrite, strategy=values.strategy, tpu=values.tpu, sync_bn=values.sync_bn,
         deterministic=values.deterministic, seed=values.seed, weights=values.weights,
         validation_freq=values.validation_freq, verbose=values.verbose, task=values.task, options=options)
 

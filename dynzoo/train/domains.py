@@ -268,7 +268,12 @@ def train_domains(config) -> Any:
     from dynzoo.models.ddn import is_domain_aware
     from dynzoo.registry import create_model, get_entry
     from dynzoo.train.hooks import check_options
-    from dynzoo.train.trainer import TrainResult, compile_for_recipe, resolve_recipe
+    from dynzoo.train.trainer import (
+        TrainResult,
+        compile_for_recipe,
+        resolve_recipe,
+        run_folder,
+    )
 
     options = dict(config.options)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
@@ -283,7 +288,7 @@ def train_domains(config) -> Any:
         config = dataclasses.replace(config, recipe="digits")
     recipe, reference_batch = resolve_recipe(config)
     size, batch = recipe.input_size, recipe.batch_size
-    model_dir = Path(config.model_dir or Path("runs") / f"{config.model}_{config.dataset}")
+    model_dir = run_folder(config)
     say = print if config.verbose else (lambda *a, **k: None)
 
     attributes = task_options.get("domain_attributes")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -179,6 +178,7 @@ def train_msda(config) -> Any:
         build_model,
         compile_for_recipe,
         resolve_recipe,
+        run_folder,
     )
 
     if config.dataset != "digits":
@@ -196,7 +196,7 @@ def train_msda(config) -> Any:
     if target in sources:
         raise ValueError(f"`target_domain` {options['target_domain']!r} is also a source domain.")
     recipe, _ = resolve_recipe(config)
-    model_dir = Path(config.model_dir or Path("runs") / f"{config.model}_msda")
+    model_dir = run_folder(config, label="msda")
 
     keras.utils.set_random_seed(config.seed)
     size = recipe.input_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,9 +35,14 @@ class TrainConfig:
         lr_scaling: ``linear`` scales the recipe's lr by global batch / the recipe's reference batch
             (Goyal et al.'s rule); ``none`` uses it as given.
         steps_per_epoch: cap on the iterations per epoch (default: one pass over the split).
-        model_dir: where checkpoints, logs, the final model and the summary go.
+        model_dir: where checkpoints, logs, the final model and the summary go; default
+            ``runs/<model>_<dataset>``, plus the data folder's name and a hash of its path when there is
+            one (:func:`run_folder`).
         checkpoint_every: save the training state every this many iterations (and at each epoch end).
-        resume: continue from the checkpoint in ``model_dir`` when there is one; False starts over.
+        resume: continue from the checkpoint in ``model_dir`` when there is one (it must come from the
+            same model, data and recipe, the epochs aside); False starts over.
+        overwrite: train again into a ``model_dir`` that holds a finished run (its ``summary.json``),
+            from the start; without it such a folder is refused.
         strategy: ``default``, ``mirrored``, ``multi_worker`` (``TF_CONFIG``) or ``tpu``.
         tpu: the TPU name or address for ``strategy="tpu"``.
         sync_bn: with several replicas, batch statistics over the global batch (equals one device).
@@ -61,6 +67,7 @@ class TrainConfig:
     model_dir: str | None = None
     checkpoint_every: int = 500
     resume: bool = True
+    overwrite: bool = False
     strategy: str = "default"
     tpu: str | None = None
     sync_bn: bool = True
@@ -99,6 +106,29 @@ class TrainResult:
     model_dir: Path
 
 
+def run_folder(config: TrainConfig, label: str | None = None) -> Path:
+    """The run's folder: ``config.model_dir``, or ``runs/<model>_<label or dataset>``, with the data
+    folder's name and a hash of its absolute path appended when ``data_dir`` is given, so that runs on
+    different folders never share one. A folder holding a finished run (``summary.json``) is refused
+    unless ``config.overwrite``; a path that is a file is refused."""
+    if config.model_dir:
+        path = Path(config.model_dir)
+    else:
+        name = f"{config.model}_{label or config.dataset}"
+        if config.data_dir:
+            data = Path(config.data_dir).resolve()
+            name += f"_{data.name}-{hashlib.sha256(os.fsencode(data)).hexdigest()[:8]}"
+        path = Path("runs") / name
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`model_dir` {os.fspath(path)!r} is a file; the run needs a folder.")
+    if (path / "summary.json").exists() and not config.overwrite:
+        raise ValueError(
+            f"{os.fspath(path)!r} holds a finished run (summary.json). Pass --overwrite to train it again "
+            "from the start, or choose another --model_dir."
+        )
+    return path
+
+
 def resolve_recipe(config: TrainConfig):
     from dynzoo.train.recipes import default_recipe_name, get_recipe
 
@@ -128,7 +158,7 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     recipe, reference_batch = resolve_recipe(config)
     family = get_entry(config.model).family  # unknown model → ValueError before anything runs
     check_options(family, config.options)
-    model_dir = Path(config.model_dir or Path("runs") / f"{config.model}_{config.dataset}")
+    model_dir = run_folder(config)
 
     import keras
     import tensorflow as tf
@@ -165,13 +195,21 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         model = setup.model
         base_loss = compile_for_recipe(model, recipe, lr, steps_per_epoch, train_src.num_classes)
 
-    start_step = (cb.restore_checkpoint(model_dir, model) if config.resume else None) or 0
+    # What a checkpoint must match to be resumed: the model, the data and the recipe (more epochs may
+    # extend a run).
+    identity = {"model": config.model, "dataset": config.dataset,
+                "data_dir": os.fspath(Path(config.data_dir).resolve()) if config.data_dir else None,
+                "train_examples": train_src.num_examples, "classes": list(train_src.class_names),
+                **{f"recipe.{k}": v for k, v in recipe.as_dict().items() if k not in ("name", "epochs")}}
+    resume = config.resume and not config.overwrite
+    start_step = (cb.restore_checkpoint(model_dir, model, identity) if resume else None) or 0
     total_steps = recipe.epochs * steps_per_epoch
     _say(config, _plan(config, recipe, setup.network, train_src, replicas, global_batch, reference_batch, lr,
                        steps_per_epoch, start_step, model_dir))
 
     throughput = cb.Throughput(global_batch)
-    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief), throughput,
+    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief, identity=identity),
+                 throughput,
                  *setup.callbacks]
     if chief:
         model_dir.mkdir(parents=True, exist_ok=True)
