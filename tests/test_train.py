@@ -254,6 +254,59 @@ def test_runs_on_other_folders_keep_their_results_and_are_never_resumed_by_mista
     assert "is a file; the run needs a folder" in capsys.readouterr().err
 
 
+def _jpeg_folder(root, per_class, test_per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                (root / split / label / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
+    return root
+
+
+@pytest.mark.slow
+def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_path, capsys):
+    # 135 test images per class: the trainer samples the first 256 (26 batches of 10) before training
+    data = _jpeg_folder(tmp_path / "data", per_class=25, test_per_class=135)
+    good = (data / "train" / "a" / "0.jpg").read_bytes()
+    bad = data / "train" / "a" / "truncated.jpg"
+    bad.write_bytes(good[: len(good) // 2])
+    common = ["--model=resnet10", "--dataset=folder", f"--data_dir={data}", "--recipe=digits", "--input_size=32",
+              "--batch_size=10", "--epochs=1", "--warmup_epochs=0", "--verbose=0"]
+
+    # checked when the folder is opened (50 images: below the default limit; --check_images forces it)
+    for extra in ([], ["--check_images"]):
+        assert dynzoo_main(["train", *common, f"--model_dir={tmp_path / 'checked'}", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"unreadable image file '{bad}': does not decode" in err and "--skip_bad_images" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "checked").exists()
+
+    # left out, and counted
+    assert dynzoo_main(["train", *common, f"--model_dir={tmp_path / 'skipped'}", "--skip_bad_images"]) == 0
+    summary = json.loads((tmp_path / "skipped" / "summary.json").read_text())
+    assert summary["skipped_images"] == {"train": 1, "test": 0, "files": [str(bad)]}
+    assert summary["steps_per_epoch"] == 5  # the 50 good images in batches of 10
+
+    # unchecked, a corrupt test image beyond the first 256 fails the validation, which now runs after
+    # the epoch's checkpoint
+    bad.unlink()
+    corrupt = data / "test" / "b" / "99.jpg"  # the last in the stored (sorted) order
+    corrupt.write_bytes(good[: len(good) // 2])
+    run = tmp_path / "unchecked"
+    assert dynzoo_main(["train", *common, f"--model_dir={run}", "--nocheck_images", "--validation_freq=1"]) == 2
+    err = capsys.readouterr().err
+    assert f"unreadable image file '{corrupt}': does not decode" in err and "--check_images" in err
+    assert checkpoint_step(run) == 5  # the epoch is kept: a retry resumes after it
+
+    # evaluation: the same check, and the same way around it
+    evaluate = ["eval", f"--model={tmp_path / 'skipped' / 'model.keras'}", "--dataset=folder", f"--data_dir={data}"]
+    assert dynzoo_main(evaluate) == 2
+    assert f"unreadable image file '{corrupt}'" in capsys.readouterr().err
+    assert dynzoo_main([*evaluate, "--skip_bad_images"]) == 0
+    assert "269 images, 1 undecodable skipped" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- subprocess runs: distribution, kill -9
 
 

@@ -27,6 +27,9 @@ IMAGE_SIGNATURES = {
     b"BM": "BMP",
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Folders of up to this many images are decoded once, in full, when opened (about 1 ms a small JPEG,
+# spread over the cores); larger ones only by the pipeline, unless `check_images=True`.
+CHECK_IMAGES_LIMIT = 20_000
 # Which TFDS split plays "test" (the papers report ImageNet's validation split).
 TEST_SPLIT_NAMES = ("test", "validation")
 
@@ -48,6 +51,8 @@ class Source:
             otherwise ``order`` is ignored and the stored order is returned.
         default_crop_fraction: the evaluation centre-crop fraction that suits the images (0.875 as the
             papers for natural photos; 1.0 for small, centred images such as digits and CIFAR).
+        files: the image files, for sources read from a folder.
+        skipped: the files left out because they do not decode (``skip_bad_images``).
     """
 
     name: str
@@ -58,6 +63,8 @@ class Source:
     random_access: bool
     examples: Callable
     default_crop_fraction: float = 0.875
+    files: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -65,7 +72,8 @@ class Source:
 
 
 def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None, *,
-                image_size: int = 224, manual_dir: str | os.PathLike | None = None) -> Source:
+                image_size: int = 224, manual_dir: str | os.PathLike | None = None,
+                check_images: bool | None = None, skip_bad_images: bool = False) -> Source:
     """Open ``split`` (``"train"`` or ``"test"``) of the dataset ``name``.
 
     ``name`` is ``"digits"`` (offline, scikit-learn's handwritten digits resized to ``image_size``),
@@ -74,6 +82,10 @@ def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None
     ``imagenette`` …) read from ``data_dir``; ``imagenet2012`` is prepared from the archives in
     ``manual_dir`` (default ``data_dir/downloads/manual``) the first time. Raises ``ValueError``
     naming the problem before any data is read in bulk.
+
+    For folders, ``check_images`` decodes every image once when the source is opened (default: for
+    folders of up to :data:`CHECK_IMAGES_LIMIT` images) and names each one that does not decode;
+    ``skip_bad_images`` leaves those out instead (listed in ``Source.skipped``).
     """
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
@@ -84,7 +96,7 @@ def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None
     if name == FOLDER:
         if data_dir is None:
             raise ValueError("`data_dir` is required for the 'folder' dataset (data_dir/<split>/<class>/<image>).")
-        return _folder_source(Path(data_dir), split)
+        return _folder_source(Path(data_dir), split, check_images, skip_bad_images)
     return _tfds_source(name, split, data_dir, manual_dir)
 
 
@@ -113,21 +125,49 @@ def _folder_split_dir(root: Path, split: str) -> Path:
                      "sub-folder (expected data_dir/<split>/<class>/<image>).")
 
 
-def check_image_file(path: Path) -> None:
-    """Raise ``ValueError`` unless ``path`` can be opened and starts like an image tf.data can decode."""
+def image_problem(path: str | os.PathLike, decode: bool = False) -> str | None:
+    """Why ``path`` is not an image the pipeline can read (None if it is): unreadable, not a JPEG, PNG,
+    GIF or BMP by its first bytes, or, with ``decode``, not decodable by TensorFlow in full (a truncated
+    or corrupt file)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            data = f.read() if decode else f.read(8)
     except OSError as e:
-        raise ValueError(f"unreadable image file {os.fspath(path)!r}: {e.strerror or e}.") from e
-    if not any(head.startswith(sig) for sig in IMAGE_SIGNATURES):
+        return e.strerror or str(e)
+    if not any(data.startswith(sig) for sig in IMAGE_SIGNATURES):
         kinds = sorted(set(IMAGE_SIGNATURES.values()))
-        raise ValueError(f"unreadable image file {os.fspath(path)!r}: not a {', '.join(kinds)} image "
-                         f"(it starts with {head[:4]!r}).")
+        return f"not a {', '.join(kinds)} image (it starts with {data[:4]!r})"
+    if decode:
+        import tensorflow as tf
+
+        try:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            return f"does not decode ({e.message.splitlines()[0].strip()})"
+    return None
+
+
+def find_bad_images(paths: list[str], decode: bool) -> dict[str, str]:
+    """``{path: problem}`` of the files among ``paths`` that :func:`image_problem` refuses, checked in
+    parallel (TensorFlow's decoders release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = pool.map(lambda p: image_problem(p, decode), paths)
+        return {path: problem for path, problem in zip(paths, problems) if problem is not None}
+
+
+def bad_images_error(bad: dict[str, str], hint: str = "") -> ValueError:
+    """One line naming the bad image files (the first five) and what is wrong with each."""
+    shown = "; ".join(f"{path!r}: {problem}" for path, problem in list(bad.items())[:5])
+    more = f" … and {len(bad) - 5} more" if len(bad) > 5 else ""
+    kind = "unreadable image file" if len(bad) == 1 else f"{len(bad)} unreadable image files"
+    return ValueError(f"{kind} {shown}{more}.{hint}")
 
 
 def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:
-    """(class names, file paths, labels) of ``split_dir/<class>/<image>``, sorted, every file checked."""
+    """(class names, file paths, labels) of ``split_dir/<class>/<image>``, sorted (the files are not
+    read: see :func:`find_bad_images`)."""
     if not split_dir.is_dir():
         raise ValueError(f"`data_dir`: no such folder {os.fspath(split_dir)!r}.")
     class_names = tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
@@ -138,7 +178,6 @@ def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.n
     for label, class_name in enumerate(class_names):
         for path in sorted((split_dir / class_name).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                check_image_file(path)
                 paths.append(os.fspath(path))
                 labels.append(label)
     if not paths:
@@ -147,12 +186,22 @@ def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.n
     return class_names, paths, np.asarray(labels, dtype="int32")
 
 
-def _folder_source(root: Path, split: str) -> Source:
+def _folder_source(root: Path, split: str, check_images: bool | None, skip_bad_images: bool) -> Source:
     import tensorflow as tf
 
     if not root.is_dir():
         raise ValueError(f"`data_dir`: no such folder {os.fspath(root)!r}.")
     class_names, paths, labels = list_image_folder(_folder_split_dir(root, split))
+    decode = skip_bad_images or (len(paths) <= CHECK_IMAGES_LIMIT if check_images is None else check_images)
+    bad = find_bad_images(paths, decode)
+    if bad and not skip_bad_images:
+        raise bad_images_error(bad, " Remove or fix them, or leave them out (`dynzoo train` and `dynzoo eval` "
+                                    "take --skip_bad_images).")
+    if bad:
+        keep = [i for i, path in enumerate(paths) if path not in bad]
+        paths, labels = [paths[i] for i in keep], labels[keep]
+        if not paths:
+            raise ValueError(f"`data_dir`: none of the images under {os.fspath(root / split)!r} decodes.")
     if split == "test":  # the test classes must be the training classes, in the same order
         train_dir = root / "train"
         if train_dir.is_dir():
@@ -168,7 +217,8 @@ def _folder_source(root: Path, split: str) -> Source:
             lambda i: (tf.io.read_file(tf.gather(paths_t, i)), tf.gather(labels_t, i)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return Source(FOLDER, split, class_names, len(paths), encoded=True, random_access=True, examples=examples)
+    return Source(FOLDER, split, class_names, len(paths), encoded=True, random_access=True, examples=examples,
+                  files=tuple(paths), skipped=tuple(bad))
 
 
 def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:

@@ -22,7 +22,7 @@ def _state_variables(model: keras.Model) -> list:
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """Save the whole training state every ``every_steps`` iterations and at each epoch end.
+    """Save the whole training state every ``every_steps`` iterations and at each epoch's last step.
 
     The state (model and optimizer variables, the global step) is written to a temporary file and
     renamed over ``directory/checkpoint.npz``, so a process killed at any moment (SIGKILL included)
@@ -46,13 +46,18 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.write = write
         self.identity = identity
+        self._saved_step = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and self._global_step() % self.every_steps == 0:
+        # The epoch's last step is saved here, before Keras runs the validation: a failing validation
+        # (an undecodable test image) must not cost the epoch.
+        last_of_epoch = batch + 1 == (self.params or {}).get("steps")
+        if last_of_epoch or (self.every_steps and self._global_step() % self.every_steps == 0):
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save()
+        if self._global_step() != self._saved_step:  # the epoch's length was unknown
+            self.save()
 
     def _global_step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -62,7 +67,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return
         arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
         paths = [v.path for v in _state_variables(self.model)]
-        meta = {"global_step": self._global_step(), "paths": paths, "run": self.identity}
+        step = self._global_step()
+        meta = {"global_step": step, "paths": paths, "run": self.identity}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -70,6 +76,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._saved_step = step
 
 
 def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:

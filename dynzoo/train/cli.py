@@ -25,6 +25,10 @@ flags.DEFINE_string("recipe", None, "recipe name in zoo_configs/recipes.json or 
                     "default: the dataset's (digits) or the model's papers' recipe", flag_values=FLAGS)
 flags.DEFINE_string("weights", None, "initial weights: 'imagenet' or a path (default: from scratch)", flag_values=FLAGS)
 flags.DEFINE_enum("task", "classify", list(TASKS), "what to train for", flag_values=FLAGS)
+flags.DEFINE_boolean("check_images", None, "decode every image of a folder dataset before training and name the "
+                     "ones that fail (default: for folders of up to 20,000 images)", flag_values=FLAGS)
+flags.DEFINE_boolean("skip_bad_images", False, "train without the images that fail to decode (counted in "
+                     "summary.json)", flag_values=FLAGS)
 
 # Recipe overrides (None: keep the recipe's value).
 flags.DEFINE_enum("optimizer", None, list(OPTIMIZERS), "optimizer", flag_values=FLAGS)
@@ -107,6 +111,7 @@ def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
         overrides[name] = value
     return TrainConfig(
         model=values.model, dataset=values.dataset, data_dir=values.data_dir, manual_dir=values.manual_dir,
+        check_images=values.check_images, skip_bad_images=values.skip_bad_images,
         recipe=values.recipe, overrides=overrides, lr_scaling=values.lr_scaling,
         steps_per_epoch=values.steps_per_epoch, model_dir=values.model_dir, checkpoint_every=values.checkpoint_every,
         resume=values.resume, overwrite=values.overwrite, strategy=values.strategy, tpu=values.tpu, sync_bn=values.sync_bn,

@@ -134,11 +134,13 @@ def _eval(args: argparse.Namespace) -> int:
         predict, size = tflite_predictor(args.tflite, args.threads)
         if args.input_size and args.input_size != size:
             raise ValueError(f"--input_size {args.input_size} differs from the TFLite model's input {size}.")
-        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir)
+        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir,
+                             check_images=args.check_images, skip_bad_images=args.skip_bad_images)
         subject = os.fspath(args.tflite)
     else:
         size = args.input_size or 224
-        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir)
+        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir,
+                             check_images=args.check_images, skip_bad_images=args.skip_bad_images)
         model = _load_keras(args, source.num_classes)
         size = model.input_shape[1] or size
         predict, subject = keras_predictor(model), args.model
@@ -148,7 +150,9 @@ def _eval(args: argparse.Namespace) -> int:
     if scores_shape[-1] != classes:
         raise ValueError(f"the model has {scores_shape[-1]} outputs but {args.dataset!r} has {classes} classes.")
     result = evaluate(predict, dataset, args.limit)
-    rows = [("model", subject), ("dataset", f"{args.dataset} ({args.split}, {result.examples} images, input {size})"),
+    skipped = f", {len(source.skipped)} undecodable skipped" if source.skipped else ""
+    rows = [("model", subject),
+            ("dataset", f"{args.dataset} ({args.split}, {result.examples} images{skipped}, input {size})"),
             ("top-1", f"{100 * result.top1:.2f}%"), ("top-5", f"{100 * result.top5:.2f}%"),
             ("images/s", f"{result.examples / result.seconds:.1f}")]
     paper = _paper_top1(args.model) if args.dataset.startswith("imagenet2012") else None
@@ -188,4 +192,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument("--check_images", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode every image of a folder first and name the ones that fail (default: for "
+                   "folders of up to 20,000 images)")
+    p.add_argument("--skip_bad_images", action="store_true", help="evaluate without the images that fail to decode")
     p.set_defaults(func=_eval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,10 @@ class TrainConfig:
         dataset: ``digits`` (offline), ``folder`` or a TensorFlow Datasets name.
         data_dir: the dataset's folder (``folder``: ``data_dir/<split>/<class>/<image>``; TFDS: its data dir).
         manual_dir: TFDS manual download folder (``imagenet2012``'s archives).
+        check_images: decode every image of a folder dataset before training and name the ones that
+            fail; None: for folders of up to ``CHECK_IMAGES_LIMIT`` images.
+        skip_bad_images: train and evaluate without the images that fail to decode (counted in
+            ``summary.json``).
         recipe: a recipe name of ``recipes.json`` or a JSON file; None: the dataset's or model's default.
         overrides: recipe fields to replace (``{"epochs": 5, "lr": 0.05}``).
         lr_scaling: ``linear`` scales the recipe's lr by global batch / the recipe's reference batch
@@ -60,6 +65,8 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     manual_dir: str | None = None
+    check_images: bool | None = None
+    skip_bad_images: bool = False
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     lr_scaling: str = "linear"
@@ -129,6 +136,25 @@ def run_folder(config: TrainConfig, label: str | None = None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _naming_undecodable_images(*sources):
+    """A decoding failure inside the pipeline (folders too large to be checked when opened) becomes one
+    error that names the files: they are found by decoding the folders' images after the fact."""
+    import tensorflow as tf
+
+    from dynzoo.data.sources import bad_images_error, find_bad_images
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        bad = {path: problem for source in sources if source.files
+               for path, problem in find_bad_images(list(source.files), decode=True).items()}
+        if not bad:
+            raise
+        raise bad_images_error(bad, " Pass --check_images to find such files before training, or "
+                                    "--skip_bad_images to leave them out.") from None
+
+
 def resolve_recipe(config: TrainConfig):
     from dynzoo.train.recipes import default_recipe_name, get_recipe
 
@@ -173,8 +199,9 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         tf.config.experimental.enable_op_determinism()
 
     size = recipe.input_size
-    train_src = open_source(config.dataset, "train", config.data_dir, image_size=size, manual_dir=config.manual_dir)
-    test_src = open_source(config.dataset, "test", config.data_dir, image_size=size, manual_dir=config.manual_dir)
+    train_src, test_src = (open_source(config.dataset, split, config.data_dir, image_size=size,
+                                       manual_dir=config.manual_dir, check_images=config.check_images,
+                                       skip_bad_images=config.skip_bad_images) for split in ("train", "test"))
     replicas = strategy.num_replicas_in_sync
     global_batch = recipe.batch_size
     if global_batch % replicas:
@@ -188,7 +215,9 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     chief = is_chief(strategy)
 
     val_data = eval_dataset(test_src, size, global_batch, crop_fraction=recipe.crop_fraction, one_hot=True)
-    context = TrainingContext(recipe.epochs, steps_per_epoch, _sample_images(val_data), config.verbose)
+    with _naming_undecodable_images(train_src, test_src):
+        samples = _sample_images(val_data)
+    context = TrainingContext(recipe.epochs, steps_per_epoch, samples, config.verbose)
     with strategy.scope():
         network = build_model(config, recipe, train_src.num_classes, sync_bn=config.sync_bn and replicas > 1)
         setup = prepare_training(family, network, config.options, context)
@@ -225,20 +254,20 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     step = start_step
-    while step < total_steps:  # at most two fits: the rest of an interrupted epoch, then whole epochs
-        epoch, done = divmod(step, steps_per_epoch)
-        last_epoch = epoch + 1 if done else recipe.epochs
-        fit = model.fit(
-            stream(step), initial_epoch=epoch, epochs=last_epoch, steps_per_epoch=steps_per_epoch - done,
-            callbacks=callbacks, verbose=config.verbose, shuffle=False,
-            validation_data=val_data if config.validation_freq else None,
-            validation_freq=config.validation_freq or 1)
-        for key, values in fit.history.items():
-            history.setdefault(key, []).extend(values)
-        step = (epoch + 1 if done else recipe.epochs) * steps_per_epoch
-    train_seconds = time.perf_counter() - started
-
-    scores = model.evaluate(val_data, verbose=0, return_dict=True)
+    with _naming_undecodable_images(train_src, test_src):
+        while step < total_steps:  # at most two fits: the rest of an interrupted epoch, then whole epochs
+            epoch, done = divmod(step, steps_per_epoch)
+            last_epoch = epoch + 1 if done else recipe.epochs
+            fit = model.fit(
+                stream(step), initial_epoch=epoch, epochs=last_epoch, steps_per_epoch=steps_per_epoch - done,
+                callbacks=callbacks, verbose=config.verbose, shuffle=False,
+                validation_data=val_data if config.validation_freq else None,
+                validation_freq=config.validation_freq or 1)
+            for key, values in fit.history.items():
+                history.setdefault(key, []).extend(values)
+            step = (epoch + 1 if done else recipe.epochs) * steps_per_epoch
+        train_seconds = time.perf_counter() - started
+        scores = model.evaluate(val_data, verbose=0, return_dict=True)
     summary = {
         "model": config.model, "dataset": config.dataset, "recipe": recipe.as_dict(),
         "replicas": replicas, "global_batch": global_batch, "lr": lr, "epochs": recipe.epochs,
@@ -248,6 +277,8 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(throughput.images_per_second[-1], 1) if throughput.images_per_second else None,
         "task": config.task, "options": dict(config.options),
+        "skipped_images": {"train": len(train_src.skipped), "test": len(test_src.skipped),
+                           "files": [*train_src.skipped, *test_src.skipped][:100]},
     }
     if setup.report is not None:
         summary.update(setup.report(setup.network))
