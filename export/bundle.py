@@ -4,9 +4,13 @@ implementation of the input rules that the Android app reproduces."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -187,7 +191,9 @@ def write_bundle(
     :func:`preprocess` and the LiteRT interpreter (XNNPACK off, so the reference is deterministic).
 
     Args:
-        directory: the bundle folder (created; existing files are overwritten).
+        directory: the bundle folder. It is written beside, then swapped into place, so that a bundle
+            that existed is replaced whole (no file of the previous export is left behind) and a
+            killed export leaves the old bundle or the new one.
         flatbuffer: the ``.tflite`` model (batch 1, NHWC RGB input).
         labels: one label per class, as many as the model's outputs.
         source_model: registered name of the Keras model it came from.
@@ -217,13 +223,55 @@ def write_bundle(
         )
     if any("\n" in label for label in labels):
         raise ValueError("`labels` must not contain line breaks.")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.tflite").write_bytes(flatbuffer)
-    (directory / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    (directory / "model_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    if golden:
-        write_golden(directory, flatbuffer, info, golden_image() if image is None else image)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"the bundle folder {os.fspath(directory)!r} is a file.")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.staging-"))
+    try:
+        (staging / "model.tflite").write_bytes(flatbuffer)
+        (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        (staging / "model_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if golden:
+            write_golden(staging, flatbuffer, info, golden_image() if image is None else image)
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the bundle from other users
+        _swap_into_place(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the staged files, or the previous bundle after a swap
     return directory
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Make ``staging`` the bundle ``directory`` in one step: a process killed at any moment leaves the
+    old bundle or the new one, never a mix. Linux exchanges the two folders atomically (``renameat2``
+    with ``RENAME_EXCHANGE``); elsewhere the old folder is renamed away first, a short window in which
+    ``directory`` is missing. Afterwards ``staging`` holds the previous bundle, if there was one."""
+    if not directory.exists():
+        os.rename(staging, directory)
+        return
+    if _exchange(staging, directory):
+        return
+    aside = staging.with_name(staging.name + "-previous")
+    os.rename(directory, aside)
+    os.rename(staging, directory)
+    os.rename(aside, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux ``renameat2``); False where that is not available."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL):  # an old kernel or a file system without it
+        return False
+    raise OSError(ctypes.get_errno(), f"cannot swap {os.fspath(a)!r} into {os.fspath(b)!r}")
 
 
 def write_golden(directory: Path, flatbuffer: bytes, info: dict[str, Any], image: np.ndarray) -> None:
@@ -247,6 +295,7 @@ def write_golden(directory: Path, flatbuffer: bytes, info: dict[str, Any], image
     (folder / "input.bin").write_bytes(x.astype(x.dtype.newbyteorder("<")).tobytes())
     (folder / "output.bin").write_bytes(y.astype(y.dtype.newbyteorder("<")).tobytes())
     golden = {
+        "tflite_sha256": info["tflite_sha256"],  # the model these files were computed with
         "input_shape": list(x.shape), "input_dtype": x.dtype.name,
         "output_shape": list(y.shape), "output_dtype": y.dtype.name,
         "top_k": [[int(c), float(probabilities[c])] for c in top],
@@ -255,13 +304,82 @@ def write_golden(directory: Path, flatbuffer: bytes, info: dict[str, Any], image
 
 
 def read_bundle(directory: str | os.PathLike) -> tuple[bytes, list[str], dict[str, Any]]:
-    """(flatbuffer, labels, model_info) of a bundle folder; checks the sha256 and the label count."""
+    """(flatbuffer, labels, model_info) of a bundle folder, after the checks the JVM core's ``Bundle``
+    makes: every file present, ``model_info.json`` valid JSON with every field of the right type (mean
+    and std three numbers, std > 0), ``model.tflite`` matching its ``tflite_sha256``, one label per
+    class, and ``golden/`` (when present) computed for this model. Raises ``ValueError`` naming the
+    bundle, the file and the field."""
     directory = Path(directory)
-    flatbuffer = (directory / "model.tflite").read_bytes()
-    labels = (directory / "labels.txt").read_text(encoding="utf-8").splitlines()
-    info = json.loads((directory / "model_info.json").read_text(encoding="utf-8"))
-    if sha256_hex(flatbuffer) != info["tflite_sha256"]:
-        raise ValueError(f"{directory}: model.tflite does not match tflite_sha256 of model_info.json.")
+
+    def fail(file: str, problem: str) -> ValueError:
+        return ValueError(f"bundle {os.fspath(directory)!r}: {file}: {problem}")
+
+    def read(name: str) -> bytes:
+        try:
+            return (directory / name).read_bytes()
+        except FileNotFoundError:
+            raise fail(name, "missing") from None
+        except OSError as e:
+            raise fail(name, e.strerror or str(e)) from None
+
+    def load_json(name: str) -> dict[str, Any]:
+        try:
+            value = json.loads(read(name).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise fail(name, f"invalid JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise fail(name, "must hold a JSON object")
+        return value
+
+    flatbuffer = read("model.tflite")
+    info = load_json("model_info.json")
+    for field, test, allowed in _INFO_FIELDS:
+        value = info
+        for key in field.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not test(value):
+            raise fail("model_info.json", f"`{field}` must be {allowed}, got {value!r}")
+    if sha256_hex(flatbuffer) != info["tflite_sha256"].lower():
+        raise fail("model.tflite", f"sha256 is {sha256_hex(flatbuffer)} but model_info.json expects "
+                                   f"{info['tflite_sha256']} (the files come from different exports)")
+    try:
+        labels = read("labels.txt").decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise fail("labels.txt", "is not UTF-8 text") from None
     if len(labels) != info["output"]["num_classes"]:
-        raise ValueError(f"{directory}: labels.txt has {len(labels)} lines, expected {info['output']['num_classes']}.")
+        raise fail("labels.txt", f"has {len(labels)} labels but model_info.json says output.num_classes = "
+                                 f"{info['output']['num_classes']}")
+    if (directory / "golden").exists():
+        golden = load_json("golden/golden.json")
+        if golden.get("tflite_sha256") != info["tflite_sha256"]:
+            raise fail("golden/golden.json", f"was computed for the model {golden.get('tflite_sha256')!r}, "
+                                             f"not this one ({info['tflite_sha256']})")
     return flatbuffer, labels, info
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: Any, count: int) -> bool:
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+# (field, test, what is allowed): the fields that readers of a bundle rely on.
+_INFO_FIELDS = (
+    ("format_version", lambda v: v == FORMAT_VERSION, f"{FORMAT_VERSION}"),
+    ("tflite_sha256", lambda v: isinstance(v, str) and len(v) == 64
+     and all(c in "0123456789abcdefABCDEF" for c in v), "64 hexadecimal digits"),
+    ("input.height", lambda v: _is_int(v) and v > 0, "a positive integer"),
+    ("input.width", lambda v: _is_int(v) and v > 0, "a positive integer"),
+    ("input.channels", lambda v: v == 3, "3"),
+    ("input.dtype", lambda v: v in ("float32", "int8", "uint8"), "float32, int8 or uint8"),
+    ("input.preprocessing_in_model", lambda v: isinstance(v, bool), "true or false"),
+    ("input.mean", lambda v: _numbers(v, 3), "three numbers"),
+    ("input.std", lambda v: _numbers(v, 3) and all(x > 0 for x in v), "three numbers > 0"),
+    ("input.resize", lambda v: isinstance(v, dict), "an object"),
+    ("output.num_classes", lambda v: _is_int(v) and v > 0, "a positive integer"),
+    ("output.dtype", lambda v: v in ("float32", "int8", "uint8"), "float32, int8 or uint8"),
+    ("output.activation", lambda v: v in ("softmax", "none"), "softmax or none"),
+)

@@ -4,7 +4,6 @@ papers' evaluation preprocessing (resize the shorter side to ``size/0.875``, cen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -73,12 +72,12 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
 
     from dynzoo.export.tflite import feed_input
 
+    from dynzoo.export.bundle import read_bundle
+
     path = Path(path)
     info = None
     if path.is_dir():
-        if not (path / "model.tflite").exists():
-            raise ValueError(f"`tflite`: {os.fspath(path)!r} is neither a .tflite file nor a bundle folder.")
-        info = json.loads((path / "model_info.json").read_text()) if (path / "model_info.json").exists() else None
+        _, _, info = read_bundle(path)  # the checks of the JVM core: hashes, fields, labels, golden files
         path = path / "model.tflite"
     if not path.exists():
         raise ValueError(f"`tflite`: no such file {os.fspath(path)!r}.")

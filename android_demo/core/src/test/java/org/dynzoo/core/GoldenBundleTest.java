@@ -47,6 +47,8 @@ public class GoldenBundleTest {
         File golden = new File(dir, "golden");
         Map<?, ?> expected = (Map<?, ?>) Json.parse(new String(
                 Files.readAllBytes(new File(golden, "golden.json").toPath()), StandardCharsets.UTF_8));
+        assertEquals(bundle.name + ": golden.json was computed for another model", bundle.info.tfliteSha256,
+                expected.get("tflite_sha256"));
         ModelInfo.Input in = bundle.info.input;
         assertEquals(in.dtype.jsonName, expected.get("input_dtype"));
         assertEquals(bundle.info.output.dtype.jsonName, expected.get("output_dtype"));
