@@ -13,9 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from dynzoo.export import convert, read_bundle, write_bundle
 
 from dynzoo.cli import main as dynzoo_main
-from dynzoo.export import convert, read_bundle, write_bundle
 from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 LABELS = ["zero", "one", "two"]

@@ -70,9 +70,8 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from dynzoo.export.tflite import feed_input
-
     from dynzoo.export.bundle import read_bundle
+    from dynzoo.export.tflite import feed_input
 
     path = Path(path)
     info = None
