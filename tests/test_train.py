@@ -3,6 +3,7 @@ training, MirroredStrategy over 2 logical CPUs = one device, kill -9 and resume.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -391,3 +392,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     final, expected = _state(victim_dir), _state(tmp_path / "reference")
     for key in expected:  # deterministic ops: bit-identical weights, BN statistics and optimizer state
         np.testing.assert_array_equal(final[key], expected[key], err_msg=key)
+    # the interrupted epoch's log row averages over all its 6 steps, not only those after the resume
+    logs = {run: list(csv.DictReader((tmp_path / run / "log.csv").open())) for run in ("reference", "victim")}
+    assert [row["epoch"] for row in logs["victim"]] == ["0", "1"]
+    for key in ("loss", "top1"):
+        np.testing.assert_allclose(float(logs["victim"][1][key]), float(logs["reference"][1][key]), rtol=1e-5,
+                                   err_msg=key)

@@ -35,10 +35,14 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         write: this process writes (the chief under multi-worker training; the others only restore).
         identity: what the run is (model, data, recipe; JSON values), saved with the state so that
             :func:`restore_checkpoint` refuses to resume another run from it.
+        resumed_epoch: ``{"steps", "logs"}`` of the epoch a resumed run continues
+            (:func:`epoch_progress`): its first epoch's logs then average over the whole epoch, the
+            steps before the interruption included, so that ``log.csv`` (written by a callback after
+            this one) shows the same row as an uninterrupted run.
     """
 
     def __init__(self, directory: str | os.PathLike, every_steps: int, write: bool = True,
-                 identity: dict[str, Any] | None = None):
+                 identity: dict[str, Any] | None = None, resumed_epoch: dict[str, Any] | None = None):
         super().__init__()
         if every_steps < 0:
             raise ValueError(f"`every_steps` must be >= 0, got {every_steps}.")
@@ -46,9 +50,23 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.write = write
         self.identity = identity
+        self._carried = resumed_epoch
+        self._progress: dict[str, Any] | None = None
         self._saved_step = None
 
+    def _whole_epoch(self, steps: int, logs: dict[str, Any] | None) -> dict[str, Any]:
+        """``{"steps", "logs"}`` over the epoch so far: this fit's ``steps`` and running averages
+        ``logs``, merged with the part of the epoch run before a resume."""
+        logs = {k: float(v) for k, v in (logs or {}).items() if not k.startswith("val_") and k != "learning_rate"}
+        if not self._carried:
+            return {"steps": steps, "logs": logs}
+        before, saved = self._carried["steps"], self._carried["logs"]
+        total = before + steps
+        return {"steps": total, "logs": {k: (saved[k] * before + v * steps) / total if k in saved else v
+                                         for k, v in logs.items()}}
+
     def on_train_batch_end(self, batch, logs=None):
+        self._progress = self._whole_epoch(batch + 1, logs)
         # The epoch's last step is saved here, before Keras runs the validation: a failing validation
         # (an undecodable test image) must not cost the epoch.
         last_of_epoch = batch + 1 == (self.params or {}).get("steps")
@@ -56,6 +74,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._carried and logs is not None:
+            logs.update(self._whole_epoch((self.params or {}).get("steps") or 0, logs)["logs"])
+        self._carried, self._progress = None, None
         if self._global_step() != self._saved_step:  # the epoch's length was unknown
             self.save()
 
@@ -68,7 +89,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
         paths = [v.path for v in _state_variables(self.model)]
         step = self._global_step()
-        meta = {"global_step": step, "paths": paths, "run": self.identity}
+        meta = {"global_step": step, "paths": paths, "run": self.identity, "epoch_progress": self._progress}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -96,6 +117,13 @@ def checkpoint_step(directory: str | os.PathLike) -> int | None:
     """The global step of the checkpoint in ``directory``, or None if there is none."""
     path = Path(directory) / CHECKPOINT_FILE
     return int(_read(path)[0]["global_step"]) if path.exists() else None
+
+
+def epoch_progress(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """``{"steps", "logs"}`` of the epoch the checkpoint in ``directory`` was saved in: how many of its
+    steps had run and their running averages (loss, metrics); None if unknown."""
+    path = Path(directory) / CHECKPOINT_FILE
+    return _read(path)[0].get("epoch_progress") if path.exists() else None
 
 
 def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,

@@ -237,7 +237,11 @@ def train_classifier(config: TrainConfig) -> TrainResult:
                        steps_per_epoch, start_step, model_dir))
 
     throughput = cb.Throughput(global_batch)
-    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief, identity=identity),
+    progress = cb.epoch_progress(model_dir) if start_step % steps_per_epoch else None
+    resumed_epoch = progress if progress and progress["steps"] == start_step % steps_per_epoch else None
+    # first in the list: it completes a resumed epoch's logs before the CSV logger writes them
+    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief, identity=identity,
+                                        resumed_epoch=resumed_epoch),
                  throughput,
                  *setup.callbacks]
     if chief:
