@@ -82,6 +82,8 @@ def _check_positive(name: str, value: int) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output!r} is a file; the export writes a folder.")
     modes = args.modes or ["float32"]
     for name in ("--calibration-size", "--verify-size", "--input-size", "--classes"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))

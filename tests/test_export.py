@@ -375,11 +375,18 @@ def test_cli_export_with_verify_and_bundle(tmp_path, capsys):
     assert "uint8" in capsys.readouterr().out
 
 
-def test_cli_errors_are_one_line(capsys):
+def test_cli_errors_are_one_line(capsys, tmp_path):
     from dynzoo.cli import main
 
     assert main(["export", "micronet_m0", "--golden"]) == 2
     assert "--golden needs --bundle" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", "micronet_m0", "-o", str(tmp_path / "a_file")]) == 2
+    assert "is a file; the export writes a folder" in capsys.readouterr().err
+    (tmp_path / "cut.keras").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["export", str(tmp_path / "cut.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a .keras file (a zip archive): it is truncated" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
