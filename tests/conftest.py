@@ -41,9 +41,9 @@ def fixed_seeds():
 # `--dist loadfile --no-loadscope-reorder` (the README's command) xdist hands files to its workers in
 # collection order, so the long ones start first and the many short files fill in behind them instead of
 # one long file running alone at the end.
-LONGEST_FILES = ("test_drnet_models.py", "test_quickstart.py", "test_checkpoint_fuzz.py", "test_dcd_models.py", "test_export.py",
-                 "test_micronet_models.py", "test_ddn_models.py", "test_train.py", "test_ddw_models.py",
-                 "test_cdb_models.py", "test_package.py", "test_drt.py")
+LONGEST_FILES = ("test_keras_files.py", "test_drnet_models.py", "test_quickstart.py", "test_train.py",
+                 "test_checkpoint_fuzz.py", "test_dcd_models.py", "test_export.py", "test_micronet_models.py",
+                 "test_ddn_models.py", "test_ddw_models.py", "test_cdb_models.py", "test_package.py", "test_drt.py")
 
 
 def pytest_collection_modifyitems(config, items):
