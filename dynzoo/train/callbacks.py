@@ -36,7 +36,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         identity: what the run is (model, data, recipe; JSON values), saved with the state so that
             :func:`restore_checkpoint` refuses to resume another run from it.
         resumed_epoch: ``{"steps", "logs"}`` of the epoch a resumed run continues
-            (:func:`epoch_progress`): its first epoch's logs then average over the whole epoch, the
+            (from :func:`restore_checkpoint`): its first epoch's logs then average over the whole epoch, the
             steps before the interruption included, so that ``log.csv`` (written by a callback after
             this one) shows the same row as an uninterrupted run.
     """
@@ -119,18 +119,13 @@ def checkpoint_step(directory: str | os.PathLike) -> int | None:
     return int(_read(path)[0]["global_step"]) if path.exists() else None
 
 
-def epoch_progress(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """``{"steps", "logs"}`` of the epoch the checkpoint in ``directory`` was saved in: how many of its
-    steps had run and their running averages (loss, metrics); None if unknown."""
-    path = Path(directory) / CHECKPOINT_FILE
-    return _read(path)[0].get("epoch_progress") if path.exists() else None
-
-
 def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,
-                       identity: dict[str, Any] | None = None) -> int | None:
+                       identity: dict[str, Any] | None = None) -> tuple[int, dict[str, Any] | None] | None:
     """Load the checkpoint in ``directory`` into ``model`` and its (built) optimizer; return its global
-    step, or None if there is none. Raises ``ValueError`` when it belongs to another model, or to a run
-    whose ``identity`` (model, data, recipe) differs from this one's."""
+    step and the progress of the epoch it was saved in (``{"steps", "logs"}``: how many of the epoch's
+    steps had run and their running averages; None if unknown), or None if there is no checkpoint.
+    Raises ``ValueError`` when it belongs to another model, or to a run whose ``identity`` (model, data,
+    recipe) differs from this one's."""
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
@@ -155,7 +150,7 @@ def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,
                          f"({'; '.join(problems[:5])}); use another --model_dir or --noresume.")
     for variable, value in zip(variables, arrays):
         variable.assign(value)
-    return int(meta["global_step"])
+    return int(meta["global_step"]), meta.get("epoch_progress")
 
 
 class Throughput(keras.callbacks.Callback):

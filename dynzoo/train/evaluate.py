@@ -76,13 +76,16 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
     path = Path(path)
     info = None
     if path.is_dir():
-        _, _, info = read_bundle(path)  # the checks of the JVM core: hashes, fields, labels, golden files
+        # the checks of the JVM core (hashes, fields, labels, golden files); the bytes checked are the ones run
+        flatbuffer, _, info = read_bundle(path)
         path = path / "model.tflite"
-    if not path.exists():
+    elif path.exists():
+        flatbuffer = path.read_bytes()
+    else:
         raise ValueError(f"`tflite`: no such file {os.fspath(path)!r}.")
     try:
         with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
-            interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"`tflite`: {os.fspath(path)!r} is not a valid TFLite model: {e}") from e
