@@ -8,9 +8,10 @@ unreadable file, missing TFDS data) runs when the source is opened, before any t
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,21 @@ def bad_images_error(bad: dict[str, str], hint: str = "") -> ValueError:
     more = f" … and {len(bad) - 5} more" if len(bad) > 5 else ""
     kind = "unreadable image file" if len(bad) == 1 else f"{len(bad)} unreadable image files"
     return ValueError(f"{kind} {shown}{more}.{hint}")
+
+
+@contextlib.contextmanager
+def naming_undecodable_images(files: Sequence[str], hint: str = "") -> Iterator[None]:
+    """Turn TensorFlow's decoding error inside the block (``jpeg::Uncompress failed``, which names no
+    file) into one error that names the files: they are found by decoding ``files`` after the fact."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        bad = find_bad_images(list(files), decode=True)
+        if not bad:
+            raise
+        raise bad_images_error(bad, hint) from None
 
 
 def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:

@@ -112,7 +112,12 @@ def deal_to_domains(labels: np.ndarray, domains: int, seed: int = 0) -> np.ndarr
 
 def _folder_domains(root: Path, split: str, image_size: int) -> DomainData:
     """``root/<domain>/<split>/<class>/<image>``; every domain must have the same classes."""
-    from dynzoo.data.sources import bad_images_error, find_bad_images, list_image_folder
+    from dynzoo.data.sources import (
+        bad_images_error,
+        find_bad_images,
+        list_image_folder,
+        naming_undecodable_images,
+    )
 
     domains = sorted(p.name for p in root.iterdir() if (p / split).is_dir()) if root.is_dir() else []
     if not domains:
@@ -120,13 +125,14 @@ def _folder_domains(root: Path, split: str, image_size: int) -> DomainData:
     images, labels, classes = {}, {}, None
     for domain in domains:
         names, files, y = list_image_folder(root / domain / split)
-        bad = find_bad_images(files, decode=True)  # read_images decodes them all at once anyway
+        bad = find_bad_images(files, decode=False)  # unreadable or not images; read_images decodes the rest
         if bad:
             raise bad_images_error(bad)
         if classes is not None and names != classes:
             raise ValueError(f"domain {domain!r} has classes {list(names)}; the first domain has {list(classes)}.")
         classes = names
-        images[domain] = read_images(files, image_size)
+        with naming_undecodable_images(files):
+            images[domain] = read_images(files, image_size)
         labels[domain] = np.asarray(y, "int32")
     return DomainData(images, labels, tuple(classes))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -136,23 +135,8 @@ def run_folder(config: TrainConfig, label: str | None = None) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _naming_undecodable_images(*sources):
-    """A decoding failure inside the pipeline (folders too large to be checked when opened) becomes one
-    error that names the files: they are found by decoding the folders' images after the fact."""
-    import tensorflow as tf
-
-    from dynzoo.data.sources import bad_images_error, find_bad_images
-
-    try:
-        yield
-    except tf.errors.InvalidArgumentError:
-        bad = {path: problem for source in sources if source.files
-               for path, problem in find_bad_images(list(source.files), decode=True).items()}
-        if not bad:
-            raise
-        raise bad_images_error(bad, " Pass --check_images to find such files before training, or "
-                                    "--skip_bad_images to leave them out.") from None
+UNCHECKED_IMAGES_HINT = (" Pass --check_images to find such files before training, or --skip_bad_images to "
+                         "leave them out.")
 
 
 def resolve_recipe(config: TrainConfig):
@@ -178,7 +162,6 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     ``log.csv``, ``tensorboard/``, ``model.keras`` and ``summary.json``.
     """
     from dynzoo.registry import get_entry
-
     from dynzoo.train.hooks import TrainingContext, check_options, prepare_training
 
     recipe, reference_batch = resolve_recipe(config)
@@ -190,6 +173,7 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     import tensorflow as tf
 
     from dynzoo.data import Augmentation, eval_dataset, open_source, train_dataset
+    from dynzoo.data.sources import naming_undecodable_images
     from dynzoo.train import callbacks as cb
     from dynzoo.train.distribute import is_chief, make_strategy
 
@@ -215,7 +199,8 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     chief = is_chief(strategy)
 
     val_data = eval_dataset(test_src, size, global_batch, crop_fraction=recipe.crop_fraction, one_hot=True)
-    with _naming_undecodable_images(train_src, test_src):
+    files = (*train_src.files, *test_src.files)
+    with naming_undecodable_images(files, UNCHECKED_IMAGES_HINT):
         samples = _sample_images(val_data)
     context = TrainingContext(recipe.epochs, steps_per_epoch, samples, config.verbose)
     with strategy.scope():
@@ -231,14 +216,14 @@ def train_classifier(config: TrainConfig) -> TrainResult:
                 "train_examples": train_src.num_examples, "classes": list(train_src.class_names),
                 **{f"recipe.{k}": v for k, v in recipe.as_dict().items() if k not in ("name", "epochs")}}
     resume = config.resume and not config.overwrite
-    start_step = (cb.restore_checkpoint(model_dir, model, identity) if resume else None) or 0
+    start_step, progress = (cb.restore_checkpoint(model_dir, model, identity) if resume else None) or (0, None)
     total_steps = recipe.epochs * steps_per_epoch
     _say(config, _plan(config, recipe, setup.network, train_src, replicas, global_batch, reference_batch, lr,
                        steps_per_epoch, start_step, model_dir))
 
     throughput = cb.Throughput(global_batch)
-    progress = cb.epoch_progress(model_dir) if start_step % steps_per_epoch else None
-    resumed_epoch = progress if progress and progress["steps"] == start_step % steps_per_epoch else None
+    done_in_epoch = start_step % steps_per_epoch
+    resumed_epoch = progress if done_in_epoch and progress and progress["steps"] == done_in_epoch else None
     # first in the list: it completes a resumed epoch's logs before the CSV logger writes them
     callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief, identity=identity,
                                         resumed_epoch=resumed_epoch),
@@ -258,7 +243,7 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     step = start_step
-    with _naming_undecodable_images(train_src, test_src):
+    with naming_undecodable_images(files, UNCHECKED_IMAGES_HINT):
         while step < total_steps:  # at most two fits: the rest of an interrupted epoch, then whole epochs
             epoch, done = divmod(step, steps_per_epoch)
             last_epoch = epoch + 1 if done else recipe.epochs
