@@ -60,27 +60,29 @@ def _patched_zip(path: Path, patch) -> Path:
     return path
 
 
-def _set_flag_bits(data: bytearray, bits: int) -> None:
-    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+LOCAL, CENTRAL = b"PK\x03\x04", b"PK\x01\x02"  # the zip's local and central file headers
+
+
+def _edit_headers(data: bytearray, offsets: dict[bytes, int], edit) -> None:
+    """``edit(old) -> new`` on the 2-byte field at ``offsets[signature]`` of every header."""
+    for signature, offset in offsets.items():
         at = data.find(signature)
         while at >= 0:
-            data[at + offset] |= bits
+            (old,) = struct.unpack_from("<H", data, at + offset)
+            struct.pack_into("<H", data, at + offset, edit(old))
             at = data.find(signature, at + 4)
+
+
+def _set_flag_bits(data: bytearray, bits: int) -> None:
+    _edit_headers(data, {LOCAL: 6, CENTRAL: 8}, lambda old: old | bits)
 
 
 def _set_method(data: bytearray, method: int) -> None:
-    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
-        at = data.find(signature)
-        while at >= 0:
-            struct.pack_into("<H", data, at + offset, method)
-            at = data.find(signature, at + 4)
+    _edit_headers(data, {LOCAL: 8, CENTRAL: 10}, lambda old: method)
 
 
-def _set_version(data: bytearray, version: int) -> None:
-    at = data.find(b"PK\x01\x02")
-    while at >= 0:
-        struct.pack_into("<H", data, at + 6, version)  # version needed to extract
-        at = data.find(b"PK\x01\x02", at + 4)
+def _set_version(data: bytearray, version: int) -> None:  # the version needed to extract
+    _edit_headers(data, {CENTRAL: 6}, lambda old: version)
 
 
 def _duplicate_storage(path: Path) -> Path:

@@ -197,15 +197,15 @@ def test_eval_needs_exactly_one_model(capsys):
 # ---------------------------------------------------------------- run folders
 
 
-def _image_folder(root, seed):
-    """``root/{train,test}/{a,b}/*.png``: 4 random 32×32 images per class and split."""
+def _image_folder(root, per_class, test_per_class, seed=0):
+    """``root/{train,test}/{a,b}/*.jpg``: random 32×32 JPEGs, ``per_class`` / ``test_per_class`` a class."""
     rng = np.random.default_rng(seed)
-    for split in ("train", "test"):
+    for split, count in (("train", per_class), ("test", test_per_class)):
         for label in ("a", "b"):
             (root / split / label).mkdir(parents=True)
-            for i in range(4):
+            for i in range(count):
                 pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                (root / split / label / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+                (root / split / label / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
     return root
 
 
@@ -214,7 +214,7 @@ def test_runs_on_other_folders_keep_their_results_and_are_never_resumed_by_mista
     """Before, every folder run defaulted to runs/<model>_folder: a second folder "resumed" the first
     run's finished checkpoint, trained 0 steps and overwrote its model and summary."""
     monkeypatch.chdir(tmp_path)
-    first, second = _image_folder(tmp_path / "first", 0), _image_folder(tmp_path / "second", 1)
+    first, second = (_image_folder(tmp_path / name, 4, 4, seed) for seed, name in enumerate(("first", "second")))
     common = ["--model=resnet10", "--dataset=folder", "--recipe=digits", "--input_size=32", "--batch_size=4", "--epochs=1", "--warmup_epochs=0",
               "--steps_per_epoch=1", "--validation_freq=0", "--verbose=0"]
 
@@ -255,21 +255,10 @@ def test_runs_on_other_folders_keep_their_results_and_are_never_resumed_by_mista
     assert "is a file; the run needs a folder" in capsys.readouterr().err
 
 
-def _jpeg_folder(root, per_class, test_per_class, seed=0):
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", per_class), ("test", test_per_class)):
-        for label in ("a", "b"):
-            (root / split / label).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                (root / split / label / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
-    return root
-
-
 @pytest.mark.slow
 def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_path, capsys):
     # 135 test images per class: the trainer samples the first 256 (26 batches of 10) before training
-    data = _jpeg_folder(tmp_path / "data", per_class=25, test_per_class=135)
+    data = _image_folder(tmp_path / "data", per_class=25, test_per_class=135)
     good = (data / "train" / "a" / "0.jpg").read_bytes()
     bad = data / "train" / "a" / "truncated.jpg"
     bad.write_bytes(good[: len(good) // 2])

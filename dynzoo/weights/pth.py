@@ -362,8 +362,9 @@ def load_pth(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
 
     Args:
         path: a ``torch.save`` file (zip or legacy format).
-        max_bytes: the most bytes of tensor data to allocate; default :data:`EXPANSION` × the file's
-            size + :data:`SLACK_BYTES`. Files that would need more are refused before allocating.
+        max_bytes: the most bytes to allocate for tensor data, zip members and (estimated) the pickle's
+            objects; default :data:`EXPANSION` × the file's size + :data:`SLACK_BYTES`. Files that would
+            need more are refused before allocating.
 
     Raises:
         CheckpointError: (a ``ValueError``) the file is unreadable, truncated, not a checkpoint, or
