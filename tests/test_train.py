@@ -310,7 +310,7 @@ def _train_cmd(model_dir, *extra):
 def _env():
     # oneDNN off: its CPU kernels pick their blocking by batch size, so a 16-image replica and a 32-image
     # device round differently beyond the all-reduce that the mirrored test measures (one momentum element
-    # of 256 differed by 2.4 % of its tensor's scale with it on); the runs are also twice as fast.
+    # of 256 differed by 2.4 % of its tensor's scale with it on).
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
