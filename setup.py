@@ -20,7 +20,7 @@ setup(
     # `import dynzoo.export` and the configurations work from any folder after `pip install .`.
     packages=["dynzoo", *(f"dynzoo.{p}" for p in find_packages("dynzoo")), "dynzoo.export", "dynzoo.zoo_configs"],
     package_dir={"dynzoo": "dynzoo", "dynzoo.export": "export", "dynzoo.zoo_configs": "zoo_configs"},
-    package_data={"dynzoo.zoo_configs": ["*.json"]},
+    package_data={"dynzoo.zoo_configs": ["*.json"], "dynzoo.data": ["*.json"]},
     install_requires=[
         # The CPU wheel; GPU users swap it for `tensorflow[and-cuda]` (README, "Install").
         "tensorflow-cpu>=2.21,<2.22",

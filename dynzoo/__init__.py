@@ -19,5 +19,7 @@ with native_stderr_quiet():
     from dynzoo.train import losses  # noqa: E402, F401  (the loss that `dynzoo train` saves with model.keras)
     from dynzoo.profile import profile  # noqa: E402
     from dynzoo.registry import create_model, list_models, load_model  # noqa: E402
+    from dynzoo.applications import decode_predictions, feature_levels, load_image, preprocess_input  # noqa: E402
 
-__all__ = ["__version__", "create_model", "layers", "list_models", "load_model", "profile"]
+__all__ = ["__version__", "create_model", "decode_predictions", "feature_levels", "layers", "list_models", "load_image",
+           "load_model", "preprocess_input", "profile"]

@@ -1,4 +1,4 @@
-"""``dynzoo list`` and ``dynzoo profile``."""
+"""``dynzoo list`` (``--features``: feature levels) and ``dynzoo profile``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import argparse
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'micronet_*'")
+    p.add_argument("--features", action="store_true",
+                   help="a markdown table of each model's feature levels (channels at strides 2 to 32), the "
+                   "maps create_model(..., include_top=False, feature_levels=...) returns; builds each model")
     p.set_defaults(func=_list)
 
     p = subparsers.add_parser(
@@ -26,6 +29,15 @@ def add_commands(subparsers) -> None:
 def _list(args: argparse.Namespace) -> int:
     from dynzoo.registry import get_entry, list_models
 
+    if args.features:
+        from dynzoo.applications import feature_levels, feature_levels_table
+
+        names = list_models(args.pattern)
+        if not names:
+            raise ValueError(f"no registered model matches {args.pattern!r}.")
+        print(feature_levels_table({name: {level: info["channels"] for level, info in feature_levels(name).items()}
+                                    for name in names}))
+        return 0
     for name in list_models(args.pattern):
         entry = get_entry(name)
         tags = ", ".join(entry.pretrained) or "-"
@@ -49,8 +61,8 @@ def _profile(args: argparse.Namespace) -> int:
     from dynzoo.profile import compare_table, profile
     from dynzoo.registry import create_model
 
-    if args.input_size < 32 or args.input_size % 32:
-        raise ValueError(f"--input-size must be a multiple of 32 and at least 32, got {args.input_size}.")
+    if args.input_size < 32:
+        raise ValueError(f"--input-size must be at least 32, got {args.input_size}.")
     size = args.input_size
     names = _expand(args.models)
     profiles = [

@@ -204,7 +204,7 @@ def test_registered_models_and_variants():
 @pytest.mark.parametrize("kwargs, message", [
     ({"groups": 0}, "`groups`"),
     ({"width_multiplier": 0}, "`width_multiplier`"),
-    ({"input_shape": (40, 40, 3)}, "multiple of 16"),
+    ({"input_shape": (40, 15, 3)}, "at least 16"),
     ({"dropout_rate": 1.0}, "`dropout_rate`"),
 ])
 def test_bad_builder_arguments(kwargs, message):

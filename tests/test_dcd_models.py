@@ -308,11 +308,11 @@ def test_bottleneck_dcd_block_converts_and_matches():
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("dcd_mobilenetv2_050", {"input_shape": (None, None, 3)}, "`pool_size=2` needs a static input"),
         ("dcd_resnet18", {"dropout_rate": 1.5}, "`dropout_rate` must be in [0, 1)"),
         ("dy_mobilenetv2_050", {"formulation": "fast"}, "`formulation` must be one of"),
         ("dcd_mobilenetv2_050", {"inference_form": "fast"}, "`inference_form` must be one of"),
-        ("resnet18", {"input_shape": (100, 100, 3)}, "multiple of 32"),
+        ("resnet18", {"input_shape": (31, 100, 3)}, "input height must be at least 32, got 31"),
+        ("dcd_resnet50", {"input_shape": (None, None, 4), "weights": "imagenet"}, "takes 3-channel (RGB) input"),
         ("dcd_resnet50", {"weights": "no_such_checkpoint.pth"}, "`weights`: no such file"),
     ],
 )

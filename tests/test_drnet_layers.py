@@ -118,8 +118,20 @@ def test_factorized_reduce_and_router_shapes():
     assert router([x, x]).shape == (2, 8, 5)
     with pytest.raises(ValueError, match="same shape"):
         RouterNet(8, 5)([x, x[:, :4]])
-    with pytest.raises(ValueError, match="even"):
-        FactorizedReduce(4)(np.ones((1, 7, 7, 2), "float32"))
+
+
+def test_factorized_reduce_at_odd_sizes_extends_the_even_one():
+    """At 7×7 the output is 4×4: the 3×3 corner is the 6×6 crop's output exactly (so even sizes are
+    DARTS' computation), and the shifted branch sees zeros in the last row and column."""
+    layer = FactorizedReduce(4)
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 3)).astype("float32")
+    odd, even = np.asarray(layer(x)), np.asarray(layer(x[:, :6, :6]))
+    assert odd.shape == (2, 4, 4, 4) and even.shape == (2, 3, 3, 4)
+    np.testing.assert_array_equal(odd[:, :3, :3], even)
+    zero_input = np.asarray(layer.bn(np.zeros((1, 1, 1, 4), "float32")))[0, 0, 0, 2:]
+    np.testing.assert_allclose(odd[:, 3, :, 2:], np.broadcast_to(zero_input, (2, 4, 2)), atol=1e-6)
+    dynamic = keras.Model(inp := keras.Input((None, None, 3)), layer(inp))
+    np.testing.assert_array_equal(np.asarray(dynamic(x)), odd)
 
 
 def small_cell(**kwargs):
@@ -234,7 +246,7 @@ def test_cell_argument_errors(kwargs, match):
 
 def test_cell_input_errors():
     cell = DRNetCell(4, reduction_prev=True)
-    with pytest.raises(ValueError, match="resolution"):
+    with pytest.raises(ValueError, match="x1's size must be x0's divided by 2, rounded up"):
         cell(cell_inputs())
     with pytest.raises(ValueError, match=r"\[x0, x1\]"):
         DRNetCell(4)(np.ones((1, 8, 8, 4), "float32"))

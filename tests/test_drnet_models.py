@@ -69,8 +69,9 @@ def test_registry_and_builder_arguments():
                                 classifier_activation=None)
     assert model.output.shape == (None, 7)
     assert model.get_layer("cell0").reduction_prev  # the ImageNet stem hands over a reduced x1
-    with pytest.raises(ValueError, match="multiple of 4"):
-        dynzoo.create_model("drnet_s", input_shape=(30, 30, 3))
+    assert dynzoo.create_model("drnet_s", input_shape=(30, 30, 3)).output.shape == (None, 10)  # odd maps: 15, 8
+    with pytest.raises(ValueError, match="at least 8"):
+        dynzoo.create_model("drnet_s", input_shape=(6, 30, 3))
     with pytest.raises(ValueError, match="threshold"):
         dynzoo.create_model("drnet_s", cells=1, channels=4, threshold=0.0)
     with pytest.raises(ValueError, match="cells"):

@@ -1,23 +1,44 @@
-""".keras files: every registered model loads in Keras' safe mode, Python code in a file is refused, and
+"""Every registered model built as keras' applications tests build theirs, and .keras files: every registered
+model passes those tests' checks and loads in Keras' safe mode, Python code in a file is refused, and
 ``dynzoo.load_model`` names what is wrong with a file."""
 
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 import dynzoo
+from dynzoo.applications import feature_levels_table
+from dynzoo.models.common import feature_levels_of
 
+REPO = Path(__file__).resolve().parent.parent
+
+# keras' applications tests build each model on a Keras tensor: a Conv2D(3, 2, strides=2) over 200×200×4.
+# Here a Conv2D(4, 2, strides=2) over 246×246×4, so the model also gets 4 channels and an input size that
+# is not a multiple of 32 (123×123×4).
+TENSOR_INPUT = (246, 246, 4)
 INPUT = (32, 32, 3)
 
 
-def _small(name: str) -> keras.Model:
-    shape = None if "lenet" in name else (64, 64, 3)  # LeNet takes its digits' size
-    return dynzoo.create_model(name, weights=None, input_shape=shape)
+def _on_a_keras_tensor(name: str) -> keras.Model:
+    inputs = keras.Input(TENSOR_INPUT, name="custom_input")
+    tensor = keras.layers.Conv2D(4, 2, strides=2, padding="valid")(inputs)
+    return dynzoo.create_model(name, weights=None, input_tensor=tensor, classifier_activation="softmax")
+
+
+def _flattens(name: str) -> bool:
+    """DRT's LeNets end in flat features: a fixed input size, and no feature map without the top."""
+    return "lenet" in name.split("_")
+
+
+def _output_shape(model: keras.Model) -> list:
+    return list(model.outputs[0].shape)
 
 
 def _classes(config) -> set[tuple[str, str]]:
@@ -35,19 +56,63 @@ def _classes(config) -> set[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, tuple[dict, int]]:
-    """(serialized config, as in a ``.keras`` file's config.json; parameter count) of every registered model."""
+def built() -> dict[str, dict]:
+    """Every registered model built twice as keras' applications tests build theirs, ``weights=None``:
+
+    - ``top``: on a Keras tensor (123×123×4 from a Conv2D), ``classifier_activation="softmax"``: its
+      serialized config (as in a ``.keras`` file's config.json), parameter count, output shape and
+      last layer's activation;
+    - ``include_top=False`` on (None, None, 1) input (LeNets flatten: 32×32×1) with ``pooling="max"``:
+      its output shape (``notop_max``), the shape of the map it pools, which is what ``pooling=None``
+      returns (``notop``), and its feature levels.
+    """
     result = {}
     for name in dynzoo.list_models():
-        model = _small(name)
-        result[name] = keras.saving.serialize_keras_object(model), model.count_params()
+        model = _on_a_keras_tensor(name)
+        size = 32 if _flattens(name) else None
+        notop = dynzoo.create_model(name, include_top=False, input_shape=(size, size, 1), pooling="max")
+        pooled = notop.layers[-1]
+        result[name] = {
+            "config": keras.saving.serialize_keras_object(model), "params": model.count_params(),
+            "top": _output_shape(model), "activation": model.layers[-1].activation.__name__,
+            "notop_max": _output_shape(notop),
+            "notop": list(pooled.input.shape) if isinstance(pooled, keras.layers.GlobalMaxPooling2D) else None,
+            "levels": {level: channels for level, (_, channels) in feature_levels_of(notop).items()},
+        }
         keras.backend.clear_session()
     return result
 
 
 @pytest.fixture(scope="module")
 def configs(built) -> dict[str, dict]:
-    return {name: config for name, (config, _) in built.items()}
+    return {name: model["config"] for name, model in built.items()}
+
+
+@pytest.mark.slow
+def test_every_registered_model_passes_the_keras_applications_checks(built):
+    """keras' applications tests, adapted (channels last, ``weights=None``): 1 and 4 input channels, an
+    input size that is not a multiple of 32, ``input_tensor`` from any Keras tensor, ``pooling="max"``
+    and ``classifier_activation``. (Serialisation: the safe-mode test below.)"""
+    for name, model in built.items():
+        features = model["notop_max"][-1]
+        assert isinstance(features, int) and features > 1 and model["notop_max"] == [None, features], name
+        if _flattens(name):
+            assert model["notop"] is None, name  # flat features: nothing left to pool
+        else:
+            assert model["notop"] == [None, None, None, features], name
+        assert len(model["top"]) == 2 and model["top"][0] is None and model["top"][1] >= 2, name
+        assert model["activation"] == "softmax", name
+
+
+@pytest.mark.slow
+def test_the_documented_feature_levels_are_every_models_levels(built):
+    """docs/applications.md lists every model's feature levels (``dynzoo list --features``); the table
+    there is what the models have, and every model offers at least two levels."""
+    doc = (REPO / "docs" / "applications.md").read_text()
+    documented = re.search(r"<!-- feature-levels -->\n(.*?)\n<!-- /feature-levels -->", doc, re.S)[1]
+    expected = feature_levels_table({name: model["levels"] for name, model in built.items()})
+    assert documented == expected, "docs/applications.md is stale: regenerate with `dynzoo list --features`"
+    assert all(len(model["levels"]) >= 2 for model in built.values())
 
 
 @pytest.mark.slow
@@ -76,7 +141,7 @@ def test_every_class_of_every_registered_model_deserializes_in_safe_mode(configs
     for name in chosen:
         # a copy as load_model reads it from JSON: deserialising consumes the dict it is given
         rebuilt = keras.saving.deserialize_keras_object(json.loads(json.dumps(configs[name])), safe_mode=True)
-        assert rebuilt.count_params() == built[name][1], name
+        assert rebuilt.count_params() == built[name]["params"], name
         assert _classes(keras.saving.serialize_keras_object(rebuilt)) == _classes(configs[name]), name
         keras.backend.clear_session()
 

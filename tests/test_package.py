@@ -36,7 +36,8 @@ def test_builders_have_the_keras_applications_signature():
 
     expected = ["input_shape", "include_top", "weights", "input_tensor", "pooling", "classes",
                 "classifier_activation", "include_preprocessing", "dropout_rate", "name"]
-    assert list(inspect.signature(MicroNetM0).parameters) == expected
+    assert list(inspect.signature(MicroNetM0).parameters) == [*expected, "feature_levels"]
+    assert inspect.signature(MicroNetM0).parameters["feature_levels"].kind is inspect.Parameter.KEYWORD_ONLY
     assert MicroNetM0(input_shape=(64, 64, 3)).name == "micronet_m0"
     for name in dynzoo.list_models():  # every family, also those added later
         builder = get_entry(name).builder
@@ -77,7 +78,7 @@ def test_cli_compare_and_errors(capsys):
     status, out, err = cli(["profile", "micronet_zz"], capsys)
     assert status == 2
     assert "unknown model 'micronet_zz'" in err and "Traceback" not in err
-    status, out, err = cli(["profile", "micronet_m0", "--input-size", "100"], capsys)
+    status, out, err = cli(["profile", "micronet_m0", "--input-size", "16"], capsys)
     assert status == 2 and "--input-size" in err
 
 

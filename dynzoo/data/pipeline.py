@@ -83,13 +83,14 @@ def _random_crop(image: tf.Tensor, encoded: bool, seed: tf.Tensor, aug: Augmenta
     return tf.cond(tf.io.is_jpeg(image), jpeg, other)
 
 
-def resize_and_center_crop(image: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
-    """Resize the shorter side to ``round(image_size / crop_fraction)`` (bilinear, no antialiasing,
+def resize_and_center_crop(image: tf.Tensor, image_size: int, crop_fraction: float,
+                           method: str = "bilinear") -> tf.Tensor:
+    """Resize the shorter side to ``round(image_size / crop_fraction)`` (``method``, no antialiasing,
     longer side rounded) and crop the centre ``image_size`` square; float32 out."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     shorter = tf.round(image_size / crop_fraction)
     new_size = tf.cast(tf.round(shape * shorter / tf.reduce_min(shape)), tf.int32)
-    resized = tf.image.resize(image, new_size, method="bilinear", antialias=False)
+    resized = tf.image.resize(image, new_size, method=method, antialias=False)
     top = (new_size[0] - image_size) // 2
     left = (new_size[1] - image_size) // 2
     return tf.slice(resized, [top, left, 0], [image_size, image_size, 3])

@@ -89,10 +89,12 @@ def adaptive_pool(x, pool_size: int, channel_major: bool = True):
     if pool_size == 1:
         return ops.mean(x, axis=(1, 2))
     height, width = x.shape[1], x.shape[2]
-    if height >= 2 and width >= 2:
+    if height is not None and width is not None and height >= 2 and width >= 2:
         # Windows of ⌈n/2⌉ at stride ⌊n/2⌋ are exactly PyTorch's adaptive cells: one AVERAGE_POOL_2D.
         cells = ops.average_pool(x, (-(-height // 2), -(-width // 2)), (height // 2, width // 2), "valid")
-    else:
+    else:  # a size below 2, or one known only at run time (a model built for any input size)
+        height = ops.shape(x)[1] if height is None else height
+        width = ops.shape(x)[2] if width is None else width
         rows = [(0, -(-height // 2)), (height // 2, height)]
         cols = [(0, -(-width // 2)), (width // 2, width)]
         cells = ops.stack([ops.stack([ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], 1)
@@ -295,8 +297,6 @@ class DCDConv2D(_DCDBase):
 
     def build(self, input_shape):
         cin = channels_of(input_shape, "DCDConv2D")
-        if self.pool_size == 2 and (input_shape[1] is None or input_shape[2] is None):
-            raise ValueError("`pool_size=2` needs a static input height and width.")
         k, s = self.kernel_size, self.strides
         if self.depthwise:
             if self.filters not in (None, cin):

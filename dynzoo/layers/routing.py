@@ -111,7 +111,9 @@ class FactorizedReduce(keras.layers.Layer):
     """Halve the resolution without losing pixels (DARTS): ReLU, then two 1×1 stride-2 convolutions, one on
     ``x`` and one on ``x`` shifted by one pixel, concatenated (``filters // 2`` and the rest), then BN.
 
-    Input (B, H, W, C_in) with even H and W → (B, H/2, W/2, ``filters``).
+    Input (B, H, W, C_in) → (B, ⌈H/2⌉, ⌈W/2⌉, ``filters``). DARTS defines it for even sizes only (its two
+    branches differ by one row at odd ones); here the shifted branch gets one zero row and column at the
+    bottom and right, which stride 2 reaches only at odd sizes, so even sizes are computed as DARTS does.
 
     Args:
         filters: output channels (≥ 2).
@@ -129,20 +131,20 @@ class FactorizedReduce(keras.layers.Layer):
 
     def build(self, input_shape):
         channels_of(input_shape, "FactorizedReduce")
-        for size in input_shape[1:3]:
-            if size is not None and size % 2:
-                raise ValueError(f"FactorizedReduce needs an even height and width, got input shape {input_shape}.")
         for conv in self.convs:
             conv.build(input_shape)
         self.bn.build(self.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
         x = ops.relu(inputs)
-        y = ops.concatenate([self.convs[0](x), self.convs[1](x[:, 1:, 1:, :])], axis=-1)
+        shifted = x[:, 1:, 1:, :]
+        if any(size is None or size % 2 for size in x.shape[1:3]):
+            shifted = ops.pad(shifted, ((0, 0), (0, 1), (0, 1), (0, 0)))
+        y = ops.concatenate([self.convs[0](x), self.convs[1](shifted)], axis=-1)
         return self.bn(y, training=training)
 
     def compute_output_shape(self, input_shape):
-        half = [None if s is None else s // 2 for s in input_shape[1:3]]
+        half = [None if s is None else (s + 1) // 2 for s in input_shape[1:3]]
         return (input_shape[0], *half, self.filters)
 
     def compute_madds(self, input_shape) -> int:

@@ -111,7 +111,7 @@ def CDBResNet(
     height, width, chans = check_application_args(
         model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
         weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=32 if stem == "imagenet" else 16, size_multiple=32 if stem == "imagenet" else 16)
+        min_size=32 if stem == "imagenet" else 16)
     dropout_rate = 0.0 if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
@@ -121,7 +121,7 @@ def CDBResNet(
 
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     x = resnet_stem(x, scaled(64), small_input=stem == "cifar")
     h = None
     widths = stage_widths(cfg["block"], cfg["out_channels"], groups)

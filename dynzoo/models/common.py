@@ -31,7 +31,7 @@ def check_application_args(
     classes: int,
     default_size: int = 224,
     min_size: int = 32,
-    size_multiple: int = 32,
+    size_multiple: int = 1,
 ) -> tuple[int | None, int | None, int]:
     """Validate the common builder arguments; return the (height, width, channels) to build for."""
     if not (weights is None or isinstance(weights, (str, os.PathLike))):
@@ -72,17 +72,20 @@ def check_application_args(
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(
-            f"`input_shape` must be (height, width, 3) (channels last), got {input_shape}."
+            f"`input_shape` must be (height, width, channels) (channels last), got {input_shape}."
         )
     height, width, channels = input_shape
-    if channels != 3:
-        raise ValueError(f"{model_name} takes 3-channel (RGB) input; `input_shape` has {channels} channels.")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"`input_shape` needs a known, positive channel count (channels last), got {input_shape}.")
+    if weights is not None and channels != 3:
+        raise ValueError(
+            f"{model_name} with `weights={os.fspath(weights)!r}` takes 3-channel (RGB) input; `input_shape` has "
+            f"{channels} channels. Pass `weights=None` to build it for {channels} channels."
+        )
     for axis, size in (("height", height), ("width", width)):
         if size is not None and (size < min_size or size % size_multiple):
-            raise ValueError(
-                f"{model_name}: input {axis} must be at least {min_size} and a multiple of "
-                f"{size_multiple}, got {size} (input_shape={input_shape})."
-            )
+            rule = f"at least {min_size}" + (f" and a multiple of {size_multiple}" if size_multiple > 1 else "")
+            raise ValueError(f"{model_name}: input {axis} must be {rule}, got {size} (input_shape={input_shape}).")
     return height, width, channels
 
 
@@ -97,10 +100,18 @@ def model_input(input_shape, input_tensor) -> tuple[Any, Any]:
     return keras.utils.get_source_inputs(input_tensor)[0], input_tensor
 
 
-def imagenet_preprocessing(name: str = "preprocessing") -> keras.layers.Layer:
-    """Map RGB in [0, 255] to ImageNet-normalised values: one multiply and one add per channel."""
-    scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
-    offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+def imagenet_preprocessing(channels: int = 3, name: str = "preprocessing") -> keras.layers.Layer:
+    """Map [0, 255] input to ImageNet-normalised values: one multiply and one add per channel.
+
+    RGB gets the ImageNet per-channel mean and std. Other channel counts (grayscale, RGB-D, multispectral
+    input of a model built without weights) have no per-channel statistics; every channel then gets the
+    RGB channels' average mean and std, so [0, 255] input still lands near zero mean and unit scale."""
+    if channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+    scale = [1.0 / (255.0 * s) for s in std]
+    offset = [-m / s for m, s in zip(mean, std)]
     return keras.layers.Rescaling(scale=scale, offset=offset, name=name)
 
 
@@ -183,17 +194,84 @@ def _plain_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
+FEATURE_LEVELS_DOC = """
+    Feature maps (keyword only):
+        feature_levels: with ``include_top=False``: the levels L (stride 2^L) whose feature maps the
+            model returns, a dict keyed ``"level_<L>"`` (the last map at each stride), e.g. (2, 3, 4, 5) for
+            strides 4 to 32; ``dynzoo.feature_levels(name)`` lists a model's levels and channels.
+"""
+FEATURE_PROBE_SIZE = 256  # a multiple of 32: every level's map is the input divided exactly
+
+
+def _spatial_outputs(model: keras.Model) -> list[tuple[str, Any]]:
+    """(layer name, first output) of the model's layers whose first output is a feature map (B, H, W, C),
+    in the model's layer order."""
+    found = []
+    for layer in model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        if len(outputs[0].shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            found.append((layer.name, outputs[0]))
+    return found
+
+
+def feature_levels_of(model: keras.Model) -> dict[int, tuple[str, int]]:
+    """Level → (layer name, channels) of a model without top: level L (1 to 5) is the last feature map at
+    stride 2^L (H/2^L rounded up, as every strided layer here rounds). The strides are read at a
+    ``FEATURE_PROBE_SIZE`` input when the model's own size is not fixed."""
+    candidates = _spatial_outputs(model)
+    size = tuple(model.inputs[0].shape[1:3])
+    if None in size:
+        size = (FEATURE_PROBE_SIZE, FEATURE_PROBE_SIZE)
+        probe = keras.Model(model.inputs, [tensor for _, tensor in candidates])
+        specs = [keras.KerasTensor((1, *size, *t.shape[3:]) if i == 0 else (1, *t.shape[1:]), dtype=t.dtype)
+                 for i, t in enumerate(model.inputs)]
+        shapes = [spec.shape for spec in probe.compute_output_spec(specs if len(specs) > 1 else specs[0])]
+    else:
+        shapes = [tensor.shape for _, tensor in candidates]
+    levels: dict[int, tuple[str, int]] = {}
+    for (name, _), shape in zip(candidates, shapes):
+        for level in range(1, 6):
+            if tuple(shape[1:3]) == tuple(-(-s // 2 ** level) for s in size):
+                levels[level] = (name, shape[-1])
+    return dict(sorted(levels.items()))
+
+
+def feature_extractor(model: keras.Model, levels: Sequence[int]) -> keras.Model:
+    """A model with the same inputs whose outputs are the feature maps of ``levels`` (stride 2^level), a
+    dict keyed ``"level_<L>"``, as detection and segmentation heads take a backbone."""
+    available = feature_levels_of(model)
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels or any(
+            isinstance(level, bool) or not isinstance(level, int) for level in levels):
+        raise ValueError(f"`feature_levels` must be a sequence of levels (integers), got {levels!r}; "
+                         f"{model.name} has levels {sorted(available)}.")
+    missing = [level for level in levels if level not in available]
+    if missing:
+        raise ValueError(f"`feature_levels`: {model.name} has no level {missing} (level L = stride 2^L); "
+                         f"its levels are {sorted(available)}.")
+    outputs = {f"level_{level}": model.get_layer(available[level][0]).output for level in levels}
+    outputs = {key: value[0] if isinstance(value, (list, tuple)) else value for key, value in outputs.items()}
+    return keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0], outputs, name=model.name)
+
+
 def named_builder(family_builder: Callable[..., keras.Model], model_name: str, function_name: str | None = None,
                   summary: str | None = None) -> Callable[..., keras.Model]:
     """The keras.applications-style builder of one named model: ``family_builder(model_name, **kwargs)``
     with the family builder's signature less its first parameter, ``function_name`` (default: the
     CamelCase of ``model_name``) and a docstring opening with ``summary`` (default ``model_name``)."""
 
-    def build(**kwargs) -> keras.Model:
-        return family_builder(model_name, **_plain_arguments(kwargs))
+    def build(*, feature_levels: Sequence[int] | None = None, **kwargs) -> keras.Model:
+        if feature_levels is None:
+            return family_builder(model_name, **_plain_arguments(kwargs))
+        if kwargs.get("include_top", True) or kwargs.get("pooling") is not None:
+            raise ValueError("`feature_levels` needs `include_top=False` and `pooling=None`: it returns feature "
+                             "maps.")
+        return feature_extractor(family_builder(model_name, **_plain_arguments(kwargs)), feature_levels)
 
     signature = inspect.signature(family_builder)
-    build.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    levels = inspect.Parameter("feature_levels", inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation="Sequence[int] | None")
+    build.__signature__ = signature.replace(parameters=[*list(signature.parameters.values())[1:], levels])
     build.__name__ = build.__qualname__ = function_name or "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1]
+    build.__doc__ = (f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1]
+                     + FEATURE_LEVELS_DOC)
     return build

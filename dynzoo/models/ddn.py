@@ -227,7 +227,7 @@ def DDN(
                                name=layer_name)
 
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     x = conv(channels(32 * alpha), 3, 2, "stem_conv")(x)
     x = batchnorm("stem_bn")(x)
     x = act(f"stem_{suffix}")(x)

@@ -97,7 +97,7 @@ def DDW(
     height, width_px, chans = check_application_args(
         model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
         weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=cfg["min_size"], size_multiple=cfg["size_multiple"],
+        min_size=cfg["min_size"],
     )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
@@ -124,7 +124,7 @@ def DDW(
 
     inputs, x = model_input((height, width_px, chans), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     if cfg["backbone"] == "resnet":
         x = _resnet_body(x, cfg, width, wire)
     else:

@@ -91,7 +91,7 @@ class DRNetCell(keras.layers.Layer):
     Args:
         channels: C, the width of every node.
         reduction: a reduction cell: the connections that read x0 or x1 have stride 2.
-        reduction_prev: the previous cell halved the resolution (x0 is twice the size of x1).
+        reduction_prev: the previous cell halved the resolution (x1's size is x0's halved, rounded up).
         node_inputs: for each intermediate node 2, 3, …, the two states it reads (0, 1 = the cell inputs).
         ops: the candidate branches of every connection (names of ``CANDIDATE_OPS``).
         temperature: τ of the (Gumbel-)softmax; a non-trainable variable the schedule changes.
@@ -135,8 +135,8 @@ class DRNetCell(keras.layers.Layer):
         channels_of(shape1, "DRNetCell")
         factor = 2 if self.reduction_prev else 1
         for a, b in zip(shape0[1:3], shape1[1:3]):
-            if a is not None and b is not None and a != factor * b:
-                raise ValueError(f"DRNetCell: x0 must be {factor}× the resolution of x1 "
+            if a is not None and b is not None and (a + factor - 1) // factor != b:
+                raise ValueError(f"DRNetCell: x1's size must be x0's divided by {factor}, rounded up "
                                  f"(`reduction_prev`={self.reduction_prev}), got shapes {shape0} and {shape1}.")
 
     def _state_shapes(self, input_shape) -> list[tuple]:
@@ -296,7 +296,7 @@ def DRNet(
     height, width, channels = check_application_args(
         model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
         weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=32 if imagenet else 8, size_multiple=32 if imagenet else 4,
+        min_size=32 if imagenet else 8,
     )
     dropout_rate = 0.0 if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
@@ -306,7 +306,7 @@ def DRNet(
 
     inputs, x = model_input((height, width, channels), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(channels)(x)
     c = cfg["channels"]
     if imagenet:
         x = SymmetricConv2D(c // 2, 3, 2, use_bias=False, kernel_initializer=conv_initializer(), name="stem0_conv1")(x)

@@ -125,7 +125,7 @@ def _resnet_trunk(x, cfg):
             strides = 2 if stage > 1 and index == 0 else 1
             x = DRTBottleneck(planes, strides, cfg["residual"], cfg["num_bases"], cfg["basis_kernel_size"],
                               cfg["reduction"], name=f"layer{stage}_{index}")(x)
-    return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return x
 
 
 def _lenet_trunk(x, cfg):
@@ -163,15 +163,15 @@ def DRT(
     ``drt_lenet_static``).
 
     Args:
-        input_shape: (H, W, 3); ResNets: multiples of 32, default 224; LeNets: a fixed size, a multiple of
-            4 and at least 16 (28 for MNIST-size digits), default 32.
+        input_shape: (H, W, C), C=3 with weights; ResNets: at least 32 or None, default 224; LeNets: a fixed
+            size of at least 16 (they flatten their last map; 28 for MNIST-size digits), default 32.
         include_top: keep the classifier (Dropout → Dense).
         weights: None, a Keras ``.weights.h5`` file, or (ResNets) an authors' DRT checkpoint (``.pth``;
             the backbone ``state_dict_G``, ``module.``/``features.`` prefixes accepted; the two MCD heads
             are not part of this model, so it loads with ``include_top=False``).
         input_tensor: optional Keras tensor to build on.
-        pooling: with ``include_top=False``: the ResNets and LeNets end in pooled/flat features already, so
-            None, "avg" and "max" all return them.
+        pooling: with ``include_top=False``: ResNets: None (the last feature map), "avg" or "max"; LeNets
+            end in flat features, which every choice returns.
         classes: number of classes of the top.
         classifier_activation: applied to the logits; None returns the logits.
         include_preprocessing: the model takes RGB in [0, 255] and applies the ImageNet mean/std.
@@ -186,7 +186,7 @@ def DRT(
     height, width, chans = check_application_args(
         model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
         weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=16 if lenet else 32, size_multiple=4 if lenet else 32)
+        min_size=16 if lenet else 32)
     if lenet and (height is None or width is None):
         raise ValueError(f"{model_name} flattens its last feature map: `input_shape` needs a fixed height and "
                          f"width, got {(height, width, chans)}.")
@@ -196,15 +196,17 @@ def DRT(
 
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     x = _lenet_trunk(x, cfg) if lenet else _resnet_trunk(x, cfg)
     if include_top:
+        if not lenet:
+            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, name="classifier")(x)
-    # The trunk ends pooled, so "avg"/"max" pooling has nothing left to do.
+    # A LeNet's trunk ends in flat features, which "avg"/"max" pooling would leave as they are.
     return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=None, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=load_drt_checkpoint)
+                              pooling=None if lenet else pooling, classifier_activation=classifier_activation,
+                              weights=weights, official_loader=load_drt_checkpoint)
 
 
 def official_layer_prefixes(model: keras.Model) -> list:

@@ -70,7 +70,7 @@ def MicroNet(
 
     inputs, x = model_input((height, width, channels), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(channels)(x)
     x = MicroStem(cfg["stem_groups"], name="stem")(x)
     sm = cfg["shift_max"]
     for index, block in enumerate(cfg["blocks"], start=1):

@@ -193,7 +193,7 @@ def MobileNetV2(
 
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     x = SymmetricConv2D(channels(32 * alpha), 3, 2, use_bias=False, kernel_initializer=conv_initializer(),
                         name="stem_conv")(x)
     x = batchnorm("stem_bn")(x)

@@ -187,7 +187,7 @@ def ResNet(
 
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
-        x = imagenet_preprocessing()(x)
+        x = imagenet_preprocessing(chans)(x)
     x = resnet_stem(x)
     for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         for index in range(blocks):

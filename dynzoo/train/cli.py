@@ -47,7 +47,7 @@ flags.DEFINE_float("label_smoothing", None, "epsilon; eps/(N-1) on each wrong cl
 flags.DEFINE_float("dropout", None, "dropout before the classifier", flag_values=FLAGS)
 flags.DEFINE_float("mixup", None, "mixup alpha (0: off)", flag_values=FLAGS)
 flags.DEFINE_integer("mixup_ramp_epochs", None, "epochs over which mixup alpha ramps up from 0", flag_values=FLAGS)
-flags.DEFINE_integer("input_size", None, "square input size (multiple of 32)", flag_values=FLAGS)
+flags.DEFINE_integer("input_size", None, "square input size (at least 32)", flag_values=FLAGS)
 flags.DEFINE_list("crop_scale", None, "min,max area fraction of the random resized crop", flag_values=FLAGS)
 flags.DEFINE_boolean("flip", None, "random horizontal flip", flag_values=FLAGS)
 flags.DEFINE_float("crop_fraction", None, "evaluation centre-crop fraction (0.875: 256 -> 224)", flag_values=FLAGS)

@@ -95,8 +95,7 @@ class Recipe:
         _check(self.dropout is None or 0 <= self.dropout < 1, "dropout", "None or in [0, 1)", self.dropout)
         _check(self.mixup >= 0, "mixup", ">= 0", self.mixup)
         _check(self.mixup_ramp_epochs >= 0, "mixup_ramp_epochs", ">= 0", self.mixup_ramp_epochs)
-        _check(self.input_size >= 32 and self.input_size % 32 == 0, "input_size", "a multiple of 32, >= 32",
-               self.input_size)
+        _check(self.input_size >= 32, "input_size", ">= 32", self.input_size)
         _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
                "(min, max) with 0 < min <= max <= 1", self.crop_scale)
         _check(self.crop_fraction is None or 0 < self.crop_fraction <= 1, "crop_fraction", "None or in (0, 1]",
