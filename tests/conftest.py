@@ -21,6 +21,11 @@ def pytest_configure(config):
     # Caches (converted checkpoints, downloads) go to a private folder per test process, never to the
     # user's, and parallel workers do not share one.
     os.environ["DYNZOO_HOME"] = tempfile.mkdtemp(prefix="dynzoo_home_")
+    # With one xdist worker per core, each worker's TensorFlow (and the commands it starts) computes an op
+    # on one thread: two threads per worker would only contend for the cores. Inter-op threads stay as
+    # they are (MirroredStrategy's replicas run concurrently).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     # No test may depend on training luck: TensorFlow's deterministic kernels everywhere (CPU reductions
     # and data pipelines run in a fixed order), and every test starts from the same seeds (below).
     import tensorflow as tf

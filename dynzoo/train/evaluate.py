@@ -112,16 +112,6 @@ def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Cal
     return predict, int(inp["shape"][1])
 
 
-def _load_keras(args, classes: int):
-    from dynzoo.registry import create_model, load_model
-
-    if args.model.endswith(".keras"):
-        return load_model(args.model)
-
-    size = args.input_size or 224
-    return create_model(args.model, input_shape=(size, size, 3), classes=classes, weights=args.weights)
-
-
 def _eval(args: argparse.Namespace) -> int:
     from dynzoo.data import eval_dataset, open_source
 
@@ -139,11 +129,17 @@ def _eval(args: argparse.Namespace) -> int:
                              check_images=args.check_images, skip_bad_images=args.skip_bad_images)
         subject = os.fspath(args.tflite)
     else:
-        size = args.input_size or 224
+        from dynzoo.registry import create_model, load_model
+
+        # A .keras file's input size is the data's size: a source that renders its images at a size
+        # (the digits) must render them at that one, not resize them from another.
+        model = load_model(args.model) if args.model.endswith(".keras") else None
+        size = args.input_size or (model.inputs[0].shape[1] if model is not None else None) or 224
         source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir,
                              check_images=args.check_images, skip_bad_images=args.skip_bad_images)
-        model = _load_keras(args, source.num_classes)
-        size = model.input_shape[1] or size
+        if model is None:
+            model = create_model(args.model, input_shape=(size, size, 3), classes=source.num_classes,
+                                 weights=args.weights)
         predict, subject = keras_predictor(model), args.model
     classes = source.num_classes
     dataset = eval_dataset(source, size, args.batch_size, crop_fraction=args.crop_fraction)
