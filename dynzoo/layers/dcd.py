@@ -409,7 +409,7 @@ class DCDConv2D(_DCDBase):
             transposed = np.array([b * lat + a for a in range(lat) for b in range(lat)], "int32")
             phi_kernel = ops.take(self.fc_phi.kernel, transposed, axis=1) * (ops.tile(s2, (lat,)) / 3.0)
             eye = np.eye(lat, dtype="float32").reshape(-1)
-            m_t = q(ops.reshape(ops.matmul(g, phi_kernel) + eye, (-1, lat, lat)), "phi")
+            m_t = q(ops.reshape(ops.matmul(g, phi_kernel) + ops.convert_to_tensor(eye), (-1, lat, lat)), "phi")
             q_w = ops.reshape(self.q[0].kernel, (cin, lat)) * s1
             p = ops.reshape(self.p[0].kernel, (lat, cout)) * s_o
             bias = ops.matmul(ops.expand_dims(t2, 0), p) + bias

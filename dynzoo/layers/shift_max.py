@@ -95,8 +95,10 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
     source[order, np.arange(c)] = 1.0
     partner = np.zeros((c, c), "float32")
     partner[partner_indices(c, shift_groups)[order], np.arange(c)] = 1.0
-    matrix = quantize(quantize(ops.expand_dims(a, 1) * np.tile(source, (1, fusions)), "a_matrix")
-                      + quantize(ops.expand_dims(b, 1) * np.tile(partner, (1, fusions)), "b_matrix"), "matrix")
+    # the 0/1 patterns as backend tensors: with a NumPy operand NumPy would take over the product
+    source, partner = (ops.convert_to_tensor(np.tile(m, (1, fusions))) for m in (source, partner))
+    matrix = quantize(quantize(ops.expand_dims(a, 1) * source, "a_matrix")
+                      + quantize(ops.expand_dims(b, 1) * partner, "b_matrix"), "matrix")
     shape = ops.shape(x)
     y = ops.matmul(ops.reshape(x, (shape[0], -1, c)), matrix)
     y = quantize(y[..., :c], "fusion1") if fusions == 1 else ops.maximum(
@@ -189,7 +191,8 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         q = lambda x, t: quant_point(self, x, t)  # noqa: E731  (the tensors int8 export quantizes)
         z = q(ops.matmul(squeezed, ops.take(self.fc2.kernel, index, axis=1)) + ops.take(self.fc2.bias, index),
               f"fc2_{tag}")
-        return q(ops.relu6(z + 3.0) * (self.act_max / 3.0) + self.offsets[index], tag)
+        # a backend tensor, not a NumPy array: NumPy would take over the sum (PyTorch then refuses)
+        return q(ops.relu6(z + 3.0) * (self.act_max / 3.0) + ops.convert_to_tensor(self.offsets[index]), tag)
 
     def _squeezed(self, inputs):
         q = lambda x, t: quant_point(self, x, t)  # noqa: E731
