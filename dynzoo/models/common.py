@@ -31,7 +31,6 @@ def check_application_args(
     classes: int,
     default_size: int = 224,
     min_size: int = 32,
-    size_multiple: int = 1,
 ) -> tuple[int | None, int | None, int]:
     """Validate the common builder arguments; return the (height, width, channels) to build for."""
     if not (weights is None or isinstance(weights, (str, os.PathLike))):
@@ -83,9 +82,9 @@ def check_application_args(
             f"{channels} channels. Pass `weights=None` to build it for {channels} channels."
         )
     for axis, size in (("height", height), ("width", width)):
-        if size is not None and (size < min_size or size % size_multiple):
-            rule = f"at least {min_size}" + (f" and a multiple of {size_multiple}" if size_multiple > 1 else "")
-            raise ValueError(f"{model_name}: input {axis} must be {rule}, got {size} (input_shape={input_shape}).")
+        if size is not None and size < min_size:
+            raise ValueError(f"{model_name}: input {axis} must be at least {min_size}, got {size} "
+                             f"(input_shape={input_shape}).")
     return height, width, channels
 
 
