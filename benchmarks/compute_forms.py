@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import dynzoo
-from dynzoo.layers.conv import export_form
+from dynzoo.layers.base import export_form
 from dynzoo.train.recipes import get_recipe
 from dynzoo.train.trainer import compile_for_recipe
 from timing import time_train_steps

@@ -21,7 +21,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from dynzoo.layers.conv import export_form
+from dynzoo.layers.base import export_form
 from dynzoo.layers.shift_max import shift_max_form
 from dynzoo.logs import native_stderr_quiet
 

@@ -419,7 +419,7 @@ def test_channel_shift_by_slices_equals_the_partner_gather(groups):
 def test_unequal_strides_equal_the_stride_one_convolution_subsampled(depthwise, kernel, strides):
     """One strided (grouped) convolution, as exported, equals the stride-1 one taken every s-th row."""
     from dynzoo.layers import SymmetricConv2D, SymmetricDepthwiseConv2D
-    from dynzoo.layers.conv import export_form
+    from dynzoo.layers.base import export_form
 
     x = np.random.default_rng(1).normal(size=(2, 12, 10, 4)).astype("float32")
     if depthwise:

@@ -277,7 +277,7 @@ def _value_and_gradients(layer_or_model, x, target, training):
 
 
 def _assert_forms_agree(layer_or_model, x, target, rtol, training=True):
-    from dynzoo.layers.conv import export_form
+    from dynzoo.layers.base import export_form
 
     computed = _value_and_gradients(layer_or_model, x, target, training)
     with export_form():
@@ -289,22 +289,77 @@ def _assert_forms_agree(layer_or_model, x, target, rtol, training=True):
         np.testing.assert_allclose(np.asarray(c), e, rtol=0, atol=rtol * np.abs(e).max())
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SymmetricConv2D(12, 1, groups=3, use_bias=True),  # grouped 1×1: one einsum when computed
-    lambda: SymmetricConv2D(8, 1, groups=4),
-    lambda: SymmetricDepthwiseConv2D((3, 1), (2, 1), depth_multiplier=2),  # strided after, when computed
-    lambda: SymmetricDepthwiseConv2D((1, 5), (1, 2), use_bias=True),
-], ids=["pointwise_g3_bias", "pointwise_g4", "depthwise_3x1_s2x1_m2", "depthwise_1x5_s1x2_bias"])
-def test_compute_form_equals_the_export_form_with_gradients(make):
-    """The form Keras trains (einsum; depthwise at the smaller stride, subsampled) and the one convolution
-    that is exported give the same outputs and the same input and weight gradients, to float round-off."""
+@pytest.mark.parametrize("make, channels", [
+    (lambda: SymmetricConv2D(12, 1, groups=3, use_bias=True), 12),  # grouped 1×1: one einsum when computed
+    (lambda: SymmetricConv2D(8, 1, groups=4), 12),
+    # unequal-stride depthwise, computed with a block-diagonal kernel (few channels) or folded (many)
+    (lambda: SymmetricDepthwiseConv2D((3, 1), (2, 1), depth_multiplier=2), 12),
+    (lambda: SymmetricDepthwiseConv2D((1, 5), (1, 2), use_bias=True), 12),
+    (lambda: SymmetricDepthwiseConv2D((5, 1), (2, 1), depth_multiplier=2, use_bias=True), 20),
+    (lambda: SymmetricDepthwiseConv2D((1, 3), (1, 2), depth_multiplier=2), 20),
+    (lambda: SymmetricDepthwiseConv2D((3, 3), (2, 1)), 20),
+], ids=["pointwise_g3_bias", "pointwise_g4", "depthwise_3x1_s2x1_m2", "depthwise_1x5_s1x2_bias",
+        "folded_5x1_s2x1_m2_bias", "folded_1x3_s1x2_m2", "depthwise_3x3_s2x1_wide"])
+def test_compute_form_equals_the_export_form_with_gradients(make, channels):
+    """The form Keras trains (einsum; a block-diagonal or folded depthwise convolution) and the one
+    convolution that is exported give the same outputs and the same input and weight gradients, to float
+    round-off."""
+    from dynzoo.layers.conv import DENSE_DEPTHWISE_MAX_CHANNELS
+
+    assert (channels > DENSE_DEPTHWISE_MAX_CHANNELS) == (channels == 20)  # both depthwise forms are covered
     rng = np.random.default_rng(3)
     layer = make()
-    x = rng.normal(size=(2, 9, 10, 12)).astype("float32")
+    x = rng.normal(size=(2, 9, 10, channels)).astype("float32")
     layer.build(x.shape)
     layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
     target = rng.normal(size=layer.compute_output_shape(x.shape)).astype("float32")
     _assert_forms_agree(layer, x, target, rtol=1e-5)
+
+
+@pytest.mark.parametrize("matrix", [True, False], ids=["matrix", "element_wise"])
+@pytest.mark.parametrize("fusions, shift_groups", [(1, 1), (2, 1), (2, 4)])
+def test_shift_max_compute_form_equals_the_export_form_with_gradients(matrix, fusions, shift_groups):
+    """Dynamic Shift-Max computed (a roll for the channel shift, a split of the two fusions) and exported
+    (static slices and concatenations): the same outputs and gradients, in both of its forms."""
+    from dynzoo.layers.shift_max import shift_max_form
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 5, 6, 16)).astype("float32")
+    with shift_max_form(matrix=matrix):
+        layer = DynamicShiftMax(fusions, reduction=4, shift_groups=shift_groups, init_b=(0.5, 0.5))
+        layer.build(x.shape)
+        layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+        assert layer.uses_matrix_form == matrix
+        _assert_forms_agree(layer, x, rng.normal(size=x.shape).astype("float32"), rtol=1e-5)
+
+
+def test_batch_normalization_trains_as_keras_does():
+    """dynzoo's BatchNormalization (TensorFlow's fused kernel in training) against Keras' own: the same
+    output, input and weight gradients and moving statistics after a step, to float round-off; and
+    Keras' code where the fused kernel does not apply (inference)."""
+    import tensorflow as tf
+
+    from dynzoo.layers.base import batchnorm
+
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(4, 5, 6, 8)).astype("float32"))
+    target = rng.normal(size=x.shape).astype("float32")
+    fused, plain = batchnorm(), keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.set_weights([rng.normal(1.0, 0.2, size=(8,)).astype("float32") for _ in range(4)])
+    layer.set_weights(fused.get_weights())
+    (y_fused, *grads_fused), (y_plain, *grads_plain) = (_value_and_gradients(layer, x, target, True)
+                                                        for layer in (fused, plain))
+    np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5)
+    for f, p in zip(grads_fused, grads_plain):
+        np.testing.assert_allclose(f, p, rtol=0, atol=1e-5 * np.abs(p).max())
+    for f, p in zip(fused.get_weights(), plain.get_weights()):  # gamma, beta, moving mean and variance
+        np.testing.assert_allclose(f, p, rtol=1e-5)
+    assert not np.allclose(fused.moving_variance, 1.0)  # the step did update them
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)
+    traced = tf.function(lambda v: fused(v, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in traced.get_operations()}
 
 
 def test_micronet_has_the_export_forms_loss_and_gradients():

@@ -8,6 +8,7 @@ element-wise multiplications through ``compute_madds``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Iterable, Sequence
 
@@ -15,6 +16,30 @@ import keras
 from keras import ops
 
 PACKAGE = "dynzoo"
+
+# True inside :func:`export_form`.
+_export_form = False
+
+
+@contextlib.contextmanager
+def export_form():
+    """Inside, layers that have two forms of one computation trace in their export form, the ops the TFLite
+    exporter converts (and XNNPACK runs fastest); outside, in their compute form, the ops that train and
+    predict fastest in Keras (grouped and unequal-stride convolutions, :mod:`dynzoo.layers.conv`; Dynamic
+    Shift-Max's slicing, :mod:`dynzoo.layers.shift_max`). Both forms compute the same values from the
+    same weights, tested with their gradients."""
+    global _export_form
+    outer, _export_form = _export_form, True
+    try:
+        yield
+    finally:
+        _export_form = outer
+
+
+def in_export_form() -> bool:
+    """Whether layers trace in their export form (inside :func:`export_form`)."""
+    return _export_form
+
 
 # Set by ``dynzoo.export.qat`` while it observes ranges or fine-tunes; None otherwise.
 _fake_quantizer = None
@@ -96,9 +121,46 @@ def count_madds(layer: keras.layers.Layer, input_shape: Sequence[int | None]) ->
     return 0
 
 
-def batchnorm(name: str | None = None, axis: int = -1) -> keras.layers.BatchNormalization:
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that trains with TensorFlow's fused kernel.
+
+    Keras computes a training step's statistics in separate ops (mean, squared difference, mean, then
+    the normalisation), and their gradient in a dozen more passes over the feature map; on the TensorFlow
+    backend this layer runs ``FusedBatchNormV3`` instead, one pass forward and one backward (a third of
+    MicroNet-M0's training step went to BatchNorm, ``benchmarks/train_throughput.py``). The result is the
+    same to float round-off, and so is the moving-variance update: the fused kernel returns the
+    unbiased batch variance, which is scaled back to Keras' biased one. Inference, other backends and
+    the cases the kernel does not cover (a mask, renorm, synchronized statistics, a non-last axis, other
+    than float32 or 4-D) run Keras' own code.
+    """
+
+    def _fused_training(self, inputs, training, mask) -> bool:
+        return (
+            training and self.trainable and mask is None and keras.backend.backend() == "tensorflow"
+            and not self.renorm and not self.synchronized and len(inputs.shape) == 4
+            and self.axis in (-1, 3) and self.center and self.scale
+            and inputs.dtype == "float32" and self.compute_dtype == "float32"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_training(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is installed
+
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=self.gamma, offset=self.beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), variance.dtype)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # unbiased → biased, as Keras keeps it
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return y
+
+
+def batchnorm(name: str | None = None, axis: int = -1) -> BatchNormalization:
     """BatchNorm with PyTorch's epsilon and momentum, so official weights convert exactly."""
-    return keras.layers.BatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9, name=name)
+    return BatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9, name=name)
 
 
 def conv_initializer() -> keras.initializers.Initializer:

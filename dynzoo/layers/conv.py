@@ -6,36 +6,27 @@ convolution also rejects unequal strides, which MicroNet uses. These layers pad 
 sides like ``nn.Conv2d(padding=k//2)`` and accept any strides.
 
 Each layer has two forms of the same computation on the same weights. The export form (inside
-:func:`export_form`, which the TFLite exporter enters) is one convolution per layer, what the converter
-and XNNPACK run fastest. The compute form, everywhere else (training, ``predict``, other exporters),
-avoids Keras' TensorFlow path for grouped convolutions, which compiles each one with XLA inside the
-graph (several times slower on CPU, and a nested function that ONNX export cannot read): a grouped 1×1
-convolution is one ``einsum`` over the channel groups, and an unequal-stride depthwise convolution is a
-native depthwise convolution at the smaller stride, subsampled.
+:func:`~dynzoo.layers.base.export_form`, which the TFLite exporter enters) is one convolution per
+layer, what the converter and XNNPACK run fastest. The compute form, everywhere else (training,
+``predict``, other exporters), avoids Keras' TensorFlow path for grouped convolutions, which compiles each
+one with XLA inside the graph (several times slower on CPU, and a nested function that ONNX export cannot
+read): a grouped 1×1 convolution is one ``einsum`` over the channel groups, and an unequal-stride
+depthwise convolution is an ordinary convolution with a block-diagonal kernel (few channels) or a native
+depthwise convolution on a reshaped view of its input (many), computing only the outputs it keeps.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 from keras import ops
 
-from dynzoo.layers.base import PACKAGE, check_pair
+from dynzoo.layers.base import PACKAGE, check_pair, in_export_form
 
-_export_form = False
-
-
-@contextlib.contextmanager
-def export_form():
-    """Inside, the layers of this module trace as single convolutions (grouped or unequal-stride), the
-    form the TFLite exporter converts; outside, in their compute form (module docstring)."""
-    global _export_form
-    outer, _export_form = _export_form, True
-    try:
-        yield
-    finally:
-        _export_form = outer
+# Input channels up to which an unequal-stride depthwise convolution trains as an ordinary convolution with
+# a block-diagonal kernel (``_SymmetricPadding._depthwise_computed``). MicroNet-M0's first blocks (4 and 8
+# channels at 112×112, fwd + bwd, batch 64): 11.6 ms against 21.9 ms folded and 57.7 ms subsampled; at 128
+# channels the fold wins, 28.8 ms against 74.1 ms.
+DENSE_DEPTHWISE_MAX_CHANNELS = 16
 
 
 def torch_output_size(size: int | None, kernel: int, stride: int) -> int | None:
@@ -52,8 +43,9 @@ class _SymmetricPadding:
     them) run one convolution at the requested strides, a depthwise one as the equivalent grouped
     convolution (groups = input channels) in the export form: one strided CONV_2D in TFLite, which
     XNNPACK runs, instead of a convolution at the smaller stride followed by a subsampling slice (more
-    work, and the slice is not delegated). The compute form is that convolution and slice, since the
-    grouped form is an XLA island in Keras' TensorFlow backend. Where the stride is 1 and the kernel
+    work, and the slice is not delegated). The compute form is chosen by measurement
+    (``SymmetricDepthwiseConv2D._unequal_strides_computed``), since the grouped form is an XLA island in
+    Keras' TensorFlow backend. Where the stride is 1 and the kernel
     odd, Keras' ``"same"`` already pads symmetrically and no PAD op is added.
     """
 
@@ -76,24 +68,25 @@ class _SymmetricPadding:
         if self.explicit_pad is not None and any(self.explicit_pad):
             ph, pw = self.explicit_pad
             x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-        if not _export_form and self._grouped_pointwise():
+        if not in_export_form() and self._grouped_pointwise():
             return self._pointwise_by_groups(x)
         if self.subsample == (1, 1):
             return super().call(x)
-        if not _export_form and self._is_depthwise():
-            sh, sw = self.subsample
-            return super().call(x)[:, ::sh, ::sw, :]  # bias and activation act per pixel: they commute
-        y = ops.conv(x, self._grouped_kernel(), strides=self.requested_strides, padding="valid")
+        if in_export_form():
+            y = ops.conv(x, self._grouped_kernel(), strides=self.requested_strides, padding="valid")
+        else:
+            y = self._unequal_strides_computed(x)
         if self.use_bias:
             y = y + self.bias
         return self.activation(y) if self.activation is not None else y
 
+    def _unequal_strides_computed(self, x):
+        """The compute form of a convolution with unequal strides (the export form is the same here)."""
+        return ops.conv(x, self._grouped_kernel(), strides=self.requested_strides, padding="valid")
+
     def _grouped_kernel(self):
         """The kernel in ``Conv2D`` layout (kh, kw, C_in / groups, C_out)."""
         return self.kernel
-
-    def _is_depthwise(self) -> bool:
-        return False
 
     def _grouped_pointwise(self) -> bool:
         return False
@@ -153,8 +146,42 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
         kernel, run, padding = self._setup(kernel_size, strides, kwargs)
         super().__init__(kernel, strides=run, padding=padding, **kwargs)
 
-    def _is_depthwise(self) -> bool:
-        return True
+    def _unequal_strides_computed(self, x):
+        """An unequal-stride depthwise convolution in the form that trains fastest in Keras, by measurement
+        (``benchmarks/train_throughput.py``):
+
+        * up to :data:`DENSE_DEPTHWISE_MAX_CHANNELS` input channels, one ordinary convolution (which takes
+          unequal strides) with the block-diagonal kernel: C times the multiply-adds, but one oneDNN
+          kernel, forward and backward;
+        * wider, a kernel that spans only the strided axis as a native depthwise convolution with equal
+          strides on a reshaped view of the input: a 1×k kernel with strides (1, s) sees each row alone,
+          so the rows fold into the batch; a k×1 kernel with strides (s, 1) each column alone, so the
+          columns fold into the batch after a transpose;
+        * any other kernel falls back to the block-diagonal convolution.
+
+        Only the kept outputs are computed (the obvious form, a stride-1 convolution subsampled by a
+        strided slice, computes s times as many, and a slice's gradient is slow)."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.requested_strides
+        _, height, width, channels = ops.shape(x)
+        multiplier = self.kernel.shape[-1]
+        if self.kernel.shape[2] > DENSE_DEPTHWISE_MAX_CHANNELS:
+            if kh == 1 and sh == 1:
+                y = ops.depthwise_conv(ops.reshape(x, (-1, 1, width, channels)), self.kernel, strides=sw,
+                                       padding="valid")
+                return ops.reshape(y, (-1, height, ops.shape(y)[2], channels * multiplier))
+            if kw == 1 and sw == 1:
+                columns = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, 1, height, channels))
+                y = ops.depthwise_conv(columns, ops.transpose(self.kernel, (1, 0, 2, 3)), strides=sh,
+                                       padding="valid")
+                y = ops.reshape(y, (-1, width, ops.shape(y)[2], channels * multiplier))
+                return ops.transpose(y, (0, 2, 1, 3))
+        return ops.conv(x, self._block_diagonal_kernel(), strides=self.requested_strides, padding="valid")
+
+    def _block_diagonal_kernel(self):
+        # (kh, kw, C, m) → (kh, kw, C, C·m): input channel c feeds outputs c·m … c·m + m − 1 only.
+        kh, kw, channels, multiplier = self.kernel.shape
+        diagonal = ops.reshape(ops.eye(channels, dtype=self.kernel.dtype), (1, 1, channels, channels, 1))
+        return ops.reshape(ops.expand_dims(self.kernel, 2) * diagonal, (kh, kw, channels, channels * multiplier))
 
     def _grouped_kernel(self):
         # (kh, kw, C, m) → (kh, kw, 1, C·m): group c yields outputs c·m … c·m + m − 1, the depthwise order.

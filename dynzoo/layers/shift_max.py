@@ -16,6 +16,7 @@ from dynzoo.layers.base import (
     check_divisible,
     check_int,
     dense_initializer,
+    in_export_form,
     quant_point,
 )
 
@@ -58,22 +59,29 @@ def partner_indices(channels: int, groups: int) -> np.ndarray:
     return (((g + 1) % groups) * per_group + (c + 1) % per_group).astype("int32")
 
 
-def _rotate(x, axis: int):
-    """``x`` rotated by one step towards lower indices along ``axis`` (element i takes element i + 1)."""
-    first = x[(slice(None),) * axis + (slice(0, 1),)]
-    return ops.concatenate([x[(slice(None),) * axis + (slice(1, None),)], first], axis=axis)
+def _rotate(x, axes: tuple[int, ...]):
+    """``x`` rotated by one step towards lower indices along each of ``axes`` (element i takes element
+    i + 1). Exported as static slices and concatenations (TFLite STRIDED_SLICE + CONCATENATION, which
+    XNNPACK runs; neither GATHER nor a roll would be delegated); computed as one roll, whose gradient is
+    the opposite roll (a strided slice's gradient is a scatter into zeros, the slowest op of a MicroNet
+    training step)."""
+    if not in_export_form():
+        return ops.roll(x, [-1] * len(axes), axis=list(axes))
+    for axis in axes:
+        first = x[(slice(None),) * axis + (slice(0, 1),)]
+        x = ops.concatenate([x[(slice(None),) * axis + (slice(1, None),)], first], axis=axis)
+    return x
 
 
 def shift_to_partners(x, groups: int):
-    """``x[..., partner_indices(C, groups)]`` written with static slices and concatenations (TFLite
-    STRIDED_SLICE + CONCATENATION, which XNNPACK runs; a GATHER would not be delegated)."""
+    """``x[..., partner_indices(C, groups)]`` as rotations (:func:`_rotate`)."""
     channels = x.shape[-1]
     per_group = channels // groups
     if groups == 1 or per_group == 1:  # the partner is simply the next channel
-        return _rotate(x, 3)
+        return _rotate(x, (3,))
     shape = ops.shape(x)
     grid = ops.reshape(x, (-1, shape[1], shape[2], groups, per_group))
-    return ops.reshape(_rotate(_rotate(grid, 3), 4), (-1, shape[1], shape[2], channels))
+    return ops.reshape(_rotate(grid, (3, 4)), (-1, shape[1], shape[2], channels))
 
 
 def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int] | None = None,
@@ -101,8 +109,11 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
                       + quantize(ops.expand_dims(b, 1) * partner, "b_matrix"), "matrix")
     shape = ops.shape(x)
     y = ops.matmul(ops.reshape(x, (shape[0], -1, c)), matrix)
-    y = quantize(y[..., :c], "fusion1") if fusions == 1 else ops.maximum(
-        quantize(y[..., :c], "fusion1"), quantize(y[..., c:], "fusion2"))
+    if fusions == 1:
+        y = quantize(y, "fusion1")
+    else:  # slices when exported (TFLite STRIDED_SLICE); a split when computed (a slice's gradient is slow)
+        first, second = (y[..., :c], y[..., c:]) if in_export_form() else ops.split(y, 2, axis=-1)
+        y = ops.maximum(quantize(first, "fusion1"), quantize(second, "fusion2"))
     return ops.reshape(y, shape)
 
 
