@@ -1,160 +1,207 @@
-"""Training-step throughput of MicroNet-M0 and a static MobileNetV2 ×0.35 (224×224, batch 64, this CPU),
-and whether the input pipeline stalls the step.
+"""Training-step throughput of dynzoo's networks against the authors' PyTorch MicroNet and a static network
+(224×224, batch 64, 1000 classes, this CPU), side by side in one process.
 
-Each model is compiled as ``dynzoo train`` compiles it (SGD momentum, the MicroNet-M0 recipe's schedule,
-label-smoothed CE + coupled L2) and fed three ways, side by side in one run:
+dynzoo models (Keras on TensorFlow, trained in their compute form, ``dynzoo.layers.base.export_form``):
+MicroNet-M0 and M3, DCD-MobileNetV2 ×1.0, CDB-ResNet-18 and the static MobileNetV2 ×0.35. With
+``--reference DIR``, a checkout of the authors' ``micronet`` repository (fetched for the measurement, never
+part of dynzoo) and PyTorch installed (``pip install torch``, never a dynzoo dependency), the authors'
+MicroNet-M0 and M3 too, built by their ``MicroNet`` class with the settings of their own training scripts.
 
-* ``cached``: one batch repeated from memory — the compute ceiling, no input work at all;
-* ``dynzoo``: :func:`dynzoo.data.train_dataset` on a folder of JPEGs (ImageNet-like, 500×375): random
-  resized crop decoded with ``decode_and_crop_jpeg``, parallel map, prefetch;
-* ``naive``: the same folder read the obvious way — decode the whole image, crop, resize, sequential
-  map, no prefetch (what the pipeline would cost without the fixes).
+Every model takes the same step: SGD with momentum 0.9 (lr 0.1), cross-entropy on logits, one fixed random
+batch from memory (the compute ceiling; the input pipeline's share is ``benchmarks/input_pipeline.py``).
+After each model's first step (tracing) the models take turns, one step each per round, so that all of
+them see the same drift of a shared machine; the first rounds warm up (PyTorch's allocator, the caches),
+and the table gives the median timed step of each.
 
-Profile: every step is split into the wait for the next batch (``next(iterator)``) and the training
-step itself (``train_on_batch``); the wait's share of the wall time is the input stall. A step is
-compute-bound when its throughput matches ``cached`` and the wait share is near zero. The pipelines
-alone (no training) are timed too.
-
-    python benchmarks/train_throughput.py            # writes benchmarks/results/train_throughput.md
-    python benchmarks/train_throughput.py --steps 4 --warmup 1 --images 128
+    python benchmarks/train_throughput.py --reference ../micronet    # writes benchmarks/results/train_throughput.md
+    python benchmarks/train_throughput.py --models micronet_m0 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
-import tempfile
+import re
+import statistics
+import sys
 import time
+import types
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import dynzoo
-from dynzoo.data import Augmentation, open_source, train_dataset
+from dynzoo.layers import SymmetricConv2D, SymmetricDepthwiseConv2D
+from dynzoo.layers.conv import DENSE_DEPTHWISE_MAX_CHANNELS, DENSE_POINTWISE_MAX_MADDS
 from dynzoo.profile import profile
-from dynzoo.train.recipes import get_recipe
-from dynzoo.train.trainer import compile_for_recipe
 
-MODELS = [("MicroNet-M0", "micronet_m0"), ("MobileNetV2 ×0.35 (static)", "mobilenetv2_035")]
-SIZE, BATCH, CLASSES = 224, 64, 10
+MODELS = {
+    "micronet_m0": "MicroNet-M0",
+    "micronet_m3": "MicroNet-M3",
+    "dcd_mobilenetv2_100": "DCD-MobileNetV2 ×1.0",
+    "cdb_resnet18": "CDB-ResNet-18",
+    "mobilenetv2_035": "MobileNetV2 ×0.35 (static)",
+}
+# the authors' training scripts whose settings build their M0 and M3
+REFERENCE_SCRIPTS = {"micronet_m0": "train_micronet_m0_2gpu.sh", "micronet_m3": "train_micronet_m3_4gpu.sh"}
+SIZE, BATCH, CLASSES = 224, 64, 1000
 RESULTS = Path(__file__).parent / "results" / "train_throughput.md"
+# Seconds of rest before each step, so that the previous step's framework has parked its worker threads.
+PAUSE = 0.5
 
 
-def write_jpegs(root: Path, count: int) -> None:
-    """``count`` smooth random 500×375 JPEGs (quality 90) in 10 class folders: ImageNet-like decode cost."""
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        folder = root / "train" / f"class{i % CLASSES}"
-        folder.mkdir(parents=True, exist_ok=True)
-        coarse = rng.uniform(0, 255, (12, 16, 3)).astype("float32")
-        image = tf.image.resize(coarse, (375, 500), method="bicubic") + rng.normal(0, 12, (375, 500, 3))
-        jpeg = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=90)
-        (folder / f"{i:05d}.jpg").write_bytes(jpeg.numpy())
+def compute_forms(model: keras.Model) -> str:
+    """Which compute form each of the model's grouped 1×1 and unequal-stride depthwise convolutions takes
+    (``dynzoo.layers.conv``), counted; BatchNorm trains with the fused kernel in every model."""
+    counts: dict[str, int] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        form = None
+        if isinstance(layer, SymmetricConv2D) and layer._grouped_pointwise():
+            in_per_group, out = layer.kernel.shape[2:]
+            dense = in_per_group * layer.groups * out <= DENSE_POINTWISE_MAX_MADDS
+            form = "grouped 1×1 as " + ("block-diagonal GEMM" if dense else "batched GEMM")
+        elif isinstance(layer, SymmetricDepthwiseConv2D) and layer.subsample != (1, 1):
+            dense = layer.kernel.shape[2] <= DENSE_DEPTHWISE_MAX_CHANNELS
+            form = "strided depthwise as " + ("block-diagonal conv" if dense else "folded depthwise")
+        if form:
+            counts[form] = counts.get(form, 0) + 1
+    return "; ".join(["fused BatchNorm", *(f"{n}× {form}" for form, n in sorted(counts.items()))])
 
 
-def naive_dataset(source, seed: int = 0) -> tf.data.Dataset:
-    """The same augmentation without the fixes: full decode, sequential map, no prefetch."""
-    aug = Augmentation()
-
-    def prepare(index, example):
-        data, label = example
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=[seed, index],
-            min_object_covered=0.0, aspect_ratio_range=aug.crop_ratio, area_range=aug.crop_scale,
-            use_image_if_no_bounding_boxes=True)
-        image = tf.image.resize(tf.slice(image, begin, size), (SIZE, SIZE))
-        image = tf.image.stateless_random_flip_left_right(image, seed=[seed, index + 1])
-        return image, tf.one_hot(label, source.num_classes)
-
-    order = tf.range(source.num_examples, dtype=tf.int64)
-    return source.examples(order).enumerate().map(prepare).batch(BATCH, drop_remainder=True).repeat()
+def keras_step(name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    model = dynzoo.create_model(name, weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                                classifier_activation=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, labels = tf.constant(x), tf.constant(y)
+    keras_step.forms[name] = compute_forms(model)
+    return lambda: model.train_on_batch(images, labels)
 
 
-def pipelines(source, steps_per_epoch: int) -> dict[str, tf.data.Dataset]:
-    ours = train_dataset(source, SIZE, BATCH, steps_per_epoch=steps_per_epoch, seed=0)
-    x, y = next(iter(ours))
-    return {"cached": tf.data.Dataset.from_tensors((x, y)).repeat(), "dynzoo": ours, "naive": naive_dataset(source)}
+keras_step.forms = {}
 
 
-def pipeline_alone(dataset: tf.data.Dataset, batches: int) -> float:
-    iterator = iter(dataset)
-    next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * BATCH / (time.perf_counter() - start)
+def reference_model(checkout: Path, name: str):
+    """The authors' ``MicroNet`` with the ``MODEL.*`` settings of their training script for ``name``."""
+    script = (checkout / "scripts" / REFERENCE_SCRIPTS[name]).read_text()
+    options = dict(re.findall(r"MODEL\.(\w+\.\w+) ([^\s\\]+)", script))
+    floats = lambda key, default: [float(v) for v in options.get(key, default).split(",")]  # noqa: E731
+    micronets = types.SimpleNamespace(
+        NET_CONFIG=options["MICRONETS.NET_CONFIG"], BLOCK=options["MICRONETS.BLOCK"],
+        STEM_MODE=options["MICRONETS.STEM_MODE"], STEM_CH=int(options["MICRONETS.STEM_CH"]),
+        STEM_DILATION=int(options["MICRONETS.STEM_DILATION"]),
+        STEM_GROUPS=[int(v) for v in options["MICRONETS.STEM_GROUPS"].split(",")],
+        OUT_CH=int(options["MICRONETS.OUT_CH"]), DEPTHSEP=options["MICRONETS.DEPTHSEP"] == "True",
+        SHUFFLE=options["MICRONETS.SHUFFLE"] == "True", POINTWISE=options["MICRONETS.POINTWISE"],
+        DROPOUT=float(options["MICRONETS.DROPOUT"]))
+    activation = types.SimpleNamespace(
+        MODULE=options["ACTIVATION.MODULE"], ACT_MAX=float(options["ACTIVATION.ACT_MAX"]),
+        LINEARSE_BIAS=options["ACTIVATION.LINEARSE_BIAS"] == "True", LAST_SE_OUP=False,
+        INIT_A_BLOCK3=floats("ACTIVATION.INIT_A_BLOCK3", "1.0,0.0"), INIT_A=floats("ACTIVATION.INIT_A", "1.0,0.0"),
+        INIT_B=floats("ACTIVATION.INIT_B", "0.0,0.0"), REDUCTION=int(options["ACTIVATION.REDUCTION"]),
+        FC=False, ACT="relu")
+    sys.path.insert(0, str(checkout))
+    from backbone.micronet import MicroNet  # the authors' code, from the checkout
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every block's settings
+        return MicroNet(types.SimpleNamespace(MODEL=types.SimpleNamespace(MICRONETS=micronets, ACTIVATION=activation)),
+                        input_size=SIZE, num_classes=CLASSES)
 
 
-def timed_steps(model, dataset: tf.data.Dataset, steps: int, warmup: int) -> tuple[float, float]:
-    """(images/s, share of wall time waiting for input) over ``steps`` training steps."""
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        model.train_on_batch(*next(iterator))
-    wait = compute = 0.0
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        x, y = next(iterator)
-        t1 = time.perf_counter()
-        model.train_on_batch(x, y)
-        t2 = time.perf_counter()
-        wait, compute = wait + t1 - t0, compute + t2 - t1
-    return steps * BATCH / (wait + compute), wait / (wait + compute)
+def torch_step(checkout: Path, name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = reference_model(checkout, name).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images, labels = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype("int64"))
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
-    parser.add_argument("--images", type=int, default=384, help="JPEGs in the generated folder")
-    parser.add_argument("--pipeline_batches", type=int, default=24, help="batches timed for the pipelines alone")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--reference", type=Path, help="a checkout of the authors' micronet repository")
+    parser.add_argument("--rounds", type=int, default=6, help="timed steps per model, taken in turns")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds after each model's first step")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.reference is not None and not (args.reference / "backbone" / "micronet.py").is_file():
+        parser.error(f"--reference {args.reference}: no backbone/micronet.py there (the authors' micronet checkout)")
 
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32")
+    y = rng.integers(0, CLASSES, BATCH).astype("int32")
+    steps: dict[tuple[str, str], Callable[[], None]] = {}
+    first: dict[tuple[str, str], float] = {}
+    for name in args.models:
+        steps[(name, "dynzoo")] = keras_step(name, x, y)
+        if args.reference is not None and name in REFERENCE_SCRIPTS:
+            steps[(name, "authors")] = torch_step(args.reference, name, x, y)
+    for key, step in steps.items():
+        started = time.perf_counter()
+        step()  # tracing
+        first[key] = time.perf_counter() - started
+        print(f"{key[0]} ({key[1]}): first step {first[key]:.1f} s", flush=True)
     load_before = os.getloadavg()
-    recipe = get_recipe("micronet_m0")
-    rows, pipeline_rows = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        write_jpegs(Path(tmp), args.images)
-        source = open_source("folder", "train", tmp)
-        steps_per_epoch = source.num_examples // BATCH
-        feeds = pipelines(source, steps_per_epoch)
-        for name in ("dynzoo", "naive"):
-            pipeline_rows.append((name, pipeline_alone(feeds[name], args.pipeline_batches)))
-        for label, model_name in MODELS:
-            model = dynzoo.create_model(model_name, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-                                        classifier_activation=None)
-            compile_for_recipe(model, recipe, recipe.lr * BATCH / recipe.batch_size, steps_per_epoch)
-            madds = profile(dynzoo.create_model(model_name, input_shape=(SIZE, SIZE, 3))).madds / 1e6
-            for feed in ("cached", "dynzoo", "naive"):
-                images_per_second, wait_share = timed_steps(model, feeds[feed], args.steps, args.warmup)
-                rows.append((label, madds, feed, images_per_second, wait_share))
-                print(f"{label:28s} {feed:7s} {images_per_second:7.1f} images/s, input wait {100 * wait_share:4.1f}%",
-                      flush=True)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+    for round_ in range(args.warmup + args.rounds):
+        for key, step in steps.items():
+            time.sleep(PAUSE)
+            started = time.perf_counter()
+            step()
+            if round_ >= args.warmup:
+                times[key].append(time.perf_counter() - started)
+        if round_ >= args.warmup:
+            print(f"round {round_ + 1 - args.warmup}/{args.rounds}, images/s: " + ", ".join(
+                f"{k[0]} ({k[1]}) {BATCH / t[-1]:.1f}" for k, t in times.items()), flush=True)
     load_after = os.getloadavg()
 
+    implementations = {"dynzoo": "dynzoo (Keras/TF)"}
+    if args.reference is not None:
+        import torch
+
+        implementations["authors"] = f"authors' PyTorch {torch.__version__}"
+    speed = {key: BATCH / statistics.median(t) for key, t in times.items()}
+    static = speed.get(("mobilenetv2_035", "dynzoo"))
+    rows = []
+    for (name, impl), ips in speed.items():
+        madds = profile(dynzoo.create_model(name, weights=None, input_shape=(SIZE, SIZE, 3))).madds / 1e6
+        authors = speed.get((name, "authors"))
+        rows.append("| " + " | ".join([
+            MODELS[name], implementations[impl],
+            f"{madds:.1f}", f"{first[(name, impl)]:.1f}", f"{ips:.1f}",
+            f"**{ips / authors:.2f}×**" if authors and impl == "dynzoo" else "",
+            f"{ips / static:.2f}×" if static else "",
+            keras_step.forms[name] if impl == "dynzoo" else "PyTorch eager",
+        ]) + " |")
     lines = [
-        "# Training-step throughput (224×224, batch 64, CPU)",
+        "# Training-step throughput (224×224, batch 64, 1000 classes, CPU)",
         "",
-        (f"Command: `python benchmarks/train_throughput.py --steps {args.steps} --warmup {args.warmup} "
-         f"--images {args.images} --pipeline_batches {args.pipeline_batches}`. Machine: {os.cpu_count()} CPU "
-         f"cores ({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}; load average "
-         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (the cores are shared, so absolute figures "
-         "are noisy; the rows of one run are comparable)."),
+        (f"Command: `python benchmarks/train_throughput.py{' --reference <micronet checkout>' if args.reference else ''}"
+         f" --rounds {args.rounds} --warmup {args.warmup}`. Machine: {os.cpu_count()} CPU cores "
+         f"({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+         f"load average {load_before[0]:.1f} before the timed rounds and {load_after[0]:.1f} after (shared cores: "
+         "compare the rows of one run, whose steps were taken in turns)."),
         "",
-        "| model | MAdds (M, ImageNet head) | input | images/s | input wait (share of step time) |",
-        "|---|---|---|---|---|",
-        *(f"| {label} | {madds:.1f} | {feed} | {ips:.1f} | {100 * wait:.1f}% |" for label, madds, feed, ips, wait in rows),
-        "",
-        "Input pipelines alone (no training), images/s:",
-        "",
-        "| pipeline | images/s |",
-        "|---|---|",
-        *(f"| {name} | {ips:.1f} |" for name, ips in pipeline_rows),
+        "| model | implementation | MAdds (M) | first step (s) | images/s (median step) | to the authors' "
+        "| to static MobileNetV2 ×0.35 | form |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ class GroupPointwiseConv(SequenceBlock):
     def make_steps(self, in_channels):
         check_divisible("input channels", in_channels, self.groups, "groups")
         conv = SymmetricConv2D(self.filters, 1, groups=self.groups, use_bias=False,
-                               kernel_initializer=conv_initializer())  # trains as an einsum over the groups
+                               kernel_initializer=conv_initializer())  # trains as one or G matrix products
         return [("conv.0", conv), ("conv.1", batchnorm())]
 
     def get_config(self):
