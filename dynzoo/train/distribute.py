@@ -55,6 +55,51 @@ def make_strategy(name: str, tpu: str | None = None):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def work_around_multi_worker_fit(model, strategy) -> None:
+    """Make Keras 3's ``model.fit`` run under ``MultiWorkerMirroredStrategy``, where two of its steps fail.
+
+    * Before training, the TensorFlow trainer builds the model symbolically from the first batch, which
+      it reduces with one ``strategy.reduce`` over the whole ``(x, y)`` structure; the strategy reduces
+      one value at a time and refuses it ("Attempt to convert a value (PerReplica…)",
+      keras-team/keras#20329). The build needs only shapes and dtypes: this takes them from this worker's
+      first replica instead. Keras still resets the iterator afterwards, so no batch is lost.
+    * Each step's logs (scalars) are averaged over the replicas along axis 0, which a scalar does not
+      have ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388);
+      the trainer's reduction is replaced by one that averages scalars as they are (process-wide, and
+      only for this strategy: ``keras.src.backend.tensorflow.trainer.reduce_per_replica``).
+
+    Neither touches the training itself: the gradients are all-reduced by the optimizer as before."""
+    import tensorflow as tf
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if not getattr(tf_trainer.reduce_per_replica, "averages_scalars", False):
+        keras_reduce = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy_, reduction):
+            if reduction != "auto" or not isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
+                return keras_reduce(values, strategy_, reduction)
+            return tree.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=0 if v.shape.rank else None),
+                                      values)
+
+        reduce_per_replica.averages_scalars = True
+        tf_trainer.reduce_per_replica = reduce_per_replica
+
+    build = model._maybe_symbolic_build
+
+    def first_replica(value):
+        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) \
+            else value
+
+    def build_from_local_values(iterator=None, data_batch=None):
+        for _, _, batches in iterator or ():
+            data_batch = tree.map_structure(first_replica, next(batches))
+            break
+        return build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build_from_local_values
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes checkpoints and logs (always, except on non-chief workers)."""
     resolver = getattr(strategy, "cluster_resolver", None)

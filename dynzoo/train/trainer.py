@@ -175,7 +175,7 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     from dynzoo.data import Augmentation, eval_dataset, open_source, train_dataset
     from dynzoo.data.sources import naming_undecodable_images
     from dynzoo.train import callbacks as cb
-    from dynzoo.train.distribute import is_chief, make_strategy
+    from dynzoo.train.distribute import is_chief, make_strategy, work_around_multi_worker_fit
 
     strategy = make_strategy(config.strategy, config.tpu)  # before other TF work (multi-worker needs it)
     keras.utils.set_random_seed(config.seed)
@@ -208,6 +208,8 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         setup = prepare_training(family, network, config.options, context)
         model = setup.model
         base_loss = compile_for_recipe(model, recipe, lr, steps_per_epoch, train_src.num_classes)
+    if config.strategy == "multi_worker":
+        work_around_multi_worker_fit(model, strategy)
 
     # What a checkpoint must match to be resumed: the model, the data and the recipe (more epochs may
     # extend a run).
