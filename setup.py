@@ -41,6 +41,8 @@ setup(
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
         # Keras' other backends, for tests/test_backends.py (export stays on TensorFlow)
         "backends": ["jax[cpu]>=0.4.30", "torch>=2.4"],
+        # Keras' ONNX exporter on TensorFlow, and a runtime to check it (tests/test_onnx.py)
+        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.18", "onnx>=1.16"],
     },
     entry_points={"console_scripts": ["dynzoo=dynzoo.cli:main"]},
     classifiers=[

@@ -19,6 +19,7 @@ FIXTURES = Path(os.environ.get("DYNZOO_FIXTURES", REPO.parent / "shared" / "fixt
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long test (CI runs it too)")
     config.addinivalue_line("markers", "backends: the JAX and PyTorch backend matrix (skipped without those packages)")
+    config.addinivalue_line("markers", "onnx: ONNX export of the registry (skipped without tf2onnx and onnxruntime)")
     # Caches (converted checkpoints, downloads) go to a private folder per test process, never to the
     # user's, and parallel workers do not share one.
     os.environ["DYNZOO_HOME"] = tempfile.mkdtemp(prefix="dynzoo_home_")
