@@ -1,6 +1,6 @@
 """dynzoo layers: every operator is a serializable ``keras.layers.Layer`` (package ``dynzoo``)."""
 
-from dynzoo.layers.base import SequenceBlock, count_madds
+from dynzoo.layers.base import BatchNormalization, SequenceBlock, count_madds
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
 from dynzoo.layers.covnorm import CovNormAdapter  # noqa: F401
@@ -21,6 +21,7 @@ from dynzoo.layers.shuffle import ChannelShuffle
 from dynzoo.layers.wiring import Router, WiredStage  # noqa: F401
 
 __all__ = [
+    "BatchNormalization",
     "ChannelShuffle",
     "DCDConv2D",
     "DCDDense",
