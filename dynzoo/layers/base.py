@@ -128,7 +128,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     Keras computes a training step's statistics in separate ops (mean, squared difference, mean, then
     the normalisation), and their gradient in a dozen more passes over the feature map; on the TensorFlow
     backend this layer runs ``FusedBatchNormV3`` instead, one pass forward and one backward (a third of
-    MicroNet-M0's training step went to BatchNorm, ``benchmarks/train_throughput.py``). The result is the
+    MicroNet-M0's training step went to BatchNorm, ``benchmarks/train_profile.py``). The result is the
     same to float round-off, and so is the moving-variance update: the fused kernel returns the
     unbiased batch variance, which is scaled back to Keras' biased one. Inference, other backends and
     the cases the kernel does not cover (a mask, renorm, synchronized statistics, a non-last axis, other

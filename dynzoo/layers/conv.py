@@ -29,9 +29,9 @@ from dynzoo.layers.base import PACKAGE, check_pair, in_export_form
 DENSE_POINTWISE_MAX_MADDS = 16384
 
 # Input channels up to which an unequal-stride depthwise convolution trains as an ordinary convolution with
-# a block-diagonal kernel (``_SymmetricPadding._depthwise_computed``). MicroNet-M0's first blocks (4 and 8
-# channels at 112×112, fwd + bwd, batch 64): 11.6 ms against 21.9 ms folded and 57.7 ms subsampled; at 128
-# channels the fold wins, 28.8 ms against 74.1 ms.
+# a block-diagonal kernel (``SymmetricDepthwiseConv2D._unequal_strides_computed``). MicroNet-M0's first
+# block (4 channels at 112×112, forward and backward, batch 64): 11.6 ms against 21.9 ms folded and 57.7 ms
+# subsampled; at 128 channels (28×28) the fold wins, 28.8 ms against 74.1 ms.
 DENSE_DEPTHWISE_MAX_CHANNELS = 16
 
 
@@ -51,8 +51,8 @@ class _SymmetricPadding:
     XNNPACK runs, instead of a convolution at the smaller stride followed by a subsampling slice (more
     work, and the slice is not delegated). The compute form is chosen by measurement
     (``SymmetricDepthwiseConv2D._unequal_strides_computed``), since the grouped form is an XLA island in
-    Keras' TensorFlow backend. Where the stride is 1 and the kernel
-    odd, Keras' ``"same"`` already pads symmetrically and no PAD op is added.
+    Keras' TensorFlow backend. Where the stride is 1 and the kernel odd, Keras' ``"same"`` already pads
+    symmetrically and no PAD op is added.
     """
 
     def _setup(self, kernel_size, strides, kwargs):
@@ -167,7 +167,7 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
 
     def _unequal_strides_computed(self, x):
         """An unequal-stride depthwise convolution in the form that trains fastest in Keras, by measurement
-        (``benchmarks/train_throughput.py``):
+        on MicroNet's layers (:data:`DENSE_DEPTHWISE_MAX_CHANNELS`; ``benchmarks/train_profile.py``):
 
         * up to :data:`DENSE_DEPTHWISE_MAX_CHANNELS` input channels, one ordinary convolution (which takes
           unequal strides) with the block-diagonal kernel: C times the multiply-adds, but one oneDNN
