@@ -20,7 +20,8 @@ setup(
     # `import dynzoo.export` and the configurations work from any folder after `pip install .`.
     packages=["dynzoo", *(f"dynzoo.{p}" for p in find_packages("dynzoo")), "dynzoo.export", "dynzoo.zoo_configs"],
     package_dir={"dynzoo": "dynzoo", "dynzoo.export": "export", "dynzoo.zoo_configs": "zoo_configs"},
-    package_data={"dynzoo.zoo_configs": ["*.json"], "dynzoo.data": ["*.json"]},
+    # web_demo_site/: the web demo page, present when it was built (`npm --prefix web_demo run build`) first
+    package_data={"dynzoo": ["web_demo_site/**/*"], "dynzoo.zoo_configs": ["*.json"], "dynzoo.data": ["*.json"]},
     install_requires=[
         # The CPU wheel; GPU users swap it for `tensorflow[and-cuda]` (README, "Install").
         "tensorflow-cpu>=2.21,<2.22",

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "dynzoo.profile_cli",
     "dynzoo.weights.cli",
     "dynzoo.export.cli",
+    "dynzoo.serve_demo",
 ]
 
 

@@ -1,17 +1,26 @@
 """``dynzoo quickstart`` end to end in a fresh process (offline): ≥ 95 % top-1 on the digits test split,
 float32 and int8 bundles that LiteRT runs and that agree with Keras, ``dynzoo eval`` on its outputs, and
 its trained network's int16x8 export. Its training run is the suite's proof that MicroNet-M0 learns
-through ``dynzoo.train`` (the run folder's files and falling loss are checked here)."""
+through ``dynzoo.train`` (the run folder's files and falling loss are checked here). Its bundles, and one
+DCD bundle, also run in the web demo in headless Chromium, against the Python runtime."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
+from conftest import REPO
 from dynzoo.cli import main as dynzoo_main
 from dynzoo.quickstart import EPOCHS, INPUT_SIZE
 from dynzoo.train.callbacks import CHECKPOINT_FILE
@@ -95,3 +104,158 @@ def test_the_trained_micronet_keeps_its_accuracy_in_int16x8(quickstart_run):
     assert report["keras_accuracy"] > 0.85, report  # the network really learned
     assert abs(report["tflite_accuracy"] - report["keras_accuracy"]) <= 0.01, report
     assert report["top1_agreement"] >= 0.99, report
+
+
+# --- the web demo (web_demo/, `dynzoo serve-demo`) ---------------------------------------------------------
+
+WEB_DEMO = REPO / "web_demo"
+DCD_BUNDLE = "dcd_mobilenetv2_035_float32"
+
+
+def _require_browser() -> None:
+    """Node, the npm packages, Debian's chromium and the built page are there (web_demo/install.sh puts them
+    there; .ci/run runs it), else skip (fail under CI)."""
+    from dynzoo.serve_demo import SITE
+
+    missing = [what for what, ok in (
+        ("node", shutil.which("node")), ("chromium", shutil.which("chromium")),
+        ("web_demo/node_modules", (WEB_DEMO / "node_modules" / "playwright-core").is_dir()),
+        ("the built page installed with dynzoo", (SITE / "index.html").is_file())) if not ok]
+    if missing:
+        message = f"web demo test: missing {', '.join(missing)} (run web_demo/install.sh, then pip install .)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _start_serve_demo(bundles: Path) -> tuple[subprocess.Popen, str]:
+    """`dynzoo serve-demo` (the installed command) on a free port; (the process, the URL it printed)."""
+    process = subprocess.Popen([str(Path(sys.executable).with_name("dynzoo")), "serve-demo", "--bundles",
+                                str(bundles), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    line = process.stdout.readline()  # the command prints its URL once it listens
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    if not match:
+        process.kill()
+        pytest.fail(f"dynzoo serve-demo printed no URL: {line}{process.stdout.read()[-2000:]}")
+    return process, match.group(0)
+
+
+def _bad_bundles(root: Path, good: Path) -> list[dict]:
+    """File sets for the page's bundle picker that it must refuse: a missing file, broken JSON, and a
+    model_info.json whose input size the model does not have."""
+    files = {name: good / name for name in ("model.tflite", "labels.txt", "model_info.json")}
+    broken, misfit = root / "broken", root / "misfit"
+    for folder in (broken, misfit):
+        folder.mkdir()
+    (broken / "model_info.json").write_text("{\"format_version\": 1,")
+    info = json.loads(files["model_info.json"].read_text())
+    info["input"]["height"] = info["input"]["width"] = info["input"]["resize"]["resize_shorter"] = 40
+    (misfit / "model_info.json").write_text(json.dumps(info))
+    return [
+        {"label": "missing", "files": [str(files["model.tflite"]), str(files["labels.txt"])]},
+        {"label": "broken", "files": [str(files["model.tflite"]), str(files["labels.txt"]),
+                                      str(broken / "model_info.json")]},
+        {"label": "misfit", "files": [str(files["model.tflite"]), str(files["labels.txt"]),
+                                      str(misfit / "model_info.json")]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def browser_run(quickstart_run, tmp_path_factory):
+    """The quickstart's float32 and int8 bundles and a DCD bundle (exported here by `dynzoo export`), served
+    by `dynzoo serve-demo` and driven in headless Chromium by web_demo/test/browser_check.mjs: (what the
+    page computed, the bundles folder, the output folder)."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("web_demo")
+    bundles = root / "bundles"
+    for mode in ("float32", "int8"):
+        shutil.copytree(quickstart_run[1] / f"micronet_m0_digits_{mode}", bundles / f"micronet_m0_digits_{mode}")
+    assert dynzoo_main(["export", "dcd_mobilenetv2_035", "--input-size", "64", "--bundle", "--golden",
+                        "-o", str(root / "dcd")]) == 0
+    shutil.move(root / "dcd" / DCD_BUNDLE, bundles / DCD_BUNDLE)
+    spec = {"bundlesDir": str(bundles), "bundles": sorted(p.name for p in bundles.iterdir()), "runs": 5,
+            "screenshot": "micronet_m0_digits_int8", "bad": _bad_bundles(root, bundles / "micronet_m0_digits_float32")}
+    (root / "spec.json").write_text(json.dumps(spec))
+    server, url = _start_serve_demo(bundles)
+    try:
+        done = subprocess.run(["node", str(WEB_DEMO / "test" / "browser_check.mjs"), url, str(root / "spec.json"),
+                               str(root)], capture_output=True, text=True, timeout=300)
+    finally:
+        server.kill()
+        server.wait()
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["failure"] is None, result["failure"] + "\n" + "\n".join(result["console"][-20:])
+    # the screenshot, kept as the test's artifact (README, "Web demo")
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(root / "web_demo.png", artifacts / "web_demo.png")
+    return result, bundles, url
+
+
+def _python_litert(bundle: Path, x: np.ndarray) -> np.ndarray:
+    """The Python LiteRT interpreter's output (its default XNNPACK delegate, one thread: the browser's
+    runtime is XNNPACK in WebAssembly) for input ``x``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"), num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+
+
+def _decoded(text: str, dtype) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.dtype(dtype).newbyteorder("<"))
+
+
+@pytest.mark.slow
+def test_the_web_demo_runs_bundles_in_chromium_like_the_python_runtime(browser_run):
+    from dynzoo.export.bundle import read_bundle, scores
+
+    result, bundles, url = browser_run
+    # nothing was fetched from anywhere but the demo server (no CDN, no fonts, no telemetry)
+    assert result["requests"] and all(r.startswith(url) for r in result["requests"]), result["requests"]
+    assert result["served"] == sorted(p.name for p in bundles.iterdir())
+
+    for name, shown in result["bundles"].items():
+        assert "error" not in shown, shown
+        _, labels, info = read_bundle(bundles / name)
+        golden_dir = bundles / name / "golden"
+        golden = json.loads((golden_dir / "golden.json").read_text())
+        dtype = np.dtype(info["input"]["dtype"])
+        # The page's preprocessing of golden/image.png is the Python reference's (golden/input.bin).
+        reference_input = np.fromfile(golden_dir / "input.bin", dtype.newbyteorder("<"))
+        page_input = _decoded(shown["input"], dtype)
+        if dtype == np.float32:
+            np.testing.assert_allclose(page_input, reference_input, rtol=0, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(page_input, reference_input, err_msg=name)
+        # On the same input, LiteRT.js's output is the Python interpreter's: float32 to 1e-5 relative to the
+        # largest logit, integers exactly.
+        x = reference_input.reshape(golden["input_shape"])
+        expected = _python_litert(bundles / name, x)
+        page_output = _decoded(shown["goldenOutput"], info["output"]["dtype"])
+        if expected.dtype == np.float32:
+            np.testing.assert_allclose(page_output, expected, rtol=0, atol=1e-5 * np.abs(expected).max(), err_msg=name)
+        else:
+            np.testing.assert_array_equal(page_output, expected, err_msg=name)
+        # The page shows the golden top-5 with the Python scores of its output.
+        assert [row["class"] for row in shown["shown"]] == [c for c, _ in golden["top_k"]], (name, shown["shown"])
+        assert [row["label"] for row in shown["shown"]] == [labels[c] for c, _ in golden["top_k"]]
+        probabilities = scores(_decoded(shown["output"], info["output"]["dtype"])[None], info)[0]
+        for row, entry in zip(shown["shown"], shown["top"]):
+            assert entry["probability"] == pytest.approx(probabilities[row["class"]], rel=1e-9, abs=1e-12)
+            assert row["text"] == f"{entry['probability'] * 100:.2f} %"
+        assert shown["inferenceMs"] > 0 and shown["preprocessMs"] > 0 and shown["runs"] == 5
+
+    # Chromium's fake camera: a frame classifies through the same path.
+    assert result["camera"]["error"] is None and result["camera"]["result"]["source"] == "camera"
+    assert len(result["camera"]["result"]["top"]) == 5
+    # Bad bundles get one clear line naming the file and the problem.
+    assert result["bad"]["missing"] == "bundle dropped: model_info.json: missing"
+    assert result["bad"]["broken"].startswith("bundle dropped: model_info.json: invalid JSON")
+    assert result["bad"]["misfit"] == ("bundle dropped: model.tflite: its input is float32 [1,32,32,3] but "
+                                       "model_info.json describes float32 [1,40,40,3]")
