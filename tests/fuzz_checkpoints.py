@@ -8,7 +8,7 @@ integers, tuples, memo and storage opcodes) unless another ``-dict=`` is given. 
 input to ``-artifact_prefix``. Keep every finding in ``tests/checkpoint_corpus/`` (named
 ``finding-…``): ``test_checkpoint_fuzz.py`` replays the corpus on every run.
 
-    # CI: 60 seconds, new inputs go to a scratch folder, the committed corpus is read only
+    # CI: 20 seconds, new inputs go to a scratch folder, the committed corpus is read only
     python tests/fuzz_checkpoints.py -max_total_time=60 -max_len=65536 SCRATCH tests/checkpoint_corpus
     # a longer campaign (README, "Fuzzing the checkpoint reader")
     python tests/fuzz_checkpoints.py -max_total_time=1800 -max_len=65536 -print_final_stats=1 \\

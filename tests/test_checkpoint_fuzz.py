@@ -1,4 +1,4 @@
-"""The fuzzing gate of the .pth reader: its corpus replayed, then 60 seconds of atheris
+"""The fuzzing gate of the .pth reader: its corpus replayed, then 20 seconds of atheris
 (``fuzz_checkpoints.py``; README, "Fuzzing the checkpoint reader")."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from checkpoint_invariants import check_load, decode_input, wrap_pickle
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "checkpoint_corpus"
-FUZZ_SECONDS = 60
+FUZZ_SECONDS = 20  # the gate; long campaigns run by hand (README)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_the_value_check_catches_a_value_from_outside_the_file():
         assert_values_come_from_the_file({"w": np.array([4.6e-44, 1234.5], "<f4")}, file_bytes)
 
 
-def test_sixty_seconds_of_fuzzing_find_nothing(tmp_path):
+def test_twenty_seconds_of_fuzzing_find_nothing(tmp_path):
     pytest.importorskip("atheris")
     scratch = tmp_path / "new_inputs"
     scratch.mkdir()
