@@ -3,7 +3,7 @@
 //
 //   node web_demo/test/browser_check.mjs URL SPEC.json OUT_DIR
 //
-// SPEC.json: {"bundlesDir": DIR, "bundles": [NAME, ...], "screenshot": NAME, "runs": N,
+// SPEC.json: {"bundlesDir": DIR, "bundles": [NAME, ...], "screenshot": NAME, "runs": N, "camera": true,
 //             "bad": [{"label", "files": [PATH, ...]}, ...]}
 // For each served bundle NAME: pick it in the select, load bundles/NAME/golden/image.png through the URL
 // form, wait for the result; read the top-5 from the page, the input and output tensors the page made, and
@@ -45,15 +45,20 @@ try {
   for (const name of spec.bundles) {
     await page.selectOption('#bundle-select', name);
     await waitForStatus([`Bundle ${name} ready.`, `${name}: done.`]); // done: it ran on the previous image
+    const loadError = await errorText();
+    if (loadError) {
+      result.bundles[name] = { error: loadError };
+      continue;
+    }
     const image = `bundles/${name}/golden/image.png`;
     await page.fill('#image-url', image);
     await page.click('#url-form button[type=submit]');
     await page.waitForFunction(([n, i]) => (window.dynzooDemo.result()?.bundle === n
       && window.dynzooDemo.result().source.endsWith(i)) || !document.getElementById('error').hidden,
     [name, image], { timeout: 60000 });
-    const error = await errorText();
-    if (error) {
-      result.bundles[name] = { error };
+    const runError = await errorText();
+    if (runError) {
+      result.bundles[name] = { error: runError };
       continue;
     }
     const shown = await page.$$eval('#top-k tbody tr', (rows) => rows.map((row) => ({
@@ -66,21 +71,25 @@ try {
   }
 
   // The camera (Chromium's fake device): a frame classifies through the same path.
-  await page.click('#camera-start');
-  await page.waitForFunction(() => !document.getElementById('camera-capture').disabled
-    || !document.getElementById('error').hidden, null, { timeout: 30000 });
-  if (!(await errorText())) {
-    await page.click('#camera-capture');
-    await page.waitForFunction(() => window.dynzooDemo.result()?.source === 'camera'
-      || !document.getElementById('error').hidden, null, { timeout: 60000 });
-  }
-  result.camera = { error: await errorText(), result: await page.evaluate(() => window.dynzooDemo.result()) };
+  if (spec.camera !== false) await checkCamera();
 
   for (const bad of spec.bad ?? []) {
     await page.evaluate(() => { document.getElementById('error').hidden = true; });
     await page.setInputFiles('#bundle-files', bad.files);
     await waitForStatus(['Bundle dropped ready.']);
     result.bad[bad.label] = await errorText();
+  }
+
+  async function checkCamera() {
+    await page.click('#camera-start');
+    await page.waitForFunction(() => !document.getElementById('camera-capture').disabled
+      || !document.getElementById('error').hidden, null, { timeout: 30000 });
+    if (!(await errorText())) {
+      await page.click('#camera-capture');
+      await page.waitForFunction(() => window.dynzooDemo.result()?.source === 'camera'
+        || !document.getElementById('error').hidden, null, { timeout: 60000 });
+    }
+    result.camera = { error: await errorText(), result: await page.evaluate(() => window.dynzooDemo.result()) };
   }
 } catch (error) {
   result.failure = String(error.stack || error); // reported with the console lines, for the test's message
