@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+DEFAULT_BUNDLES = "bundles"
 SITE = Path(__file__).with_name("web_demo_site")
 BUILD_COMMAND = "npm --prefix web_demo ci && npm --prefix web_demo run build"
 BUNDLE_ROUTE = "/bundles"
@@ -113,8 +114,8 @@ def make_server(bundles: Path, port: int = DEFAULT_PORT, site: Path = SITE,
 
 
 def _serve_demo(args: argparse.Namespace) -> int:
-    bundles = Path(args.bundles)
-    if args.bundles_given and not bundles.is_dir():
+    bundles = Path(args.bundles or DEFAULT_BUNDLES)
+    if args.bundles is not None and not bundles.is_dir():  # only a folder the user named must exist
         raise ValueError(f"--bundles: {os.fspath(bundles)!r} is not a folder.")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}.")
@@ -133,24 +134,18 @@ def _serve_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-class _BundlesAction(argparse.Action):
-    """Records that --bundles was given, so that only an explicit folder must exist."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        namespace.bundles, namespace.bundles_given = values, True
-
-
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "serve-demo", help="serve the web demo and a folder of bundles on 127.0.0.1",
         description="Serve the web demo page (LiteRT.js in the browser) and the bundles of a folder from "
         f"127.0.0.1, and print the URL. Build the page once first, in the repository: `{BUILD_COMMAND}`, then "
         "`pip install .`.")
-    p.add_argument("--bundles", default="bundles", action=_BundlesAction, metavar="DIR",
-                   help="folder of bundle folders (default ./bundles, where `dynzoo quickstart` writes them)")
+    p.add_argument("--bundles", metavar="DIR",
+                   help=f"folder of bundle folders (default ./{DEFAULT_BUNDLES}, where `dynzoo quickstart` writes "
+                   "them outside the repository)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--site", default=os.fspath(SITE), metavar="DIR",
                    help="the built page (default: the one installed with dynzoo)")
     p.add_argument("--log-requests", action="store_true", help="print one line per request")
-    p.set_defaults(func=_serve_demo, bundles_given=False)
+    p.set_defaults(func=_serve_demo)
 

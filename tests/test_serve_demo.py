@@ -36,7 +36,7 @@ def served(site, tmp_path):
     (bundles / "notes").mkdir()
     (tmp_path / "secret.txt").write_text("outside the roots")
     server = make_server(bundles, port=0, site=site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", bundles
     server.shutdown()

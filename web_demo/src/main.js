@@ -1,7 +1,7 @@
 // The page: pick or drop a bundle, give it an image (file, camera or URL), show the top-5 and the timings.
-// The bundle rules live in bundle.js; this file is the DOM and LiteRT.js. `window.dynzooDemo` exposes the
-// same steps to the browser test (tests/test_web_demo.py), which drives the page as a user would and reads
-// the tensors back exactly.
+// The bundle rules live in bundle.js; this file is the DOM and LiteRT.js. `window.dynzooDemo` lets the
+// browser test (web_demo/test/browser_check.mjs), which drives the page as a user would, read the tensors
+// back exactly and run the golden input.
 
 import { loadAndCompile, loadLiteRt, Tensor } from '@litertjs/core';
 import {
@@ -66,13 +66,20 @@ function droppedFiles(files) {
 async function loadBundle(name, readFile) {
   const numThreads = await liteRtReady;
   $('status').textContent = `Loading bundle ${name}…`;
-  const [modelBytes, labelBytes, infoBytes] = await Promise.all(BUNDLE_FILES.map(readFile));
+  const contents = await Promise.all(BUNDLE_FILES.map(readFile));
   BUNDLE_FILES.forEach((file, i) => {
-    if ([modelBytes, labelBytes, infoBytes][i] === null) throw new BundleError(name, file, 'missing');
+    if (contents[i] === null) throw new BundleError(name, file, 'missing');
   });
-  const decode = (bytes) => new TextDecoder('utf-8', { fatal: false }).decode(bytes);
-  const info = parseModelInfo(name, decode(infoBytes));
-  const labels = parseLabels(name, decode(labelBytes), info);
+  const [modelBytes, labelBytes, infoBytes] = contents;
+  const text = (file, bytes) => {
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      throw new BundleError(name, file, 'is not UTF-8 text');
+    }
+  };
+  const info = parseModelInfo(name, text('model_info.json', infoBytes));
+  const labels = parseLabels(name, text('labels.txt', labelBytes), info);
   await checkModelBytes(name, modelBytes, info);
   let model;
   try {
@@ -323,10 +330,6 @@ window.dynzooDemo = {
     $('status').textContent = `LiteRT ready (${threadCount} thread${threadCount > 1 ? 's' : ''}). Pick a bundle.`;
     return names;
   })(),
-  /** Picks a served bundle through the select, as a user does; resolves to its model_info or rejects. */
-  pickBundle: (name) => guarded(() => loadBundle(name, servedFiles(name))),
-  /** Loads an image from a served URL through the form's code path; resolves to the result. */
-  classifyUrl: (url) => guarded(() => loadImageUrl(url)),
   /** Runs the current bundle on a tensor given as little-endian bytes (base64); resolves to the output's. */
   runTensor: async (base64) => {
     const { info, model } = bundle;

@@ -1,5 +1,5 @@
 // Drives the served web demo in headless Chromium as a user would, and prints what the page computed as
-// one JSON line ("RESULT {...}") for tests/test_web_demo.py to compare with the Python runtime.
+// one JSON line ("RESULT {...}") for tests/test_quickstart.py to compare with the Python runtime.
 //
 //   node web_demo/test/browser_check.mjs URL SPEC.json OUT_DIR
 //
