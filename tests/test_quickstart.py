@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -128,17 +129,23 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-def _start_serve_demo(bundles: Path) -> tuple[subprocess.Popen, str]:
-    """`dynzoo serve-demo` (the installed command) on a free port; (the process, the URL it printed)."""
-    process = subprocess.Popen([str(Path(sys.executable).with_name("dynzoo")), "serve-demo", "--bundles",
-                                str(bundles), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    line = process.stdout.readline()  # the command prints its URL once it listens
-    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not match:
-        process.kill()
-        pytest.fail(f"dynzoo serve-demo printed no URL: {line}{process.stdout.read()[-2000:]}")
-    return process, match.group(0)
+def _start_serve_demo(bundles: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`dynzoo serve-demo` (the installed command) on a free port, its stderr in ``log`` (a file: a pipe
+    nobody reads could fill up); (the process, the URL it printed)."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([str(Path(sys.executable).with_name("dynzoo")), "serve-demo", "--bundles",
+                                    str(bundles), "--port", "0"], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    deadline = threading.Timer(120, process.kill)  # a command that never prints its URL fails the test
+    deadline.start()
+    printed = []
+    for line in process.stdout:  # the command prints its URL once it listens
+        printed.append(line)
+        if match := re.search(r"http://127\.0\.0\.1:\d+/", line):
+            deadline.cancel()
+            return process, match.group(0)
+    deadline.cancel()
+    process.kill()
+    pytest.fail(f"dynzoo serve-demo printed no URL: {''.join(printed)[-2000:]}{log.read_text()[-2000:]}")
 
 
 def _bad_bundles(root: Path, good: Path) -> list[dict]:
@@ -165,7 +172,7 @@ def _bad_bundles(root: Path, good: Path) -> list[dict]:
 def browser_run(quickstart_run, tmp_path_factory):
     """The quickstart's float32 and int8 bundles and a DCD bundle (exported here by `dynzoo export`), served
     by `dynzoo serve-demo` and driven in headless Chromium by web_demo/test/browser_check.mjs: (what the
-    page computed, the bundles folder, the output folder)."""
+    page computed, the bundles folder, the server's URL)."""
     _require_browser()
     root = tmp_path_factory.mktemp("web_demo")
     bundles = root / "bundles"
@@ -178,7 +185,7 @@ def browser_run(quickstart_run, tmp_path_factory):
     spec = {"bundlesDir": str(bundles), "bundles": sorted(p.name for p in bundles.iterdir()), "runs": 5,
             "screenshot": "micronet_m0_digits_int8", "bad": _bad_bundles(root, bundles / "micronet_m0_digits_float32")}
     (root / "spec.json").write_text(json.dumps(spec))
-    server, url = _start_serve_demo(bundles)
+    server, url = _start_serve_demo(bundles, root / "serve-demo.log")
     try:
         done = subprocess.run(["node", str(WEB_DEMO / "test" / "browser_check.mjs"), url, str(root / "spec.json"),
                                str(root)], capture_output=True, text=True, timeout=300)
