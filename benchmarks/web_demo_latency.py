@@ -5,7 +5,7 @@ golden input, in one run: median milliseconds of N runs each, after one warm-up.
 Needs what web_demo/install.sh installs, and the built page installed with dynzoo. Writes
 benchmarks/results/web_demo_latency.md.
 
-    python benchmarks/web_demo_latency.py [--runs 50]
+    python benchmarks/web_demo_latency.py [--runs 200]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def browser_latency(bundles: Path, names: list[str], runs: int, work: Path) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
     from dynzoo.cli import main as dynzoo_main
