@@ -1,0 +1,104 @@
+"""Why a full-integer MicroNet runs slower than its float32 twin on this machine: how much of each graph
+XNNPACK takes, and which int8 ops it leaves to LiteRT's builtin kernels.
+
+1. MicroNet-M0 (224×224, untrained, calibrated on uniform noise with a full-range ramp) in float32 and int8:
+   median ms of `invoke` with XNNPACK (the default) and with the builtin kernels only, one thread, and
+   the number of XNNPACK partitions (each one a hand-over between XNNPACK and a builtin op).
+2. One op between two 1×1 convolutions, converted int8: how many XNNPACK partitions it leaves (1: XNNPACK
+   takes the op; 2: the op runs outside, splitting the graph).
+
+    python benchmarks/int8_delegation.py   # writes benchmarks/results/int8_delegation.md
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+HERE = Path(__file__).resolve().parent
+
+# (label, the op applied to a 8×8×16 map between two 1×1 convolutions)
+SINGLE_OPS = [
+    ("MAXIMUM of two activations (Dynamic Shift-Max's max)", lambda x: tf.maximum(x, x * 0.5)),
+    ("BATCH_MATMUL of two activations (its matrix form)", lambda x: tf.reshape(
+        tf.matmul(tf.reshape(x, (-1, 64, 16)), tf.reshape(x, (-1, 64, 16)), transpose_a=True), (-1, 16, 16, 1))),
+    ("MEAN over H, W (global pooling)", lambda x: tf.reduce_mean(x, axis=[1, 2], keepdims=True) + x),
+    ("STRIDED_SLICE + CONCATENATION (channel shift)", lambda x: tf.concat([x[..., 8:], x[..., :8]], -1)),
+    ("TRANSPOSE (channel shuffle)", lambda x: tf.reshape(
+        tf.transpose(tf.reshape(x, (-1, 8, 8, 4, 4)), (0, 1, 2, 4, 3)), (-1, 8, 8, 16))),
+    ("LOGISTIC + MUL", lambda x: x * tf.sigmoid(x)),
+    ("h-sigmoid as ADD, clamp, MUL", lambda x: tf.minimum(tf.maximum(x + 3.0, 0.0), 6.0) / 6.0),
+    ("HARD_SWISH", lambda x: x * tf.nn.relu6(x + 3.0) / 6.0),
+    ("PAD", lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])),
+    ("SPLIT + ADD", lambda x: tf.add(*tf.split(x, 2, axis=-1))),
+    ("SOFTMAX", lambda x: tf.nn.softmax(x)),
+]
+
+
+def interpreter(flatbuffer: bytes, builtin_only: bool = False):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_only else OpResolverType.AUTO
+    result = Interpreter(model_content=flatbuffer, num_threads=1, experimental_op_resolver_type=resolver)
+    result.allocate_tensors()
+    return result
+
+
+def partitions(flatbuffer: bytes) -> int:
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter(flatbuffer)._get_ops_details())
+
+
+def median_ms(flatbuffer: bytes, builtin_only: bool, runs: int = 100) -> float:
+    it = interpreter(flatbuffer, builtin_only)
+    detail = it.get_input_details()[0]
+    it.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    for _ in range(5):
+        it.invoke()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        it.invoke()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def single_op_model(op) -> keras.Model:
+    inputs = keras.Input((8, 8, 16))
+    x = keras.layers.Conv2D(16, 1)(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(16, 1)(keras.layers.Lambda(op)(x)))
+
+
+def main() -> None:
+    import dynzoo
+    from dynzoo.export.cli import full_range_first
+    from dynzoo.export.tflite import convert
+
+    keras.utils.set_random_seed(0)
+    model = dynzoo.create_model("micronet_m0", weights=None)
+    data = full_range_first(np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype("float32"))
+    lines = ["# int8 and XNNPACK", "", "`python benchmarks/int8_delegation.py`: LiteRT interpreter, one thread, "
+             "median of 100 `invoke`s.", "",
+             "| MicroNet-M0 224×224 | XNNPACK ms | builtin kernels ms | XNNPACK partitions | ops |",
+             "|---|---:|---:|---:|---|"]
+    for mode in ("float32", "int8"):
+        flatbuffer = convert(model, mode, data if mode == "int8" else None)
+        ops = collections.Counter(op["op_name"] for op in interpreter(flatbuffer, True)._get_ops_details())
+        lines.append(f"| {mode} | {median_ms(flatbuffer, False):.2f} | {median_ms(flatbuffer, True):.2f} | "
+                     f"{partitions(flatbuffer)} | {', '.join(f'{k} {v}' for k, v in ops.most_common())} |")
+    lines += ["", "| one int8 op between two 1×1 convolutions | XNNPACK partitions |", "|---|---:|"]
+    calibration = np.random.default_rng(0).normal(size=(8, 8, 8, 16)).astype("float32")
+    for label, op in SINGLE_OPS:
+        lines.append(f"| {label} | {partitions(convert(single_op_model(op), 'int8', calibration))} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (HERE / "results" / "int8_delegation.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
