@@ -28,6 +28,9 @@ SINGLE_OPS = [
     ("MAXIMUM of two activations (Dynamic Shift-Max's max)", lambda x: tf.maximum(x, x * 0.5)),
     ("BATCH_MATMUL of two activations (its matrix form)", lambda x: tf.reshape(
         tf.matmul(tf.reshape(x, (-1, 64, 16)), tf.reshape(x, (-1, 64, 16)), transpose_a=True), (-1, 16, 16, 1))),
+    ("BATCH_MATMUL by a constant (a grouped 1×1 convolution written so)", lambda x: tf.reshape(tf.matmul(
+        tf.transpose(tf.reshape(x, (-1, 64, 4, 4)), (0, 2, 1, 3)), tf.reshape(tf.range(64.0) / 64.0, (1, 4, 4, 4))),
+        (-1, 8, 8, 16))),
     ("MEAN over H, W (global pooling)", lambda x: tf.reduce_mean(x, axis=[1, 2], keepdims=True) + x),
     ("STRIDED_SLICE + CONCATENATION (channel shift)", lambda x: tf.concat([x[..., 8:], x[..., :8]], -1)),
     ("TRANSPOSE (channel shuffle)", lambda x: tf.reshape(
@@ -38,6 +41,8 @@ SINGLE_OPS = [
     ("PAD", lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])),
     ("SPLIT + ADD", lambda x: tf.add(*tf.split(x, 2, axis=-1))),
     ("SOFTMAX", lambda x: tf.nn.softmax(x)),
+    ("RELU on its own (not fused into the op before it)", lambda x: x - tf.nn.relu(x)),
+    ("a + relu(b − a) (a max without MAXIMUM)", lambda x: x + tf.nn.relu(x * 0.5 - x)),
 ]
 
 
