@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, skip_or_fail_under_ci
 
 RUN_TESTS = REPO / "android_demo" / "core" / "run_tests.sh"
 IMAGE_SIZE = 32
@@ -32,10 +32,7 @@ def _require_jvm() -> None:
     have = shutil.which("javac") and os.path.exists("/usr/share/java/junit4.jar")
     if have or (os.geteuid() == 0 and shutil.which("apt-get") is not None):
         return
-    message = "no JDK/JUnit and no root to install them (android_demo/core/run_tests.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail_under_ci("no JDK/JUnit and no root to install them (android_demo/core/run_tests.sh)")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, skip_or_fail_under_ci
 from dynzoo.cli import main as dynzoo_main
 from dynzoo.quickstart import EPOCHS, INPUT_SIZE
 from dynzoo.train.callbacks import CHECKPOINT_FILE
@@ -123,10 +122,8 @@ def _require_browser() -> None:
         ("web_demo/node_modules", (WEB_DEMO / "node_modules" / "playwright-core").is_dir()),
         ("the built page installed with dynzoo", (SITE / "index.html").is_file())) if not ok]
     if missing:
-        message = f"web demo test: missing {', '.join(missing)} (run web_demo/install.sh, then pip install .)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail_under_ci(f"web demo test: missing {', '.join(missing)} (run web_demo/install.sh, then "
+                              "pip install .)")
 
 
 def _start_serve_demo(bundles: Path, log: Path) -> tuple[subprocess.Popen, str]:
