@@ -1,9 +1,10 @@
 """Why a full-integer MicroNet runs slower than its float32 twin on this machine: how much of each graph
 XNNPACK takes, and which int8 ops it leaves to LiteRT's builtin kernels.
 
-1. MicroNet-M0 (224×224, untrained, calibrated on uniform noise with a full-range ramp) in float32 and int8:
-   median ms of `invoke` with XNNPACK (the default) and with the builtin kernels only, one thread, and
-   the number of XNNPACK partitions (each one a hand-over between XNNPACK and a builtin op).
+1. MicroNet-M0 (224×224, untrained, calibrated on uniform noise with a full-range ramp) in float32 and int8,
+   timed side by side (`dynzoo.export.compare_latency`, one thread) with XNNPACK (the default) and with
+   the builtin kernels only, and the number of XNNPACK partitions (each boundary a hand-over between
+   XNNPACK and a builtin op).
 2. One op between two 1×1 convolutions, converted int8: how many XNNPACK partitions it leaves (1: XNNPACK
    takes the op; 2: the op runs outside, splitting the graph).
 
@@ -13,8 +14,6 @@ XNNPACK takes, and which int8 ops it leaves to LiteRT's builtin kernels.
 from __future__ import annotations
 
 import collections
-import statistics
-import time
 from pathlib import Path
 
 import keras
@@ -46,31 +45,14 @@ SINGLE_OPS = [
 ]
 
 
-def interpreter(flatbuffer: bytes, builtin_only: bool = False):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def ops_and_partitions(flatbuffer: bytes) -> tuple[collections.Counter, int]:
+    """The op types of the graph, and how many XNNPACK partitions the default interpreter makes of it."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_only else OpResolverType.AUTO
-    result = Interpreter(model_content=flatbuffer, num_threads=1, experimental_op_resolver_type=resolver)
-    result.allocate_tensors()
-    return result
-
-
-def partitions(flatbuffer: bytes) -> int:
-    return sum(op["op_name"] == "DELEGATE" for op in interpreter(flatbuffer)._get_ops_details())
-
-
-def median_ms(flatbuffer: bytes, builtin_only: bool, runs: int = 100) -> float:
-    it = interpreter(flatbuffer, builtin_only)
-    detail = it.get_input_details()[0]
-    it.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    for _ in range(5):
-        it.invoke()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        it.invoke()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    interpreter.allocate_tensors()
+    ops = collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
+    return ops, ops.pop("DELEGATE", 0)
 
 
 def single_op_model(op) -> keras.Model:
@@ -81,25 +63,28 @@ def single_op_model(op) -> keras.Model:
 
 def main() -> None:
     import dynzoo
+    from dynzoo.export import compare_latency
     from dynzoo.export.cli import full_range_first
     from dynzoo.export.tflite import convert
 
     keras.utils.set_random_seed(0)
     model = dynzoo.create_model("micronet_m0", weights=None)
     data = full_range_first(np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype("float32"))
+    flatbuffers = {"float32": convert(model, "float32"), "int8": convert(model, "int8", data)}
+    timed = {kernels: compare_latency(flatbuffers, xnnpack=kernels == "XNNPACK") for kernels in ("XNNPACK", "builtin")}
     lines = ["# int8 and XNNPACK", "", "`python benchmarks/int8_delegation.py`: LiteRT interpreter, one thread, "
-             "median of 100 `invoke`s.", "",
-             "| MicroNet-M0 224×224 | XNNPACK ms | builtin kernels ms | XNNPACK partitions | ops |",
-             "|---|---:|---:|---:|---|"]
-    for mode in ("float32", "int8"):
-        flatbuffer = convert(model, mode, data if mode == "int8" else None)
-        ops = collections.Counter(op["op_name"] for op in interpreter(flatbuffer, True)._get_ops_details())
-        lines.append(f"| {mode} | {median_ms(flatbuffer, False):.2f} | {median_ms(flatbuffer, True):.2f} | "
-                     f"{partitions(flatbuffer)} | {', '.join(f'{k} {v}' for k, v in ops.most_common())} |")
+             "float32 and int8 timed side by side (`compare_latency`: median ms, and the median of the per-cycle "
+             "ratios to float32).", "",
+             "| MicroNet-M0 224×224 | XNNPACK ms | ratio | builtin kernels ms | ratio | XNNPACK partitions | ops |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for mode, flatbuffer in flatbuffers.items():
+        ops, parts = ops_and_partitions(flatbuffer)
+        cells = " | ".join(f"{timed[k].median_ms[mode]:.2f} | {timed[k].ratio[mode]:.2f}×" for k in timed)
+        lines.append(f"| {mode} | {cells} | {parts} | {', '.join(f'{k} {v}' for k, v in ops.most_common())} |")
     lines += ["", "| one int8 op between two 1×1 convolutions | XNNPACK partitions |", "|---|---:|"]
     calibration = np.random.default_rng(0).normal(size=(8, 8, 8, 16)).astype("float32")
     for label, op in SINGLE_OPS:
-        lines.append(f"| {label} | {partitions(convert(single_op_model(op), 'int8', calibration))} |")
+        lines.append(f"| {label} | {ops_and_partitions(convert(single_op_model(op), 'int8', calibration))[1]} |")
     text = "\n".join(lines) + "\n"
     print(text)
     (HERE / "results" / "int8_delegation.md").write_text(text)

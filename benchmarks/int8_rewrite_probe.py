@@ -6,7 +6,8 @@ inside XNNPACK (`benchmarks/int8_delegation.py` lists the ones it leaves out), a
 - hard-swish as ``x · (relu(x + 3) − relu(x − 3)) / 6`` (no HARD_SWISH), the int16x8 export's form.
 
 The max rewrite is patched into the layer module for this probe only: the export does not do it (yet).
-LiteRT interpreter, XNNPACK, one thread, median of 100 `invoke`s; untrained weights, calibrated on uniform
+LiteRT interpreter, XNNPACK, one thread; each model's four exports timed side by side
+(`dynzoo.export.compare_latency`, ratios to its float32 export); untrained weights, calibrated on uniform
 noise with a full-range ramp.
 
     python benchmarks/int8_rewrite_probe.py   # writes benchmarks/results/int8_rewrite_probe.md
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from int8_delegation import median_ms, partitions
+from int8_delegation import ops_and_partitions
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,13 +50,13 @@ def max_as_relu():
 
 def main() -> None:
     import dynzoo
-    from dynzoo.export import tflite
+    from dynzoo.export import compare_latency, tflite
     from dynzoo.export.cli import full_range_first
     from dynzoo.layers.shift_max import shift_max_form
 
     lines = ["# int8 rewrites that keep ops inside XNNPACK (probe)", "",
-             "`python benchmarks/int8_rewrite_probe.py`; XNNPACK, one thread, median of 100 `invoke`s.", "",
-             "| model | export | XNNPACK partitions | ms |", "|---|---|---:|---:|"]
+             "`python benchmarks/int8_rewrite_probe.py`; XNNPACK, one thread, side by side (`compare_latency`).",
+             "", "| model | export | XNNPACK partitions | ms | ratio to float32 |", "|---|---|---:|---:|---:|"]
     for name in ("micronet_m0", "micronet_m3"):
         keras.utils.set_random_seed(0)
         model = dynzoo.create_model(name, weights=None)
@@ -67,8 +68,10 @@ def main() -> None:
         exports = {"float32": tflite.convert(model, "float32"), "int8": tflite.convert(model, "int8", data),
                    "float32, rewritten": tflite.convert(rewritten, "float32", saved_model=saved),
                    "int8, rewritten": tflite.convert(rewritten, "int8", data, saved_model=saved)}
+        timed = compare_latency(exports)
         for label, flatbuffer in exports.items():
-            lines.append(f"| {name} | {label} | {partitions(flatbuffer)} | {median_ms(flatbuffer, False):.2f} |")
+            lines.append(f"| {name} | {label} | {ops_and_partitions(flatbuffer)[1]} | {timed.median_ms[label]:.2f} | "
+                         f"{timed.ratio[label]:.2f}× |")
     text = "\n".join(lines) + "\n"
     print(text)
     (HERE / "results" / "int8_rewrite_probe.md").write_text(text)
