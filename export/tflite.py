@@ -14,19 +14,20 @@ import functools
 import os
 import re
 import tempfile
-from copy import deepcopy
 from pathlib import Path
 from typing import Sequence
 
 import keras
 import numpy as np
 
+from dynzoo.export.flatbuffer import fit_xnnpack_scales, operator_name, read_model, unshare_biases
 from dynzoo.layers.base import export_form
 from dynzoo.layers.shift_max import shift_max_form
 from dynzoo.logs import native_stderr_quiet
 
 MODES = ("float32", "float16", "dynamic", "int8", "uint8", "int16x8", "mixed")
 INTEGER_MODES = ("int8", "uint8", "int16x8")  # every op runs on integers (float I/O only for int16x8)
+INT8_MODES = ("int8", "uint8")  # traced in the full-integer export form, for XNNPACK's int8 kernels
 CALIBRATED_MODES = ("int8", "uint8", "int16x8", "mixed")
 # Ops that only move data between float and integer at the model's edges.
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -39,9 +40,11 @@ class ExportError(RuntimeError):
     """The model cannot be converted as asked (the message names the ops and the layers)."""
 
 
-def save_for_conversion(model: keras.Model, directory: str | os.PathLike, batch_size: int = 1) -> Path:
+def save_for_conversion(model: keras.Model, directory: str | os.PathLike, batch_size: int = 1, *,
+                        integer: bool = False) -> Path:
     """Export ``model`` (inference mode, static batch) as a SavedModel that :func:`convert` reads.
 
+    ``integer``: trace the layers in their full-integer export form (``export_form(integer=True)``).
     A plain ``tf.Module`` with one traced function: Keras's ``ExportArchive`` traces the model three
     times, which made saving about twice as slow for the dynamic networks, whose graphs are large."""
     import tensorflow as tf
@@ -56,7 +59,7 @@ def save_for_conversion(model: keras.Model, directory: str | os.PathLike, batch_
         functools.partial(model.__call__, training=False),
         input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")],
     )
-    with export_form():  # one convolution per layer, what the converter and XNNPACK run fastest
+    with export_form(integer):  # one convolution per layer, what the converter and XNNPACK run fastest
         tf.saved_model.save(module, os.fspath(directory), signatures={"serve": module.serve.get_concrete_function()})
     return Path(directory)
 
@@ -83,8 +86,9 @@ def convert(
         mode: one of :data:`MODES`.
         representative_data: (N, H, W, 3) float32 model inputs for calibration (calibrated modes).
         saved_model: the model's SavedModel from :func:`save_for_conversion`, to convert one export
-            in several modes (default: export it now). int16x8 re-exports where it needs its own
-            form (:func:`exportable`; Dynamic Shift-Max element-wise).
+            in several modes (default: export it now). int8, uint8 and int16x8 re-export where they
+            need their own form (:func:`exportable`; the layers' full-integer export form for int8 and
+            uint8, Dynamic Shift-Max element-wise for int16x8).
         float_island_scopes: name fragments of the layers whose element-wise ops ``mixed`` keeps in
             float; default: the dynamic layers (:func:`dynamic_scopes`).
 
@@ -105,11 +109,14 @@ def convert(
     # on its matrix form (a randomly initialised MicroNet-M0; one layer for some calibration ranges)
     element_wise = mode == "int16x8" and any(getattr(layer, "uses_matrix_form", False)
                                              for layer in model._flatten_layers())
+    # int8 traces the layers that have a full-integer form in it (Dynamic Shift-Max: element-wise, its max
+    # without MAXIMUM), so that XNNPACK takes every int8 op (benchmarks/int8_delegation.py)
+    integer = mode in INT8_MODES and any(hasattr(layer, "uses_matrix_form") for layer in model._flatten_layers())
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
         friendly = exportable(model, mode)
-        if saved_model is None or friendly is not model or element_wise:
+        if saved_model is None or friendly is not model or element_wise or integer:
             with shift_max_form(matrix=False) if element_wise else contextlib.nullcontext():
-                saved = save_for_conversion(friendly, Path(tmp) / "saved_model")
+                saved = save_for_conversion(friendly, Path(tmp) / "saved_model", integer=mode in INT8_MODES)
         else:
             saved = Path(saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved))
@@ -139,6 +146,8 @@ def convert(
                               f"{_short_converter_error(e)}") from e
     if mode == "int16x8":
         flatbuffer = unshare_biases(flatbuffer)
+    elif mode in INT8_MODES:
+        flatbuffer = fit_xnnpack_scales(flatbuffer)
     check_builtin_only(flatbuffer, label)
     if mode in INTEGER_MODES:
         check_integer_only(flatbuffer, label, mode)
@@ -146,15 +155,15 @@ def convert(
 
 
 def exportable(model: keras.Model, mode: str) -> keras.Model:
-    """``model``, or for int16x8 an exactly equivalent clone whose hard-swish activations are written
-    as ``x · (relu(x + 3) − relu(x − 3)) / 6``: TFLite has no int16 HARD_SWISH kernel, and that form
-    is not fused back into one."""
-    if mode != "int16x8" or not any(_is_hard_swish(layer) for layer in model.layers):
+    """``model``, or for the integer modes an exactly equivalent clone whose hard-swish activations are
+    written in a form that the mode's kernels take (:data:`HARD_SWISH_FORMS`)."""
+    form = HARD_SWISH_FORMS.get(mode)
+    if form is None or not any(_is_hard_swish(layer) for layer in model.layers):
         return model
 
     def clone(layer):
         if _is_hard_swish(layer):
-            return keras.layers.Lambda(_piecewise_hard_swish, name=layer.name)
+            return keras.layers.Lambda(form, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -167,9 +176,24 @@ def _is_hard_swish(layer: keras.layers.Layer) -> bool:
 
 
 def _piecewise_hard_swish(x):
+    """``x · (relu(x + 3) − relu(x − 3)) / 6``: TFLite has no int16 HARD_SWISH kernel, and this form is not
+    fused back into one."""
     from keras import ops
 
     return x * (ops.relu(x + 3.0) - ops.relu(x - 3.0)) * (1.0 / 6.0)
+
+
+def _product_hard_swish(x):
+    """``relu6(x + 3) · x / 6``: XNNPACK has no int8 HARD_SWISH (each split the graph), and in this order the
+    converter does not fuse it back into one; it becomes an ADD with a fused RELU6 and a MUL, whose
+    ``1/6`` the int8 converter folds into the output scale (the relu pieces of int16x8 left a SUB whose
+    input and output scales XNNPACK refuses when ``x`` stays below 3 in calibration)."""
+    from keras import ops
+
+    return ops.relu6(x + 3.0) * x / 6.0
+
+
+HARD_SWISH_FORMS = {"int16x8": _piecewise_hard_swish, "int8": _product_hard_swish, "uint8": _product_hard_swish}
 
 
 def to_tflite(model: keras.Model) -> bytes:
@@ -207,62 +231,6 @@ def _convert_mixed(converter, saved: Path, data: np.ndarray, scopes: Sequence[st
     return debugger.get_nondebug_quantized_model()
 
 
-# Ops whose input 2 is a bias quantized with scale input_scale × weight_scale (per output channel).
-BIAS_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
-
-
-def unshare_biases(flatbuffer: bytes) -> bytes:
-    """Give every op its own correctly scaled bias where the int16x8 converter shares one.
-
-    The converter deduplicates equal float constants, so layers with the same bias values (DCD's folded
-    ``+3`` of every hard-sigmoid gate, its identity term) end up reading one bias tensor; in int16x8 mode
-    (unlike int8) that int64 tensor is quantized once, with the first consumer's ``input_scale ×
-    weight_scale``, and every other consumer reads values off by its ratio of scales — DCD-MobileNetV2
-    collapsed to chance. Each other consumer gets a copy requantized with its own scale (the float values
-    are recovered exactly enough: int64 steps of ~1e-8)."""
-    schema, model = _model(flatbuffer)
-    graph = model.subgraphs[0]
-    consumers = collections.defaultdict(list)
-    for op in graph.operators:
-        if _op_name(schema, model, op) in BIAS_OPS and len(op.inputs) > 2 and op.inputs[2] >= 0:
-            consumers[op.inputs[2]].append(op)
-    changed = False
-    for index, ops in consumers.items():
-        bias = graph.tensors[index]
-        if len(ops) < 2 or bias.type not in (schema.TensorType.INT64, schema.TensorType.INT32):
-            continue
-        dtype = np.int64 if bias.type == schema.TensorType.INT64 else np.int32
-        raw = np.frombuffer(bytes(model.buffers[bias.buffer].data), dtype)
-        if not raw.any():  # zeros are zeros at any scale
-            continue
-        stored = np.asarray(bias.quantization.scale, "float64")  # per channel, or one per-tensor scale
-        values = raw * np.broadcast_to(stored, raw.shape)
-        for op in ops:
-            scale = np.broadcast_to(np.asarray(graph.tensors[op.inputs[0]].quantization.scale, "float64")
-                                    * np.asarray(graph.tensors[op.inputs[1]].quantization.scale, "float64"),
-                                    stored.shape)
-            if np.allclose(scale, stored, rtol=1e-6, atol=0):
-                continue
-            copy = deepcopy(bias)
-            copy.quantization.scale = scale.astype("float32")
-            buffer = schema.BufferT()
-            quantized = np.round(values / np.broadcast_to(scale, raw.shape)).astype(dtype)
-            buffer.data = np.frombuffer(quantized.tobytes(), np.uint8)
-            model.buffers.append(buffer)
-            copy.buffer = len(model.buffers) - 1
-            graph.tensors.append(copy)
-            op.inputs = np.array(op.inputs, dtype=np.int32)  # writable copy
-            op.inputs[2] = len(graph.tensors) - 1
-            changed = True
-    if not changed:
-        return flatbuffer
-    import flatbuffers
-
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _short_converter_error(e: Exception) -> str:
     """The ops the converter rejected, each with the Keras layer it came from, and its summary lines."""
     text = str(e)
@@ -277,26 +245,11 @@ def _short_converter_error(e: Exception) -> str:
     return " | ".join(parts or lines[:3])
 
 
-def _model(flatbuffer: bytes):
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-
-
-def _op_name(schema, model, op) -> str:
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    if builtin == schema.BuiltinOperator.CUSTOM:
-        return f"CUSTOM:{code.customCode.decode()}"
-    return names[builtin]
-
-
 def op_names(flatbuffer: bytes) -> list[str]:
     """The builtin-op name of every operator in the main subgraph, in execution order
     (``CUSTOM:<name>`` for custom and Flex ops)."""
-    schema, model = _model(flatbuffer)
-    return [_op_name(schema, model, op) for op in model.subgraphs[0].operators]
+    schema, model = read_model(flatbuffer)
+    return [operator_name(schema, model, op) for op in model.subgraphs[0].operators]
 
 
 def op_counts(flatbuffer: bytes) -> dict[str, int]:
@@ -305,9 +258,9 @@ def op_counts(flatbuffer: bytes) -> dict[str, int]:
 
 def op_outputs(flatbuffer: bytes) -> list[tuple[str, str]]:
     """(op name, name of its first output tensor) for every operator, in execution order."""
-    schema, model = _model(flatbuffer)
+    schema, model = read_model(flatbuffer)
     graph = model.subgraphs[0]
-    return [(_op_name(schema, model, op), graph.tensors[op.outputs[0]].name.decode())
+    return [(operator_name(schema, model, op), graph.tensors[op.outputs[0]].name.decode())
             for op in graph.operators]
 
 
@@ -334,11 +287,11 @@ def check_builtin_only(flatbuffer: bytes, label: str) -> None:
 def float_ops(flatbuffer: bytes) -> list[tuple[str, str]]:
     """(op, layer) of every op that computes in float (a float32 input or output), edge
     QUANTIZE/DEQUANTIZE excepted."""
-    schema, model = _model(flatbuffer)
+    schema, model = read_model(flatbuffer)
     graph = model.subgraphs[0]
     found = []
     for op in graph.operators:
-        name = _op_name(schema, model, op)
+        name = operator_name(schema, model, op)
         if name in BOUNDARY_OPS:
             continue
         tensors = [graph.tensors[i] for i in list(op.inputs) + list(op.outputs) if i >= 0]

@@ -127,6 +127,9 @@ def check_exports(model: keras.Model, flatbuffers: dict[str, bytes], data: np.nd
             assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
         if mode in ("int8", "uint8", "int16x8"):
             assert float_ops(flatbuffer) == [], mode
+        if mode in ("int8", "uint8") and micronet_m0:  # the full-integer export form, all in XNNPACK
+            assert not {"MAXIMUM", "BATCH_MATMUL", "HARD_SWISH"} & set(ops), mode
+            assert xnnpack_partitions(flatbuffer) == 1, mode
         if mode == "int16x8" and micronet_m0:  # Dynamic Shift-Max element-wise (see convert)
             assert "BATCH_MATMUL" not in ops
         elif mode == "float32" and micronet_m0:  # its narrow layers as matrix products
@@ -170,14 +173,45 @@ def test_uint8_io_and_int8_io():
     assert tensor_io_info(flatbuffers["uint8"])["output"]["dtype"] == "uint8"
 
 
-@pytest.mark.slow
-def test_int16x8_form_of_hard_swish_is_exact():
-    """TFLite has no int16 HARD_SWISH: int16x8 exports an equivalent clone without it."""
+@pytest.mark.parametrize("mode", ["int16x8", "int8"])
+def test_integer_forms_of_hard_swish_are_exact(mode):
+    """TFLite has no int16 HARD_SWISH and XNNPACK no int8 one: those modes export an equivalent clone."""
     model = micronet()
-    friendly = exportable(model, "int16x8")
-    assert friendly is not model and exportable(model, "int8") is model
+    friendly = exportable(model, mode)
+    assert friendly is not model and exportable(model, "float32") is model
     x = calibration(2) * 60 + 120
     np.testing.assert_allclose(friendly(x, training=False), model(x, training=False), rtol=0, atol=1e-6)
+
+
+def xnnpack_partitions(flatbuffer: bytes) -> int:
+    """How many parts of the graph XNNPACK runs (each boundary a hand-over to a builtin kernel)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+
+def test_int8_scales_are_fitted_to_what_xnnpack_takes(monkeypatch):
+    """A term that calibration sees nearly zero (Dynamic Shift-Max's ``b · x̂`` while b is near 0) gets a
+    scale below 1/1024 of its sum's, where XNNPACK refuses the int8 ADD and splits the graph. The pass
+    raises that scale to the bound: one partition, and the same int8 outputs to one step."""
+    from dynzoo.export import tflite
+    from dynzoo.export.bundle import tensor_io_info
+
+    inputs = keras.Input((8, 8, 16))
+    main = keras.layers.Conv2D(16, 1, name="main")(inputs)
+    small = keras.layers.Conv2D(16, 1, name="small")(inputs)
+    summed = keras.layers.Add()([main, keras.layers.Rescaling(1e-5)(small)])
+    model = keras.Model(inputs, keras.layers.Conv2D(8, 1, name="head")(summed))
+    data = np.random.default_rng(0).normal(size=(16, 8, 8, 16)).astype("float32")
+    fitted = convert(model, "int8", data)
+    monkeypatch.setattr(tflite, "fit_xnnpack_scales", lambda flatbuffer: flatbuffer)
+    calibrated = convert(model, "int8", data)
+    assert (xnnpack_partitions(calibrated), xnnpack_partitions(fitted)) == (2, 1)
+    for xnnpack in (True, False):  # XNNPACK's kernels and LiteRT's own
+        steps = np.abs(run_tflite(fitted, data, xnnpack=xnnpack) - run_tflite(calibrated, data, xnnpack=xnnpack))
+        assert steps.max() <= tensor_io_info(fitted)["output"]["quantization"]["scale"] * 1.001
 
 
 def test_int16x8_gives_layers_with_equal_biases_their_own_bias_scale(monkeypatch):
@@ -221,9 +255,9 @@ def test_int16x8_gives_layers_with_equal_biases_their_own_bias_scale(monkeypatch
 
 
 def _bias_inputs(flatbuffer: bytes) -> list[int]:
-    from dynzoo.export.tflite import _model
+    from dynzoo.export.flatbuffer import read_model
 
-    _, model = _model(flatbuffer)
+    _, model = read_model(flatbuffer)
     return [int(op.inputs[2]) for op in model.subgraphs[0].operators if len(op.inputs) > 2]
 
 

@@ -212,13 +212,41 @@ def test_float32_tflite_is_builtin_only_and_matches_keras(name):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-def transpose_input_ranks(flatbuffer: bytes) -> list[int]:
-    from dynzoo.export.tflite import _model, _op_name
+def test_the_full_integer_export_form_is_exact(official_dir, tmp_path, monkeypatch):
+    """int8 exports trace MicroNet in the form XNNPACK runs on int8 (Dynamic Shift-Max element-wise with
+    its max as ``a + relu(b − a)``, hard-swish as ``relu6(x + 3) · x / 6``): in Keras and in float32
+    TFLite it gives the model's logits to 1e-5 relative on the official weights, and a wrong max fails."""
+    from keras import ops
 
-    schema, model = _model(flatbuffer)
+    from dynzoo.export import convert, op_names, run_tflite
+    from dynzoo.export.tflite import exportable, save_for_conversion
+    from dynzoo.layers import shift_max
+    from dynzoo.layers.base import export_form
+
+    model = logits_model("micronet_m0", input_shape=(64, 64, 3), weights=official_dir / "micronet_m0.pth")
+    x = np.random.default_rng(7).normal(size=(4, 64, 64, 3)).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    relative = lambda got: np.abs(np.asarray(got) - expected).max() / np.abs(expected).max()  # noqa: E731
+    assert relative(model(np.zeros_like(x), training=False)) > 100 * 1e-5  # the logits depend on the input
+    friendly = exportable(model, "int8")
+    with export_form(integer=True):
+        assert relative(friendly(x, training=False)) <= 1e-5
+    flatbuffer = convert(friendly, "float32", saved_model=save_for_conversion(friendly, tmp_path / "saved",
+                                                                              integer=True))
+    assert not {"MAXIMUM", "BATCH_MATMUL", "HARD_SWISH"} & set(op_names(flatbuffer))
+    assert relative(run_tflite(flatbuffer, x)) <= 1e-5
+    monkeypatch.setattr(shift_max, "maximum", lambda a, b: a + ops.relu(a - b))  # the difference reversed
+    with export_form(integer=True):
+        assert relative(friendly(x, training=False)) > 1e-2
+
+
+def transpose_input_ranks(flatbuffer: bytes) -> list[int]:
+    from dynzoo.export.flatbuffer import operator_name, read_model
+
+    schema, model = read_model(flatbuffer)
     graph = model.subgraphs[0]
     return [len(graph.tensors[op.inputs[0]].shape) for op in graph.operators
-            if _op_name(schema, model, op) == "TRANSPOSE"]
+            if operator_name(schema, model, op) == "TRANSPOSE"]
 
 
 @pytest.mark.parametrize("size", [64, 96, 256])

@@ -17,19 +17,23 @@ from keras import ops
 
 PACKAGE = "dynzoo"
 
-# True inside :func:`export_form`.
-_export_form = False
+# Set inside :func:`export_form`: None outside, "float" or "integer" inside.
+_export_form: str | None = None
 
 
 @contextlib.contextmanager
-def export_form():
+def export_form(integer: bool = False):
     """Inside, layers that have two forms of one computation trace in their export form, the ops the TFLite
     exporter converts (and XNNPACK runs fastest); outside, in their compute form, the ops that train and
     predict fastest in Keras (grouped and unequal-stride convolutions, :mod:`dynzoo.layers.conv`; Dynamic
     Shift-Max's slicing, :mod:`dynzoo.layers.shift_max`). Both forms compute the same values from the
-    same weights, tested with their gradients."""
+    same weights, tested with their gradients.
+
+    ``integer=True`` selects the form for a full-integer (int8) export: only ops that XNNPACK runs on
+    int8 tensors, which keeps the graph in one XNNPACK partition (Dynamic Shift-Max element-wise, its max
+    as ``a + relu(b − a)``; ``benchmarks/int8_delegation.py`` lists the int8 ops XNNPACK leaves out)."""
     global _export_form
-    outer, _export_form = _export_form, True
+    outer, _export_form = _export_form, "integer" if integer else "float"
     try:
         yield
     finally:
@@ -38,7 +42,12 @@ def export_form():
 
 def in_export_form() -> bool:
     """Whether layers trace in their export form (inside :func:`export_form`)."""
-    return _export_form
+    return _export_form is not None
+
+
+def in_integer_export_form() -> bool:
+    """Whether layers trace in the full-integer export form (inside ``export_form(integer=True)``)."""
+    return _export_form == "integer"
 
 
 # Set by ``dynzoo.export.qat`` while it observes ranges or fine-tunes; None otherwise.

@@ -17,6 +17,7 @@ from dynzoo.layers.base import (
     check_int,
     dense_initializer,
     in_export_form,
+    in_integer_export_form,
     quant_point,
 )
 
@@ -40,6 +41,12 @@ def shift_max_form(matrix: bool):
         yield
     finally:
         MATRIX_FORM_MAX_WIDTH = shipped
+
+
+def maximum(a, b):
+    """``max(a, b)``; in the full-integer export form ``a + relu(b − a)``, the same values from ops that
+    XNNPACK runs on int8 (it has no int8 MAXIMUM: each one split the graph between two partitions)."""
+    return a + ops.relu(b - a) if in_integer_export_form() else ops.maximum(a, b)
 
 
 def make_divisible(value: float, divisor: int = 4) -> int:
@@ -113,7 +120,7 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
         y = quantize(y, "fusion1")
     else:  # slices when exported (TFLite STRIDED_SLICE); a split when computed (a slice's gradient is slow)
         first, second = (y[..., :c], y[..., c:]) if in_export_form() else ops.split(y, 2, axis=-1)
-        y = ops.maximum(quantize(first, "fusion1"), quantize(second, "fusion2"))
+        y = maximum(quantize(first, "fusion1"), quantize(second, "fusion2"))
     return ops.reshape(y, shape)
 
 
@@ -122,8 +129,9 @@ class _ShiftMaxForms:
 
     @property
     def uses_matrix_form(self) -> bool:
-        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``)."""
-        return self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
+        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``); never
+        in the full-integer export form (XNNPACK has no int8 BATCH_MATMUL of two activations)."""
+        return not in_integer_export_form() and self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
 
     def _refuse_output_order(self, output_order) -> None:
         if output_order is not None:
@@ -234,7 +242,7 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = q(q(inputs * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
         if k == 2:
-            out = ops.maximum(out, q(q(inputs * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
+            out = maximum(out, q(q(inputs * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
         return out
 
     def static_equivalent(self, coefficients) -> "StaticShiftMax":
@@ -313,7 +321,7 @@ class StaticShiftMax(_ShiftMaxForms, keras.layers.Layer):
         shifted = shift_to_partners(inputs, self.shift_groups)
         out = inputs * c[0] + shifted * c[1]
         if self.fusions == 2:
-            out = ops.maximum(out, inputs * c[2] + shifted * c[3])
+            out = maximum(out, inputs * c[2] + shifted * c[3])
         return out
 
     def compute_output_shape(self, input_shape):
