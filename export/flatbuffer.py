@@ -23,10 +23,20 @@ MUL_SCALE_RATIO = (1.0 / 65536.0, 256.0)
 REQUANTIZING_OPS = ("ADD", "SUB", "MUL", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN")
 
 
-def read_model(flatbuffer: bytes):
-    """(the schema module, the model as the schema's mutable object tree ``ModelT``)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+def is_tflite(data: bytes) -> bool:
+    """Whether ``data`` starts like a TFLite flatbuffer (its ``TFL3`` file identifier)."""
+    return len(data) >= 8 and data[4:8] == b"TFL3"
 
+
+def read_model(flatbuffer: bytes):
+    """(the schema module, the model as the schema's mutable object tree ``ModelT``).
+
+    Raises:
+        ValueError: ``flatbuffer`` is not a TFLite model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if not is_tflite(flatbuffer):
+        raise ValueError("not a TFLite flatbuffer (no 'TFL3' identifier).")
     return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
 
 
@@ -46,7 +56,7 @@ def operator_name(schema, model, op) -> str:
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
         return f"CUSTOM:{code.customCode.decode()}"
-    return names[builtin]
+    return names.get(builtin, str(builtin))
 
 
 def unshare_biases(flatbuffer: bytes) -> bytes:

@@ -25,6 +25,7 @@ from dynzoo.export import (
     write_bundle,
 )
 from dynzoo.export.bake import bake, frozen_coefficients
+from dynzoo.export.op_profile import xnnpack_delegation
 from dynzoo.export.tflite import exportable, float_ops
 from dynzoo.export.verify import tensor_errors
 from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
@@ -129,7 +130,7 @@ def check_exports(model: keras.Model, flatbuffers: dict[str, bytes], data: np.nd
             assert float_ops(flatbuffer) == [], mode
         if mode in ("int8", "uint8") and micronet_m0:  # the full-integer export form, all in XNNPACK
             assert not {"MAXIMUM", "BATCH_MATMUL", "HARD_SWISH"} & set(ops), mode
-            assert xnnpack_partitions(flatbuffer) == 1, mode
+            assert xnnpack_delegation(flatbuffer)[1] == 1, mode
         if mode == "int16x8" and micronet_m0:  # Dynamic Shift-Max element-wise (see convert)
             assert "BATCH_MATMUL" not in ops
         elif mode == "float32" and micronet_m0:  # its narrow layers as matrix products
@@ -183,15 +184,6 @@ def test_integer_forms_of_hard_swish_are_exact(mode):
     np.testing.assert_allclose(friendly(x, training=False), model(x, training=False), rtol=0, atol=1e-6)
 
 
-def xnnpack_partitions(flatbuffer: bytes) -> int:
-    """How many parts of the graph XNNPACK runs (each boundary a hand-over to a builtin kernel)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    interpreter.allocate_tensors()
-    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
-
-
 def test_int8_scales_are_fitted_to_what_xnnpack_takes(monkeypatch):
     """A term that calibration sees nearly zero (Dynamic Shift-Max's ``b · x̂`` while b is near 0) gets a
     scale below 1/1024 of its sum's, where XNNPACK refuses the int8 ADD and splits the graph. The pass
@@ -208,7 +200,7 @@ def test_int8_scales_are_fitted_to_what_xnnpack_takes(monkeypatch):
     fitted = convert(model, "int8", data)
     monkeypatch.setattr(tflite, "fit_xnnpack_scales", lambda flatbuffer: flatbuffer)
     calibrated = convert(model, "int8", data)
-    assert (xnnpack_partitions(calibrated), xnnpack_partitions(fitted)) == (2, 1)
+    assert (xnnpack_delegation(calibrated)[1], xnnpack_delegation(fitted)[1]) == (2, 1)
     for xnnpack in (True, False):  # XNNPACK's kernels and LiteRT's own
         steps = np.abs(run_tflite(fitted, data, xnnpack=xnnpack) - run_tflite(calibrated, data, xnnpack=xnnpack))
         assert steps.max() <= tensor_io_info(fitted)["output"]["quantization"]["scale"] * 1.001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 import numpy as np
 import pytest
 
@@ -57,6 +58,35 @@ def test_stem_folds_into_one_convolution_exactly(groups, width):
     flatbuffer = to_tflite(model)
     assert op_names(flatbuffer) == ["PAD", "CONV_2D", "ADD"]  # the ReLU6 fused into the ADD
     np.testing.assert_allclose(run_tflite(flatbuffer, x), one_by_one, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, strides, expansion, width", [(3, 2, (2, 2), 17), (3, 2, (1, 1), 16),
+                                                              (5, 2, (1, 2), 15), (7, 1, (2, 1), 9)])
+def test_micro_factorized_depthwise_exports_as_one_depthwise_convolution(kernel, strides, expansion, width,
+                                                                         monkeypatch):
+    """Exported, the k×1 and 1×k pair (BN between, no activation) is one k×k depthwise convolution and a
+    per-column bias: the same outputs as the layers one by one (random BN statistics; odd and even widths),
+    in Keras and in TFLite; without the border columns' correction they differ."""
+    from dynzoo.export import op_names, run_tflite, to_tflite
+    from dynzoo.layers import micronet
+    from dynzoo.layers.base import export_form
+
+    layer = MicroFactorizedDepthwise(kernel, strides, expansion)
+    x = RNG.normal(size=(2, 13, width, 4)).astype("float32")
+    layer(x)
+    for weight in layer.weights:
+        low = 0.5 if "variance" in weight.name else -1.0
+        weight.assign(RNG.uniform(low, 1.5, weight.shape).astype("float32"))
+    one_by_one = np.asarray(layer(x, training=False))
+    with export_form():
+        np.testing.assert_allclose(layer(x, training=False), one_by_one, rtol=0, atol=1e-5)
+    inputs = keras.Input((13, width, 4))
+    flatbuffer = to_tflite(keras.Model(inputs, layer(inputs)))
+    assert op_names(flatbuffer) in (["PAD", "DEPTHWISE_CONV_2D", "ADD"], ["DEPTHWISE_CONV_2D", "ADD"])  # SAME pad
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), one_by_one, rtol=0, atol=1e-5)
+    monkeypatch.setattr(micronet, "column_bias", lambda taps, width, strides: ops.sum(taps, axis=0))
+    with export_form():
+        assert np.abs(np.asarray(layer(x, training=False)) - one_by_one).max() > 1e-2
 
 
 def test_partner_indices_shift_by_a_group_and_a_channel():

@@ -218,8 +218,8 @@ class SequenceBlock(keras.layers.Layer):
         x, i, steps = inputs, 0, self.steps
         while i < len(steps):
             following = steps[i + 1] if i + 1 < len(steps) else None
-            if getattr(steps[i], "uses_matrix_form", False) and hasattr(following, "permutation"):
-                # a layer in matrix form takes the channel shuffle after it into its matrix's columns
+            if getattr(steps[i], "takes_output_order", False) and hasattr(following, "permutation"):
+                # a shift-max layer takes the channel shuffle after it into its output order
                 x = steps[i](x, output_order=tuple(int(j) for j in following.permutation))
                 i += 1
             else:

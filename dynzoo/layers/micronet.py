@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from dynzoo.layers.base import (
@@ -22,6 +23,7 @@ from dynzoo.layers.base import (
     check_int,
     check_pair,
     conv_initializer,
+    in_export_form,
 )
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.shift_max import DynamicShiftMax
@@ -97,13 +99,24 @@ def factor_pair(n: int) -> tuple[int, int]:
     return a, n // a
 
 
+def column_bias(taps, width: int, strides: int):
+    """(output columns, C): for each output column of a 1×k convolution with stride ``strides`` and
+    symmetric zero padding k // 2 over ``width`` input columns, the sum of ``taps`` (k, C) over the taps
+    that read inside the input: the bias that a constant added before that convolution becomes after it
+    (the taps that read the padding see zeros instead)."""
+    k = taps.shape[0]
+    out_width = (width + 2 * (k // 2) - k) // strides + 1
+    column = np.arange(out_width)[:, None] * strides - k // 2 + np.arange(k)[None, :]
+    inside = ((column >= 0) & (column < width)).astype("float32")
+    return ops.matmul(ops.convert_to_tensor(inside), taps)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MicroFactorizedDepthwise(SequenceBlock):
     """Micro-Factorized depthwise convolution (thesis §4.2.2): a k×1 depthwise conv (stride (s, 1),
     channel multiplier e1) + BN, then a 1×k depthwise conv (stride (1, s), multiplier e2) + BN, no
     activation in between. Cost O(k·C) instead of O(k²·C); with e1·e2 > 1 it is the expanding half of
-    the lite combination (§4.2.3). Do not fuse the two convs into one k×k: BN1's shift does not pass
-    through the zero padding, so the fused form is not exact.
+    the lite combination (§4.2.3). Exported, it runs as one k×k depthwise convolution (:meth:`folded`).
 
     Args:
         kernel_size: k (odd).
@@ -133,6 +146,32 @@ class MicroFactorizedDepthwise(SequenceBlock):
                                                 depthwise_initializer=init)),
             ("conv.3", batchnorm()),
         ]
+
+    def call(self, inputs, training=None):
+        if training or not in_export_form() or inputs.shape[2] is None:
+            return super().call(inputs, training=training)
+        return self.folded(inputs)
+
+    def folded(self, inputs):
+        """The export form: one k×k depthwise convolution with equal strides (s, s) and multiplier e1·e2
+        (TFLite DEPTHWISE_CONV_2D) instead of two half-kernel convolutions with unequal strides, which
+        export as grouped CONV_2Ds with a PAD each and a full-height intermediate. Everything is linear,
+        so the kernels and BN scales compose into rank-1 k×k kernels; BN1's shift passes through the
+        second conv as a constant, except where that conv's taps read its zero padding, which a
+        per-column bias puts right (:func:`column_bias`). Needs a known input width."""
+        first, bn1, second, bn2 = self.steps
+        k, s, (e1, e2) = self.kernel_size, self.strides, self.expansion
+        channels = inputs.shape[-1]
+        s1, t1 = bn_affine(bn1)
+        s2, t2 = bn_affine(bn2)
+        rows = ops.reshape(first.kernel, (k, 1, channels * e1, 1)) * ops.reshape(s1, (1, 1, -1, 1))
+        columns = ops.reshape(second.kernel, (1, k, channels * e1, e2))
+        kernel = ops.reshape(rows * columns, (k, k, channels, e1 * e2)) * ops.reshape(s2, (channels, e1 * e2))
+        taps = ops.reshape(ops.expand_dims(t1, -1) * columns[0], (k, -1)) * s2  # BN1's shift through each tap
+        bias = column_bias(taps, inputs.shape[2], s) + t2
+        x = ops.pad(inputs, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
+        y = ops.depthwise_conv(x, kernel, strides=s, padding="valid")
+        return y + ops.reshape(bias, (1, 1, -1, channels * e1 * e2))
 
     def get_config(self):
         return {
@@ -180,7 +219,7 @@ class MicroStem(SequenceBlock):
         1×3 depthwise, BN, shuffle), so the kernels and both BatchNorms compose into one kernel with the
         shuffle as its output-channel order. Exact but for one thing, which a per-column bias puts right:
         in the first output column (and the last, for an odd width) the depthwise conv's outer tap reads
-        the intermediate's zero padding, where the composed kernel would read BN1's shift. Exported:
+        the intermediate's zero padding, where the composed kernel would read BN1's shift (:func:`column_bias`). Exported:
         PAD, CONV_2D and ADD + ReLU6 instead of two padded convolutions, a full-width intermediate and a
         shuffle (needs a known input width; otherwise the layers run one by one)."""
         conv, bn1, depthwise, bn2, shuffle, _ = self.steps
@@ -193,13 +232,10 @@ class MicroStem(SequenceBlock):
         taps = ops.reshape(ops.expand_dims(t1, -1) * second, (3, g1 * g2)) * s2  # BN1's shift through each tap
         order = shuffle.permutation
         kernel, taps, t2 = (ops.take(v, order, axis=-1) for v in (kernel, taps, t2))
-        width = (inputs.shape[2] - 1) // 2 + 1
-        bias = ops.sum(taps, axis=0) + t2 - ops.pad(ops.expand_dims(taps[0], 0), [[0, width - 1], [0, 0]])
-        if inputs.shape[2] % 2:  # an odd width: the last column's right tap reads padding too
-            bias = bias - ops.pad(ops.expand_dims(taps[2], 0), [[width - 1, 0], [0, 0]])
+        bias = column_bias(taps, inputs.shape[2], 2) + t2
         x = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
         y = ops.conv(x, kernel, strides=2, padding="valid")
-        return ops.relu6(y + ops.reshape(bias, (1, 1, width, g1 * g2)))
+        return ops.relu6(y + ops.reshape(bias, (1, 1, -1, g1 * g2)))
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}

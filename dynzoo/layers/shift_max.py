@@ -20,6 +20,7 @@ from dynzoo.layers.base import (
     in_integer_export_form,
     quant_point,
 )
+from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, permuted
 
 
 # K·C up to which a shift-max layer runs as one per-sample matrix product (:func:`shift_max_matrix_form`).
@@ -129,13 +130,35 @@ class _ShiftMaxForms:
 
     @property
     def uses_matrix_form(self) -> bool:
-        """Whether this layer runs as :func:`shift_max_matrix_form` (and so can take ``output_order``); never
-        in the full-integer export form (XNNPACK has no int8 BATCH_MATMUL of two activations)."""
+        """Whether this layer runs as :func:`shift_max_matrix_form`; never in the full-integer export form
+        (XNNPACK has no int8 BATCH_MATMUL of two activations)."""
         return not in_integer_export_form() and self.fusions * self.channels <= MATRIX_FORM_MAX_WIDTH
+
+    @property
+    def uses_permutation(self) -> bool:
+        """Whether this layer moves channels by :func:`permuted` (full-integer export form, narrow layers)."""
+        return in_integer_export_form() and self.channels <= PERMUTATION_MAX_CHANNELS
+
+    @property
+    def takes_output_order(self) -> bool:
+        """Whether :meth:`call` can take ``output_order`` (a channel shuffle that follows, for free)."""
+        return self.uses_matrix_form or self.uses_permutation
 
     def _refuse_output_order(self, output_order) -> None:
         if output_order is not None:
-            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}).")
+            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}) "
+                             f"or, in the full-integer export form, C <= {PERMUTATION_MAX_CHANNELS}.")
+
+    def _sources(self, x, output_order):
+        """``x`` and its partners ``x̂``, both with their channels in ``output_order`` (element-wise form)."""
+        if not self.uses_permutation:
+            self._refuse_output_order(output_order)
+            return x, shift_to_partners(x, self.shift_groups)
+        partners = partner_indices(self.channels, self.shift_groups)
+        if output_order is None:
+            return x, permuted(x, [partners])[0]
+        order = np.asarray(output_order)
+        return tuple(permuted(x, [order, partners[order]]))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -217,15 +240,16 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         q = lambda x, t: quant_point(self, x, t)  # noqa: E731
         return q(ops.relu(self.fc1(q(ops.mean(inputs, axis=(1, 2)), "pooled"))), "squeezed")
 
-    def coefficients(self, inputs):
-        """Per-sample coefficients ``[a1, b1, (a2, b2)]``, each (B, 1, 1, C)."""
-        h = self._coefficient_columns(self._squeezed(inputs), np.arange(2 * self.fusions * self.channels),
-                                      "coefficients")
+    def coefficients(self, inputs, output_order: Sequence[int] | None = None):
+        """Per-sample coefficients ``[a1, b1, (a2, b2)]``, each (B, 1, 1, C), channels in ``output_order``."""
+        order = np.arange(self.channels) if output_order is None else np.asarray(output_order)
+        columns = np.concatenate([j * self.channels + order for j in range(2 * self.fusions)])
+        h = self._coefficient_columns(self._squeezed(inputs), columns, "coefficients")
         h = ops.reshape(h, (-1, 1, 1, 2 * self.fusions * self.channels))
         return ops.split(h, 2 * self.fusions, axis=-1)
 
     def call(self, inputs, output_order: Sequence[int] | None = None):
-        """``output_order``: a gather index applied to the output channels (matrix form only)."""
+        """``output_order``: a gather index applied to the output channels (:attr:`takes_output_order`)."""
         q = lambda x, tag: quant_point(self, x, tag)  # noqa: E731
         c, k = self.channels, self.fusions
         if self.uses_matrix_form:
@@ -237,12 +261,11 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
             a, b = (self._coefficient_columns(squeezed, np.concatenate([(2 * j + part) * c + order for j in range(k)]),
                                               tag) for part, tag in ((0, "a"), (1, "b")))
             return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order, q)
-        self._refuse_output_order(output_order)
-        coeffs = self.coefficients(inputs)
-        shifted = shift_to_partners(inputs, self.shift_groups)
-        out = q(q(inputs * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
+        source, shifted = self._sources(inputs, output_order)
+        coeffs = self.coefficients(inputs, output_order)
+        out = q(q(source * coeffs[0], "a1x") + q(shifted * coeffs[1], "b1x"), "fusion1")
         if k == 2:
-            out = maximum(out, q(q(inputs * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
+            out = maximum(out, q(q(source * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
         return out
 
     def static_equivalent(self, coefficients) -> "StaticShiftMax":
@@ -310,18 +333,19 @@ class StaticShiftMax(_ShiftMaxForms, keras.layers.Layer):
         self.channels = channels
 
     def call(self, inputs, output_order: Sequence[int] | None = None):
-        """``output_order``: a gather index applied to the output channels (matrix form only)."""
+        """``output_order``: a gather index applied to the output channels (:attr:`takes_output_order`)."""
         c = ops.convert_to_tensor(self.coefficient_values)
         if self.uses_matrix_form:
             if output_order is not None:
                 c = ops.take(c, np.asarray(output_order), axis=1)
             a, b = (ops.reshape(c[j::2], (1, -1)) for j in (0, 1))
             return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order)
-        self._refuse_output_order(output_order)
-        shifted = shift_to_partners(inputs, self.shift_groups)
-        out = inputs * c[0] + shifted * c[1]
+        source, shifted = self._sources(inputs, output_order)
+        if output_order is not None:
+            c = ops.take(c, np.asarray(output_order), axis=1)
+        out = source * c[0] + shifted * c[1]
         if self.fusions == 2:
-            out = maximum(out, inputs * c[2] + shifted * c[3])
+            out = maximum(out, source * c[2] + shifted * c[3])
         return out
 
     def compute_output_shape(self, input_shape):

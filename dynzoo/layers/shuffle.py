@@ -1,5 +1,5 @@
 """ShuffleNet channel shuffles as RESHAPE → TRANSPOSE → RESHAPE (TFLite builtins that XNNPACK runs, exact in
-every quantization mode)."""
+every quantization mode), and channel permutations as one 1×1 convolution for int8 (:func:`permuted`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,25 @@ import numpy as np
 import keras
 from keras import ops
 
-from dynzoo.layers.base import PACKAGE, channels_of, check_divisible, check_int
+from dynzoo.layers.base import PACKAGE, channels_of, check_divisible, check_int, in_integer_export_form
+
+# C up to which the full-integer export form moves channels (the shift to partners, and a channel shuffle
+# that follows) with one 1×1 convolution by a 0/1 matrix instead of slices, concatenations and transposes
+# (:func:`permuted`): 2·C² multiply-adds per pixel in XNNPACK's int8 GEMM, exact in int8 (each output is one
+# input times 1). MicroNet-M0's int8 export ran 1.74× its float32 time with slices and 1.37× with this
+# form up to 64 channels (benchmarks/int8_forms.py has the choice of width).
+PERMUTATION_MAX_CHANNELS = 64
+
+
+def permuted(x, orders: Sequence[Sequence[int]]):
+    """``[x[..., order] for order in orders]`` from one 1×1 convolution with a constant 0/1 kernel (and a
+    split), the way the full-integer export form moves channels (:data:`PERMUTATION_MAX_CHANNELS`)."""
+    channels = x.shape[-1]
+    kernel = np.zeros((1, 1, channels, channels * len(orders)), "float32")
+    for i, order in enumerate(orders):
+        kernel[0, 0, np.asarray(order), i * channels + np.arange(channels)] = 1.0
+    y = ops.conv(x, ops.convert_to_tensor(kernel))
+    return ops.split(y, len(orders), axis=-1) if len(orders) > 1 else [y]
 
 
 def shuffle_indices(channels: int, groups: int) -> np.ndarray:
@@ -27,7 +45,9 @@ class ChannelShuffle(keras.layers.Layer):
     ``groups=(g1, g2, …)`` applies the shuffles in that order (:attr:`permutation` is the composed
     gather index). Each shuffle exports as RESHAPE → TRANSPOSE → RESHAPE: XNNPACK runs those, not a
     GATHER, which makes MicroNet-M0 and M3 a quarter and a third faster than one GATHER per layer
-    (``benchmarks/micronet_latency.py``).
+    (``benchmarks/micronet_latency.py``). In the full-integer export form, up to
+    :data:`PERMUTATION_MAX_CHANNELS` channels, it is one 1×1 convolution by the permutation matrix
+    (:func:`permuted`; XNNPACK's int8 TRANSPOSE is several times slower than its int8 GEMM here).
 
     Args:
         groups: an int, or a sequence of ints, each dividing the channel count.
@@ -56,6 +76,8 @@ class ChannelShuffle(keras.layers.Layer):
         return index
 
     def call(self, inputs):
+        if in_integer_export_form() and len(inputs.shape) == 4 and self.channels <= PERMUTATION_MAX_CHANNELS:
+            return permuted(inputs, [self.permutation])[0]
         lead = tuple(ops.shape(inputs)[:-1])
         x = inputs
         for g in self.groups:
