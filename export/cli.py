@@ -58,12 +58,22 @@ def add_commands(subparsers) -> None:
         description="Export each model (and MobileNetV3-Small/-Large and MobileNetV2 from keras.applications, "
         "the same way) and time it with the LiteRT interpreter in a fresh subprocess per measurement: "
         "XNNPACK on/off, 1 and 2 threads, median and p90, peak memory. Writes JSON, a markdown table and "
-        "a PNG plot of latency vs MAdds.",
+        "a PNG plot of latency vs MAdds. With --profile, one model's latency op by op instead, each op "
+        "mapped to its Keras layer and marked with whether XNNPACK takes it.",
     )
-    p.add_argument("models", nargs="*", default=["micronet_*"], help="model names or patterns (default micronet_*)")
+    p.add_argument("models", nargs="*", default=[],
+                   help="model names or patterns (default micronet_*); with --profile one model name, .keras "
+                   "or .tflite file")
+    p.add_argument("--profile", action="store_true",
+                   help="per-op latency of one model instead: each op timed alone in a single-op model, mapped "
+                   "to its Keras layer, with whether XNNPACK takes it in the whole model; writes "
+                   "STEM_profile.md, STEM_profile.json and STEM_profile.png (a .tflite file is profiled as it "
+                   "is; a model name or .keras file is exported in --mode first)")
     p.add_argument("--mode", dest="modes", action="append", choices=MODES, help="modes (default float32)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
-    p.add_argument("--xnnpack", choices=["on", "off", "both"], default="both", help="default both")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts (default 1 2; with --profile one, default 1)")
+    p.add_argument("--xnnpack", choices=["on", "off", "both"], default=None,
+                   help="default both (with --profile: on or off, default on)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
@@ -72,7 +82,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--preprocessing-in-model", action="store_true",
                    help="export every model with its input normalisation inside")
     p.add_argument("--calibration-size", type=int, default=32, help="calibration images (integer modes)")
-    p.add_argument("--output", "-o", default="bench", help="output path stem: STEM.json, STEM.md, STEM.png")
+    p.add_argument("--output", "-o", default=None,
+                   help="output path stem: STEM.json, STEM.md, STEM.png (default bench); with --profile "
+                   "STEM_profile.{md,json,png} (default <model>_<mode>)")
     p.set_defaults(func=_bench)
 
 
@@ -220,15 +232,62 @@ def _bench(args: argparse.Namespace) -> int:
 
     for name in ("--runs", "--rounds", "--input-size", "--calibration-size"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
-    if args.warmup < 0 or any(t < 1 for t in args.threads):
+    if args.warmup < 0 or any(t < 1 for t in args.threads or []):
         raise ValueError("--warmup must be >= 0 and --threads positive.")
-    xnnpack = {"on": [True], "off": [False], "both": [True, False]}[args.xnnpack]
+    if args.profile:
+        return _bench_profile(args)
+    xnnpack = {"on": [True], "off": [False], "both": [True, False]}[args.xnnpack or "both"]
     results = bench.run_bench(
-        _expand(args.models), modes=args.modes or ["float32"], threads=args.threads, xnnpack=xnnpack,
-        input_size=args.input_size, runs=args.runs, warmup=args.warmup, rounds=args.rounds, baselines=not args.no_baselines,
-        preprocessing_in_model=args.preprocessing_in_model, calibration_size=args.calibration_size,
+        _expand(args.models or ["micronet_*"]), modes=args.modes or ["float32"], threads=args.threads or [1, 2],
+        xnnpack=xnnpack, input_size=args.input_size, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
+        baselines=not args.no_baselines, preprocessing_in_model=args.preprocessing_in_model,
+        calibration_size=args.calibration_size,
     )
-    paths = bench.write_results(results, args.output)
+    paths = bench.write_results(results, args.output or "bench")
     print(bench.markdown_table(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _bench_profile(args: argparse.Namespace) -> int:
+    """``dynzoo bench --profile MODEL``: the per-op latency of one model (:mod:`dynzoo.export.op_profile`)."""
+    from dynzoo.export import op_profile
+    from dynzoo.profile_cli import _expand
+
+    if len(args.models) != 1:
+        raise ValueError(f"--profile takes one model, got {len(args.models)}"
+                         + (f": {' '.join(args.models)}." if args.models else "."))
+    for flag, values in (("--mode", args.modes), ("--threads", args.threads)):
+        if values and len(values) > 1:
+            raise ValueError(f"--profile takes one {flag}, got {len(values)}.")
+    if args.xnnpack == "both":
+        raise ValueError("--profile takes --xnnpack on or off, not both.")
+    model, mode = args.models[0], (args.modes or ["float32"])[0]
+    threads, xnnpack = (args.threads or [1])[0], args.xnnpack != "off"
+    is_file = model.endswith((".tflite", ".keras")) or Path(model).is_file()
+    try:
+        if not is_file:
+            names = _expand([model])
+            if len(names) != 1:
+                raise ValueError(f"{model!r} matches {len(names)} models; give one.")
+            model = names[0]
+        label, flatbuffer = op_profile.flatbuffer_for(
+            model, mode, input_size=args.input_size, calibration_size=args.calibration_size,
+            preprocessing_in_model=args.preprocessing_in_model)
+    except ValueError as e:
+        message = str(e)
+        raise ValueError(message if message.startswith("--profile") else f"--profile: {message}") from None
+    stem = args.output or label
+    command = [f"dynzoo bench --profile {model}"]
+    if not model.endswith(".tflite"):
+        command.append(f"--mode {mode}" + (f" --input-size {args.input_size}" if not is_file else "")
+                       + (" --preprocessing-in-model" if args.preprocessing_in_model and not is_file else ""))
+    command.append(f"--threads {threads} --xnnpack {'on' if xnnpack else 'off'} --runs {args.runs} "
+                   f"--warmup {args.warmup} --rounds {args.rounds} -o {stem}")
+    profile = op_profile.profile_ops(flatbuffer, num_threads=threads, xnnpack=xnnpack, runs=args.runs,
+                                     warmup=args.warmup, rounds=args.rounds, label=label)
+    paths = profile.write(stem, header=f"`{' '.join(command)}`")
+    print(profile.summary())
+    print(profile.layer_table(top=15))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
