@@ -137,8 +137,9 @@ class LatencyComparison:
 
     ``median_ms[m]``: median of all of ``m``'s timed runs. ``ratio[m]``: median over the cycles of
     (``m``'s block median / the reference's block median in the same cycle); ``ratio_p10`` / ``ratio_p90``:
-    the 10th / 90th percentiles of those per-cycle ratios. ``error`` is set (and the rest empty) when the
-    interpreter process failed.
+    the 10th / 90th percentiles of those per-cycle ratios; ``cycle_ms[m]``: ``m``'s block median in each
+    cycle (:meth:`ratio_between` takes any two models' ratio the same way). ``error`` is set (and the rest
+    empty) when the interpreter process failed.
     """
 
     reference: str
@@ -151,11 +152,16 @@ class LatencyComparison:
     ratio: dict[str, float] = dataclasses.field(default_factory=dict)
     ratio_p10: dict[str, float] = dataclasses.field(default_factory=dict)
     ratio_p90: dict[str, float] = dataclasses.field(default_factory=dict)
+    cycle_ms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def ratio_between(self, label: str, reference: str) -> float:
+        """Median over the cycles of ``label``'s block median / ``reference``'s in the same cycle."""
+        return float(np.median(np.asarray(self.cycle_ms[label]) / np.asarray(self.cycle_ms[reference])))
 
 
 def compare_latency(
@@ -216,6 +222,7 @@ def compare_latency(
         ratio={label: float(np.median(r)) for label, r in ratios.items()},
         ratio_p10={label: float(np.percentile(r, 10)) for label, r in ratios.items()},
         ratio_p90={label: float(np.percentile(r, 90)) for label, r in ratios.items()},
+        cycle_ms={label: np.median(t, axis=1).tolist() for label, t in times.items()},
     )
 
 

@@ -280,6 +280,9 @@ def test_compare_latency_times_models_side_by_side_and_reports_errors(tmp_path):
     assert all(t > 0 for t in result.median_ms.values())
     assert result.ratio["file"] == result.ratio_p10["file"] == result.ratio_p90["file"] == 1.0
     assert 0 < result.ratio_p10["bytes"] <= result.ratio["bytes"] <= result.ratio_p90["bytes"]
+    assert len(result.cycle_ms["bytes"]) == 4 and result.ratio_between("bytes", "file") == result.ratio["bytes"]
+    assert result.ratio_between("file", "bytes") == pytest.approx(np.median(
+        np.divide(result.cycle_ms["file"], result.cycle_ms["bytes"])))
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(small[: len(small) // 3])
     failed = compare_latency({"small": small, "broken": broken}, cycles=1)

@@ -31,7 +31,8 @@ def export_form(integer: bool = False):
 
     ``integer=True`` selects the form for a full-integer (int8) export: only ops that XNNPACK runs on
     int8 tensors, which keeps the graph in one XNNPACK partition (Dynamic Shift-Max element-wise, its max
-    as ``a + relu(b − a)``; ``benchmarks/int8_delegation.py`` lists the int8 ops XNNPACK leaves out)."""
+    without MAXIMUM; ``benchmarks/int8_delegation.py`` lists the int8 ops XNNPACK leaves out), and in the
+    forms its int8 kernels run fastest (channel moves as 1×1 convolutions, :mod:`dynzoo.layers.shuffle`)."""
     global _export_form
     outer, _export_form = _export_form, "integer" if integer else "float"
     try:

@@ -24,10 +24,11 @@ from dynzoo.layers.base import (
     check_pair,
     conv_initializer,
     in_export_form,
+    in_integer_export_form,
 )
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.shift_max import DynamicShiftMax
-from dynzoo.layers.shuffle import ChannelShuffle
+from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, ChannelShuffle, gathered
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -169,7 +170,13 @@ class MicroFactorizedDepthwise(SequenceBlock):
         kernel = ops.reshape(rows * columns, (k, k, channels, e1 * e2)) * ops.reshape(s2, (channels, e1 * e2))
         taps = ops.reshape(ops.expand_dims(t1, -1) * columns[0], (k, -1)) * s2  # BN1's shift through each tap
         bias = column_bias(taps, inputs.shape[2], s) + t2
-        x = ops.pad(inputs, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
+        x = inputs
+        if in_integer_export_form() and e1 * e2 > 1 and channels * e1 * e2 <= PERMUTATION_MAX_CHANNELS:
+            # each input channel repeated e1·e2 times, then a depthwise conv without multiplier: XNNPACK's int8
+            # depthwise kernels with a multiplier ran 1.4× slower than this pair (benchmarks/deploy_latency.py)
+            x = gathered(x, np.repeat(np.arange(channels), e1 * e2))
+            kernel = ops.reshape(kernel, (k, k, channels * e1 * e2, 1))
+        x = ops.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
         y = ops.depthwise_conv(x, kernel, strides=s, padding="valid")
         return y + ops.reshape(bias, (1, 1, -1, channels * e1 * e2))
 

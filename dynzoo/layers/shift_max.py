@@ -20,7 +20,7 @@ from dynzoo.layers.base import (
     in_integer_export_form,
     quant_point,
 )
-from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, permuted
+from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, gathered
 
 
 # K·C up to which a shift-max layer runs as one per-sample matrix product (:func:`shift_max_matrix_form`).
@@ -136,7 +136,7 @@ class _ShiftMaxForms:
 
     @property
     def uses_permutation(self) -> bool:
-        """Whether this layer moves channels by :func:`permuted` (full-integer export form, narrow layers)."""
+        """Whether this layer moves channels by :func:`gathered` (full-integer export form, narrow layers)."""
         return in_integer_export_form() and self.channels <= PERMUTATION_MAX_CHANNELS
 
     @property
@@ -156,9 +156,9 @@ class _ShiftMaxForms:
             return x, shift_to_partners(x, self.shift_groups)
         partners = partner_indices(self.channels, self.shift_groups)
         if output_order is None:
-            return x, permuted(x, [partners])[0]
+            return x, gathered(x, partners)
         order = np.asarray(output_order)
-        return tuple(permuted(x, [order, partners[order]]))
+        return tuple(ops.split(gathered(x, np.concatenate([order, partners[order]])), 2, axis=-1))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,5 +1,5 @@
 """ShuffleNet channel shuffles as RESHAPE → TRANSPOSE → RESHAPE (TFLite builtins that XNNPACK runs, exact in
-every quantization mode), and channel permutations as one 1×1 convolution for int8 (:func:`permuted`)."""
+every quantization mode), and channel permutations as one 1×1 convolution for int8 (:func:`gathered`)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,20 @@ from dynzoo.layers.base import PACKAGE, channels_of, check_divisible, check_int,
 
 # C up to which the full-integer export form moves channels (the shift to partners, and a channel shuffle
 # that follows) with one 1×1 convolution by a 0/1 matrix instead of slices, concatenations and transposes
-# (:func:`permuted`): 2·C² multiply-adds per pixel in XNNPACK's int8 GEMM, exact in int8 (each output is one
-# input times 1). MicroNet-M0's int8 export ran 1.74× its float32 time with slices and 1.37× with this
-# form up to 64 channels (benchmarks/int8_forms.py has the choice of width).
-PERMUTATION_MAX_CHANNELS = 64
+# (:func:`gathered`): C² multiply-adds per pixel and output map in XNNPACK's int8 GEMM, exact in int8 (each
+# output is one input times 1). Measured side by side on MicroNet-M0 and M3 int8 (benchmarks/deploy_latency.py):
+# without it 1.6× and 1.24× slower, up to 32 or 64 channels slower than up to 128, at every width slower again
+# (M3's 7×7×576 layers).
+PERMUTATION_MAX_CHANNELS = 128
 
 
-def permuted(x, orders: Sequence[Sequence[int]]):
-    """``[x[..., order] for order in orders]`` from one 1×1 convolution with a constant 0/1 kernel (and a
-    split), the way the full-integer export form moves channels (:data:`PERMUTATION_MAX_CHANNELS`)."""
-    channels = x.shape[-1]
-    kernel = np.zeros((1, 1, channels, channels * len(orders)), "float32")
-    for i, order in enumerate(orders):
-        kernel[0, 0, np.asarray(order), i * channels + np.arange(channels)] = 1.0
-    y = ops.conv(x, ops.convert_to_tensor(kernel))
-    return ops.split(y, len(orders), axis=-1) if len(orders) > 1 else [y]
+def gathered(x, index: Sequence[int]):
+    """``x[..., index]`` (any length; channels may repeat) as one 1×1 convolution with a constant 0/1 kernel,
+    the way the full-integer export form moves channels (:data:`PERMUTATION_MAX_CHANNELS`)."""
+    index = np.asarray(index)
+    kernel = np.zeros((1, 1, x.shape[-1], len(index)), "float32")
+    kernel[0, 0, index, np.arange(len(index))] = 1.0
+    return ops.conv(x, ops.convert_to_tensor(kernel))
 
 
 def shuffle_indices(channels: int, groups: int) -> np.ndarray:
@@ -47,7 +46,7 @@ class ChannelShuffle(keras.layers.Layer):
     GATHER, which makes MicroNet-M0 and M3 a quarter and a third faster than one GATHER per layer
     (``benchmarks/micronet_latency.py``). In the full-integer export form, up to
     :data:`PERMUTATION_MAX_CHANNELS` channels, it is one 1×1 convolution by the permutation matrix
-    (:func:`permuted`; XNNPACK's int8 TRANSPOSE is several times slower than its int8 GEMM here).
+    (:func:`gathered`; XNNPACK's int8 TRANSPOSE is several times slower than its int8 GEMM here).
 
     Args:
         groups: an int, or a sequence of ints, each dividing the channel count.
@@ -77,7 +76,7 @@ class ChannelShuffle(keras.layers.Layer):
 
     def call(self, inputs):
         if in_integer_export_form() and len(inputs.shape) == 4 and self.channels <= PERMUTATION_MAX_CHANNELS:
-            return permuted(inputs, [self.permutation])[0]
+            return gathered(inputs, self.permutation)
         lead = tuple(ops.shape(inputs)[:-1])
         x = inputs
         for g in self.groups:
