@@ -1,5 +1,7 @@
-"""Why a full-integer MicroNet runs slower than its float32 twin on this machine: how much of each graph
-XNNPACK takes, and which int8 ops it leaves to LiteRT's builtin kernels.
+"""Why a full-integer MicroNet ran slower than its float32 twin on this machine: how much of each graph
+XNNPACK takes, and which int8 ops it leaves to LiteRT's builtin kernels. The saved results were measured
+before int8 exports got their own form, which these findings shaped (benchmarks/deploy_latency.py times
+it); run now, part 1 measures that form.
 
 1. MicroNet-M0 (224×224, untrained, calibrated on uniform noise with a full-range ramp) in float32 and int8,
    timed side by side (`dynzoo.export.compare_latency`, one thread) with XNNPACK (the default) and with
