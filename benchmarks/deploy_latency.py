@@ -4,8 +4,8 @@ rewrite buys.
 Exports: 224×224, no preprocessing in the model, int8 calibrated on 16 standard-normal images. Weights are
 random but every BatchNorm's shift and statistics too (N(0, 0.1²) shifts and means, variances in
 [0.75, 1.25]): with freshly initialised zero shifts the converter would fold away ops that a trained
-network keeps (the per-column bias of a folded depthwise pair). Every MicroNet and keras.applications MobileNetV3-Small are
-exported as shipped; MicroNet-M0 and M3 also with one rewrite undone at a time:
+network keeps (the per-column bias of a folded depthwise pair). Every MicroNet and keras.applications
+MobileNetV3-Small are exported as shipped; MicroNet-M0 and M3 also with one rewrite undone at a time:
 
 - the Micro-Factorized depthwise pair as two half-kernel convolutions (not folded into one k×k);
 - int8 without the 1×1 permutation convolutions (channel shifts and shuffles as slices, concatenations,
@@ -142,10 +142,12 @@ def main() -> None:
         "# MicroNet vs MobileNetV3-Small 1.0, float32 and int8, and what each export rewrite buys", "",
         f"Command: `python benchmarks/deploy_latency.py --cycles {args.cycles} --block {args.block}` · LiteRT "
         "interpreter, XNNPACK, 1 thread, batch 1, 224×224, no preprocessing in the model, random weights and "
-        "BatchNorm statistics, int8 calibrated on 16 standard-normal images · all models timed side by side in one process; a ratio is "
-        f"the median of the per-cycle ratios · {platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
+        "BatchNorm statistics, int8 calibrated on 16 standard-normal images · all models timed side by side in one "
+        f"process; a ratio is the median of the per-cycle ratios · {platform.machine()}, {os.cpu_count()} "
+        "logical CPUs (shared) · "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-        "| model | float32 ms | int8 ms | int8 / float32 (p10–p90 of the cycles) | float32 / MNV3-S float32 | int8 / MNV3-S int8 | "
+        "| model | float32 ms | int8 ms | int8 / float32 (p10–p90 of the cycles) | float32 / MNV3-S float32 | "
+        "int8 / MNV3-S int8 | "
         "TFLite ops (float32, int8) | XNNPACK partitions (float32, int8) |",
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]

@@ -133,7 +133,8 @@ def fit_xnnpack_scales(flatbuffer: bytes, max_passes: int = 8) -> bytes:
                 ratio = _scale(inputs[0]) * _scale(inputs[1]) / _scale(out)
                 if ratio < low:  # raise the smaller-range input's scale to bring the product up
                     index = min(op.inputs, key=lambda i: _scale(graph.tensors[i]))
-                    changed_now |= _raise_scale(schema, model, producer, index, _scale(graph.tensors[index]) * low / ratio)
+                    target = _scale(graph.tensors[index]) * low / ratio
+                    changed_now |= _raise_scale(schema, model, producer, index, target)
                 elif ratio >= high:
                     changed_now |= _raise_scale(schema, model, producer, op.outputs[0], _scale(out) * ratio / high)
                 continue

@@ -172,8 +172,8 @@ class MicroFactorizedDepthwise(SequenceBlock):
         bias = column_bias(taps, inputs.shape[2], s) + t2
         x = inputs
         if in_integer_export_form() and e1 * e2 > 1 and channels * e1 * e2 <= PERMUTATION_MAX_CHANNELS:
-            # each input channel repeated e1·e2 times, then a depthwise conv without multiplier: XNNPACK's int8
-            # depthwise kernels with a multiplier ran 1.4× slower than this pair (benchmarks/deploy_latency.py)
+            # each input channel repeated e1·e2 times, then a depthwise conv without multiplier: with XNNPACK's
+            # int8 multiplier kernels MicroNet-M0 ran 1.09× slower (benchmarks/deploy_latency.py)
             x = gathered(x, np.repeat(np.arange(channels), e1 * e2))
             kernel = ops.reshape(kernel, (k, k, channels * e1 * e2, 1))
         x = ops.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
@@ -226,9 +226,10 @@ class MicroStem(SequenceBlock):
         1×3 depthwise, BN, shuffle), so the kernels and both BatchNorms compose into one kernel with the
         shuffle as its output-channel order. Exact but for one thing, which a per-column bias puts right:
         in the first output column (and the last, for an odd width) the depthwise conv's outer tap reads
-        the intermediate's zero padding, where the composed kernel would read BN1's shift (:func:`column_bias`). Exported:
-        PAD, CONV_2D and ADD + ReLU6 instead of two padded convolutions, a full-width intermediate and a
-        shuffle (needs a known input width; otherwise the layers run one by one)."""
+        the intermediate's zero padding, where the composed kernel would read BN1's shift
+        (:func:`column_bias`). Exported: PAD, CONV_2D and ADD + ReLU6 instead of two padded convolutions, a
+        full-width intermediate and a shuffle (needs a known input width; otherwise the layers run one by
+        one)."""
         conv, bn1, depthwise, bn2, shuffle, _ = self.steps
         g1, g2 = self.groups
         s1, t1 = bn_affine(bn1)

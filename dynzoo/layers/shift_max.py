@@ -182,7 +182,9 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
 
     Layers with K·C ≤ :data:`MATRIX_FORM_MAX_WIDTH` run as one per-sample matrix product
     (:func:`shift_max_matrix_form`, the same products); in a :class:`~dynzoo.layers.base.SequenceBlock`
-    they also take a channel shuffle that follows them as their output order.
+    they also take a channel shuffle that follows them as their output order. In the full-integer export
+    form every layer runs element-wise, and layers up to ``PERMUTATION_MAX_CHANNELS`` channels move their
+    channels (and take that shuffle) by 1×1 convolutions (:func:`~dynzoo.layers.shuffle.gathered`).
 
     Input/output: (B, H, W, C) → (B, H, W, C). Per sample: 2K·C coefficients, see :meth:`coefficients`.
     """
