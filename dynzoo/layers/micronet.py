@@ -173,7 +173,7 @@ class MicroFactorizedDepthwise(SequenceBlock):
         x = inputs
         if in_integer_export_form() and e1 * e2 > 1 and channels * e1 * e2 <= PERMUTATION_MAX_CHANNELS:
             # each input channel repeated e1·e2 times, then a depthwise conv without multiplier: with XNNPACK's
-            # int8 multiplier kernels MicroNet-M0 ran 1.09× slower (benchmarks/deploy_latency.py)
+            # int8 multiplier kernels MicroNet-M0 ran 1.10× slower (benchmarks/deploy_latency.py)
             x = gathered(x, np.repeat(np.arange(channels), e1 * e2))
             kernel = ops.reshape(kernel, (k, k, channels * e1 * e2, 1))
         x = ops.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
