@@ -157,8 +157,8 @@ class _ShiftMaxForms:
         partners = partner_indices(self.channels, self.shift_groups)
         if output_order is None:
             return x, gathered(x, partners)
-        order = np.asarray(output_order)  # two convolutions: about 3 % faster than one of 2C outputs and a SPLIT
-        return gathered(x, order), gathered(x, partners[order])
+        order = np.asarray(output_order)
+        return tuple(ops.split(gathered(x, np.concatenate([order, partners[order]])), 2, axis=-1))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
