@@ -15,8 +15,8 @@ from dynzoo.layers.base import PACKAGE, channels_of, check_divisible, check_int,
 # that follows) with one 1×1 convolution by a 0/1 matrix instead of slices, concatenations and transposes
 # (:func:`gathered`): C² multiply-adds per pixel and output map in XNNPACK's int8 GEMM, exact in int8 (each
 # output is one input times 1). MicroNet-M0 and M3 int8, side by side (benchmarks/deploy_latency.py), against
-# this width: without these convolutions 1.67× and 1.34× the time, up to 32 channels 1.12× and 1.32×, up to
-# 64 1.01× and 1.07×, at every width 1.07× and 1.51× (M3's 7×7×576 layers).
+# this width: without these convolutions 1.79× and 1.38× the time, up to 32 channels 1.17× and 1.34×, up to
+# 64 1.02× and 1.07×, at every width 1.04× and 1.33× (M3's 7×7×576 layers).
 PERMUTATION_MAX_CHANNELS = 128
 
 
