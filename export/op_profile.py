@@ -275,13 +275,12 @@ def _ops_model(schema, model, indices: Sequence[int]) -> bytes:
             return index
         if index not in remap:
             tensor = copy.copy(graph.tensors[index])
-            if keep_all:
-                pass
-            elif _is_constant(model, tensor):
-                buffers.append(model.buffers[tensor.buffer])
-                tensor.buffer = len(buffers) - 1
-            else:
-                tensor.buffer = 0
+            if not keep_all:  # only the constants this group reads, in a fresh buffer list
+                if _is_constant(model, tensor):
+                    buffers.append(model.buffers[tensor.buffer])
+                    tensor.buffer = len(buffers) - 1
+                else:
+                    tensor.buffer = 0
             remap[index] = len(tensors)
             tensors.append(tensor)
         return remap[index]
@@ -437,8 +436,7 @@ def xnnpack_delegation(flatbuffer: bytes, num_threads: int = 1) -> tuple[list[bo
                 todo.append(p)
     if not delegates:  # nothing delegated (XNNPACK takes none of the ops)
         outside = set(originals)
-    count = len(read_model(flatbuffer)[1].subgraphs[0].operators)
-    return [i not in outside for i in range(count)], len(delegates)
+    return [i not in outside for i in range(len(originals))], len(delegates)  # the original ops: indices 0…n−1
 
 
 # --- timing --------------------------------------------------------------------------------------------
@@ -675,21 +673,6 @@ def flatbuffer_for(
     return f"{name}_{mode}", convert(built, mode, data)
 
 
-def profile_model(
-    model: str,
-    mode: str = "float32",
-    *,
-    input_size: int = 224,
-    calibration_size: int = 32,
-    preprocessing_in_model: bool = False,
-    **kwargs: Any,
-) -> OpProfile:
-    """:func:`flatbuffer_for` then :func:`profile_ops` (``kwargs``)."""
-    label, flatbuffer = flatbuffer_for(model, mode, input_size=input_size, calibration_size=calibration_size,
-                                       preprocessing_in_model=preprocessing_in_model)
-    return profile_ops(flatbuffer, label=label, **kwargs)
-
-
 __all__: Sequence[str] = ["LayerTime", "OpInfo", "OpProfile", "OpTime", "flatbuffer_for", "intermediate_values",
-                          "op_info", "profile_model", "profile_ops", "random_input", "split_ops",
+                          "op_info", "profile_ops", "random_input", "split_ops",
                           "xnnpack_delegation"]

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from dynzoo.export.flatbuffer import fit_xnnpack_scales, operator_name, read_model, unshare_biases
-from dynzoo.layers.base import export_form
+from dynzoo.layers.base import export_form, has_integer_export_form
 from dynzoo.layers.shift_max import shift_max_form
 from dynzoo.logs import native_stderr_quiet
 
@@ -111,7 +111,7 @@ def convert(
                                              for layer in model._flatten_layers())
     # int8 traces the layers that have a full-integer form in it (Dynamic Shift-Max: element-wise, its max
     # without MAXIMUM), so that XNNPACK takes every int8 op (benchmarks/int8_delegation.py)
-    integer = mode in INT8_MODES and any(hasattr(layer, "uses_matrix_form") for layer in model._flatten_layers())
+    integer = mode in INT8_MODES and any(has_integer_export_form(layer) for layer in model._flatten_layers())
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
         friendly = exportable(model, mode)
         if saved_model is None or friendly is not model or element_wise or integer:

@@ -51,6 +51,12 @@ def in_integer_export_form() -> bool:
     return _export_form == "integer"
 
 
+def has_integer_export_form(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` traces differently in the full-integer export form (its class sets
+    ``integer_export_form = True``): a model without such layers exports int8 from its float SavedModel."""
+    return getattr(layer, "integer_export_form", False)
+
+
 # Set by ``dynzoo.export.qat`` while it observes ranges or fine-tunes; None otherwise.
 _fake_quantizer = None
 

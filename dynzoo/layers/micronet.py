@@ -148,6 +148,8 @@ class MicroFactorizedDepthwise(SequenceBlock):
             ("conv.3", batchnorm()),
         ]
 
+    integer_export_form = True  # int8 repeats the input channels of a multiplier (base.has_integer_export_form)
+
     def call(self, inputs, training=None):
         if training or not in_export_form() or inputs.shape[2] is None:
             return super().call(inputs, training=training)

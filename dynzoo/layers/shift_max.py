@@ -128,6 +128,8 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
 class _ShiftMaxForms:
     """The choice of form, shared by both shift-max layers (``fusions`` and ``channels`` set by build)."""
 
+    integer_export_form = True  # element-wise, channels moved by 1×1 convolutions (base.has_integer_export_form)
+
     @property
     def uses_matrix_form(self) -> bool:
         """Whether this layer runs as :func:`shift_max_matrix_form`; never in the full-integer export form

@@ -54,6 +54,8 @@ class ChannelShuffle(keras.layers.Layer):
     Input/output: (B, …, C) → (B, …, C).
     """
 
+    integer_export_form = True  # a 1×1 convolution up to PERMUTATION_MAX_CHANNELS (base.has_integer_export_form)
+
     def __init__(self, groups: int | Sequence[int], **kwargs):
         super().__init__(**kwargs)
         groups = [groups] if isinstance(groups, int) and not isinstance(groups, bool) else list(groups)
