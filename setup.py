@@ -36,8 +36,12 @@ setup(
     ],
     extras_require={
         # atheris: the checkpoint reader's fuzzing gate (Linux wheels; elsewhere that one test skips)
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-datasets>=4.9",
-                 "atheris>=2.3,<3.1; platform_system == 'Linux' and platform_machine == 'x86_64'"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "tensorflow-datasets>=4.9",
+            "atheris>=2.3,<3.1; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        ],
         "datasets": ["tensorflow-datasets>=4.9"],  # TFDS datasets by name (imagenet2012, cifar10, …)
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
         # Keras' other backends, for tests/test_backends.py (export stays on TensorFlow)

@@ -41,8 +41,14 @@ from dynzoo.export import convert, op_counts
 from dynzoo.export.benchmark import measure_latency
 
 SHAPES = {"projection": (56, 96, 24), "expansion": (112, 16, 96)}  # (pixels per side, C_in, C_out)
-FORMS = ("constant conv", "per-sample BATCH_MATMUL", "per-sample BATCH_MATMUL + bias + ReLU6", "per-sample conv",
-         "per-sample FULLY_CONNECTED + bias + ReLU6", "per-sample BATCH_MATMUL, bias as a ones channel + ReLU6")
+FORMS = (
+    "constant conv",
+    "per-sample BATCH_MATMUL",
+    "per-sample BATCH_MATMUL + bias + ReLU6",
+    "per-sample conv",
+    "per-sample FULLY_CONNECTED + bias + ReLU6",
+    "per-sample BATCH_MATMUL, bias as a ones channel + ReLU6",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -74,7 +80,9 @@ class PointwiseLayer(keras.layers.Layer):
         elif self.form.endswith("ones channel + ReLU6"):
             x = ops.concatenate([x, ops.ones((1, size, size, 1))], axis=-1)
             weights = ops.concatenate([weights, bias], axis=0)
-            y = ops.relu6(ops.matmul(ops.reshape(x, (1, size * size, cin + 1)), ops.reshape(weights, (1, cin + 1, cout))))
+            y = ops.relu6(
+                ops.matmul(ops.reshape(x, (1, size * size, cin + 1)), ops.reshape(weights, (1, cin + 1, cout)))
+            )
         else:
             y = ops.matmul(ops.reshape(x, (1, size * size, cin)), ops.reshape(weights, (1, cin, cout)))
             if self.form == "per-sample BATCH_MATMUL + bias + ReLU6":
@@ -94,21 +102,28 @@ def main() -> None:
     settings = [(key, xnnpack) for key in flatbuffers for xnnpack in (True, False)]
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(args.rounds):
-        for key, xnnpack in settings[r % len(settings):] + settings[:r % len(settings)]:
+        for key, xnnpack in settings[r % len(settings) :] + settings[: r % len(settings)]:
             result = measure_latency(flatbuffers[key], num_threads=1, xnnpack=xnnpack, warmup=20, runs=200)
             times[(key, xnnpack)].append(result.median_ms if result.ok else float("nan"))
-    lines = ["# A per-sample 1×1 kernel under XNNPACK", "",
-             f"Command: `python benchmarks/batch_matmul_probe.py --rounds {args.rounds}` · one layer, float32, "
-             "1 thread, batch 1, interleaved rounds, median of the per-round medians · "
-             f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| layer | form | TFLite ops | XNNPACK (ms) | builtin kernels (ms) |", "|---|---|---|---:|---:|"]
+    lines = [
+        "# A per-sample 1×1 kernel under XNNPACK",
+        "",
+        f"Command: `python benchmarks/batch_matmul_probe.py --rounds {args.rounds}` · one layer, float32, "
+        "1 thread, batch 1, interleaved rounds, median of the per-round medians · "
+        f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| layer | form | TFLite ops | XNNPACK (ms) | builtin kernels (ms) |",
+        "|---|---|---|---:|---:|",
+    ]
     for (layer, form), flatbuffer in flatbuffers.items():
         size, cin, cout = SHAPES[layer]
         ops_list = ", ".join(f"{k} {v}" for k, v in sorted(op_counts(flatbuffer).items()))
-        lines.append(f"| {layer} {size}×{size}, {cin} → {cout} | {form} | {ops_list} | "
-                     f"{statistics.median(times[((layer, form), True)]):.3f} | "
-                     f"{statistics.median(times[((layer, form), False)]):.3f} |")
+        lines.append(
+            f"| {layer} {size}×{size}, {cin} → {cout} | {form} | {ops_list} | "
+            f"{statistics.median(times[((layer, form), True)]):.3f} | "
+            f"{statistics.median(times[((layer, form), False)]):.3f} |"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "batch_matmul_probe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -33,8 +33,18 @@ def train_network(model: str, epochs: int, seed: int, options: dict, model_dir: 
     """Train ``model`` on digits through ``dynzoo.train.train`` with the CDB ``options``."""
     from dynzoo.train import TrainConfig, train
 
-    return train(TrainConfig(model=model, dataset="digits", overrides={"epochs": epochs}, seed=seed,
-                             model_dir=model_dir, resume=False, verbose=2, options=options))
+    return train(
+        TrainConfig(
+            model=model,
+            dataset="digits",
+            overrides={"epochs": epochs},
+            seed=seed,
+            model_dir=model_dir,
+            resume=False,
+            verbose=2,
+            options=options,
+        )
+    )
 
 
 def main():
@@ -45,28 +55,43 @@ def main():
     check_target_rate("target_flops", args.target_flops)
     x_test, y_test = digits_arrays("test", 32)
     runs = {}
-    variants = (("all_on", {"all_groups_on": True}),
-                ("gated", {"target_flops": args.target_flops, "category_map": "digits"}))
+    variants = (
+        ("all_on", {"all_groups_on": True}),
+        ("gated", {"target_flops": args.target_flops, "category_map": "digits"}),
+    )
     for label, options in variants:
         with tempfile.TemporaryDirectory(prefix="cdb_digits_") as tmp:
             result = train_network(args.model, args.epochs, args.seed, options, tmp)
         report = analyze_gates(result.model, x_test.astype("float32"))
         runs[label] = {
-            "options": options, "train_seconds": result.summary["train_seconds"],
+            "options": options,
+            "train_seconds": result.summary["train_seconds"],
             "trainer_test_top1": result.summary["test_top1"],
             "accuracy": float((report.outputs.argmax(-1) == y_test).mean()),
-            "flops_ratio": report.flops_ratio, "execution_rate": report.execution_rate,
-            "effective_mmadds": float(report.madds.mean() / 1e6), "all_on_mmadds": report.costs.total / 1e6,
-            "flops_ratio_min_max": [float(report.madds.min() / report.costs.total),
-                                    float(report.madds.max() / report.costs.total)],
-            "stages": report.stage_figures(), "stage_table": report.stage_table(),
+            "flops_ratio": report.flops_ratio,
+            "execution_rate": report.execution_rate,
+            "effective_mmadds": float(report.madds.mean() / 1e6),
+            "all_on_mmadds": report.costs.total / 1e6,
+            "flops_ratio_min_max": [
+                float(report.madds.min() / report.costs.total),
+                float(report.madds.max() / report.costs.total),
+            ],
+            "stages": report.stage_figures(),
+            "stage_table": report.stage_table(),
             "history": {k: [float(v) for v in vs] for k, vs in result.history.items()},
         }
         print(label, runs[label]["accuracy"], runs[label]["flops_ratio"], flush=True)
     drop = 100 * (runs["all_on"]["accuracy"] - runs["gated"]["accuracy"])
-    result = {"model": args.model, "input": "digits 32x32 (1347 train / 450 test)", "recipe": "digits",
-              "epochs": args.epochs, "seed": args.seed, "target_flops": args.target_flops,
-              "accuracy_drop_points": drop, "runs": runs}
+    result = {
+        "model": args.model,
+        "input": "digits 32x32 (1347 train / 450 test)",
+        "recipe": "digits",
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "target_flops": args.target_flops,
+        "accuracy_drop_points": drop,
+        "runs": runs,
+    }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -74,20 +99,34 @@ def main():
     lines = [
         f"# {args.model} on digits 32×32, target FLOPs ratio {args.target_flops} — `python benchmarks/cdb_digits.py`",
         "",
-        (f"`dynzoo.train.train`, recipe `digits` ({args.epochs} epochs, seed {args.seed}, same initial weights). "
-        f"All-on MAdds {a['all_on_mmadds']:.2f} M."),
+        (
+            f"`dynzoo.train.train`, recipe `digits` ({args.epochs} epochs, seed {args.seed}, same initial weights). "
+            f"All-on MAdds {a['all_on_mmadds']:.2f} M."
+        ),
         "",
-        ("| run | test accuracy | measured FLOPs ratio (test split) | per-sample range | execution rate | "
-        "mean MAdds (M) | training time |"),
+        (
+            "| run | test accuracy | measured FLOPs ratio (test split) | per-sample range | execution rate | "
+            "mean MAdds (M) | training time |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for label, run in (("all groups on", a), (f"CDB, target {args.target_flops}", g)):
         lo, hi = run["flops_ratio_min_max"]
-        lines.append(f"| {label} | {run['accuracy']:.2%} | {run['flops_ratio']:.3f} | {lo:.3f}–{hi:.3f} | "
-                     f"{run['execution_rate']:.3f} | {run['effective_mmadds']:.2f} | {run['train_seconds']:.0f} s |")
-    lines += ["", (f"**Measured FLOPs ratio {g['flops_ratio']:.3f}; accuracy {g['accuracy']:.2%} vs "
-              f"{a['accuracy']:.2%} with all groups on ({drop:+.2f} points lost).**"), "",
-              "Per stage, CDB run (test split):", "", g["stage_table"]]
+        lines.append(
+            f"| {label} | {run['accuracy']:.2%} | {run['flops_ratio']:.3f} | {lo:.3f}–{hi:.3f} | "
+            f"{run['execution_rate']:.3f} | {run['effective_mmadds']:.2f} | {run['train_seconds']:.0f} s |"
+        )
+    lines += [
+        "",
+        (
+            f"**Measured FLOPs ratio {g['flops_ratio']:.3f}; accuracy {g['accuracy']:.2%} vs "
+            f"{a['accuracy']:.2%} with all groups on ({drop:+.2f} points lost).**"
+        ),
+        "",
+        "Per stage, CDB run (test split):",
+        "",
+        g["stage_table"],
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -69,12 +69,15 @@ def main():
     size = (args.input_size, args.input_size, 3)
     reference = dynzoo.create_model(args.model, input_shape=size, classifier_activation=None)
     if cdb_blocks(reference)[0].groups != 2:
-        raise ValueError(f"`--model` must have N = 2 groups per block, {args.model} has {cdb_blocks(reference)[0].groups}.")
+        raise ValueError(
+            f"`--model` must have N = 2 groups per block, {args.model} has {cdb_blocks(reference)[0].groups}."
+        )
     networks = {}
     for build in ("conditional", "masked"):
         for pattern, on in PATTERNS.items():
-            net = dynzoo.create_model(args.model, input_shape=size, classifier_activation=None,
-                                      conditional=build == "conditional")
+            net = dynzoo.create_model(
+                args.model, input_shape=size, classifier_activation=None, conditional=build == "conditional"
+            )
             net.set_weights(reference.get_weights())
             force_gates(net, on)
             networks[(build, pattern)] = net
@@ -85,13 +88,19 @@ def main():
     for pattern in PATTERNS:
         report = analyze_gates(networks[("conditional", pattern)], images)
         ratios[pattern] = {"flops_ratio": report.flops_ratio, "execution_rate": report.execution_rate}
-        max_diff[pattern] = float(np.abs(report.outputs - networks[("masked", pattern)].predict(images, verbose=0)).max())
+        max_diff[pattern] = float(
+            np.abs(report.outputs - networks[("masked", pattern)].predict(images, verbose=0)).max()
+        )
     progress(f"built {args.model}; FLOPs ratio with half the groups off {ratios['half off']['flops_ratio']:.3f}")
 
     x = tf.constant(images[:1])
     fns = {key: tf.function(lambda v, n=net: n(v, training=False)) for key, net in networks.items()}
-    keras_ms = {key: 1e3 * t for key, t in interleaved_median(
-        {key: (lambda f=f: f(x).numpy()) for key, f in fns.items()}, args.cycles).items()}
+    keras_ms = {
+        key: 1e3 * t
+        for key, t in interleaved_median(
+            {key: (lambda f=f: f(x).numpy()) for key, f in fns.items()}, args.cycles
+        ).items()
+    }
     progress("Keras timed")
 
     tflite = None
@@ -103,58 +112,96 @@ def main():
         for (build, pattern), net in networks.items():
             progress(f"converting {build} / {pattern}")
             flatbuffers[(build, pattern)] = to_tflite(net)
-            parity[f"{build} / {pattern}"] = float(np.abs(run_tflite(flatbuffers[(build, pattern)], images[:2])
-                                                          - net.predict(images[:2], verbose=0)).max())
+            parity[f"{build} / {pattern}"] = float(
+                np.abs(run_tflite(flatbuffers[(build, pattern)], images[:2]) - net.predict(images[:2], verbose=0)).max()
+            )
         runners = {}
         for (build, pattern), fb in flatbuffers.items():
             for kernels in ("xnnpack", "builtin"):
-                resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                resolver = (
+                    OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                )
                 interpreter = Interpreter(model_content=fb, num_threads=1, experimental_op_resolver_type=resolver)
                 interpreter.allocate_tensors()
                 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images[:1])
                 runners[(build, pattern, kernels)] = interpreter.invoke
         tflite_ms = {key: 1e3 * t for key, t in interleaved_median(runners, args.tflite_cycles).items()}
         progress("TFLite timed")
-        tflite = {"ms": {" / ".join(k): v for k, v in tflite_ms.items()},
-                  "ops": {build: op_counts(flatbuffers[(build, "all on")]) for build in ("conditional", "masked")},
-                  "max_abs_logit_diff_vs_keras": parity}
+        tflite = {
+            "ms": {" / ".join(k): v for k, v in tflite_ms.items()},
+            "ops": {build: op_counts(flatbuffers[(build, "all on")]) for build in ("conditional", "masked")},
+            "max_abs_logit_diff_vs_keras": parity,
+        }
 
-    result = {"model": args.model, "input": list(size), "keras_cycles": args.cycles,
-              "tflite_cycles": args.tflite_cycles, "all_on_mmadds": costs.total / 1e6, "patterns": ratios,
-              "masked_vs_conditional_max_logit_diff": max_diff,
-              "keras_ms": {" / ".join(k): v for k, v in keras_ms.items()}, "tflite": tflite}
+    result = {
+        "model": args.model,
+        "input": list(size),
+        "keras_cycles": args.cycles,
+        "tflite_cycles": args.tflite_cycles,
+        "all_on_mmadds": costs.total / 1e6,
+        "patterns": ratios,
+        "masked_vs_conditional_max_logit_diff": max_diff,
+        "keras_ms": {" / ".join(k): v for k, v in keras_ms.items()},
+        "tflite": tflite,
+    }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
 
     half = ratios["half off"]["flops_ratio"]
     k_ratio = keras_ms[("conditional", "half off")] / keras_ms[("conditional", "all on")]
-    lines = [f"# {args.model} batch-1 latency vs execution rate — `python benchmarks/cdb_latency.py"
-             + (f" --model {args.model} --input-size {args.input_size}" if args.model != "cdb_resnet50" else "") + "`",
-             "", (f"Input {args.input_size}×{args.input_size}, random weights, gates forced; all-on MAdds "
-             f"{costs.total / 1e6:.1f} M. Half the groups off (pattern [1, 0] in every block): execution rate "
-             f"{ratios['half off']['execution_rate']:.2f}, FLOPs ratio {half:.3f}. Conditional and masked builds give "
-             f"the same logits (max |Δ| {max(max_diff.values()):.1e}). Every variant is timed round-robin (one call "
-             f"each per cycle), the median per variant; one run."), "",
-             f"Keras (traced inference function, batch 1, {args.cycles} cycles):", "",
-             "| build | all on (ms) | half off (ms) | half off / all on |", "|---|---|---|---|"]
+    lines = [
+        f"# {args.model} batch-1 latency vs execution rate — `python benchmarks/cdb_latency.py"
+        + (f" --model {args.model} --input-size {args.input_size}" if args.model != "cdb_resnet50" else "")
+        + "`",
+        "",
+        (
+            f"Input {args.input_size}×{args.input_size}, random weights, gates forced; all-on MAdds "
+            f"{costs.total / 1e6:.1f} M. Half the groups off (pattern [1, 0] in every block): execution rate "
+            f"{ratios['half off']['execution_rate']:.2f}, FLOPs ratio {half:.3f}. Conditional and masked builds give "
+            f"the same logits (max |Δ| {max(max_diff.values()):.1e}). Every variant is timed round-robin (one call "
+            f"each per cycle), the median per variant; one run."
+        ),
+        "",
+        f"Keras (traced inference function, batch 1, {args.cycles} cycles):",
+        "",
+        "| build | all on (ms) | half off (ms) | half off / all on |",
+        "|---|---|---|---|",
+    ]
     for build in ("conditional", "masked"):
         a, h = keras_ms[(build, "all on")], keras_ms[(build, "half off")]
         lines.append(f"| {build} | {a:.1f} | {h:.1f} | {h / a:.2f} |")
-    lines += ["", (f"**Keras, conditional: half the groups off takes {k_ratio:.2f}× the all-on latency "
-              f"(FLOPs ratio {half:.3f}).**")]
+    lines += [
+        "",
+        (
+            f"**Keras, conditional: half the groups off takes {k_ratio:.2f}× the all-on latency "
+            f"(FLOPs ratio {half:.3f}).**"
+        ),
+    ]
     if tflite:
-        lines += ["", (f"Float32 TFLite (builtin ops only, LiteRT interpreter, 1 thread, batch 1, {args.tflite_cycles} "
-                  "cycles):"), "", "| build | kernels | all on (ms) | half off (ms) | half off / all on |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            (f"Float32 TFLite (builtin ops only, LiteRT interpreter, 1 thread, batch 1, {args.tflite_cycles} cycles):"),
+            "",
+            "| build | kernels | all on (ms) | half off (ms) | half off / all on |",
+            "|---|---|---|---|---|",
+        ]
         for build in ("conditional", "masked"):
             for kernels in ("xnnpack", "builtin"):
                 a, h = (tflite_ms[(build, p, kernels)] for p in PATTERNS)
                 lines.append(f"| {build} | {kernels} | {a:.1f} | {h:.1f} | {h / a:.2f} |")
-        lines += ["", "TFLite ops, conditional build: " + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"]["conditional"].items()))
-                  + "; masked build: " + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"]["masked"].items())) + ".",
-                  "", "Max |TFLite − Keras| of the logits on 2 inputs: "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in tflite["max_abs_logit_diff_vs_keras"].items()) + "."]
+        lines += [
+            "",
+            "TFLite ops, conditional build: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"]["conditional"].items()))
+            + "; masked build: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"]["masked"].items()))
+            + ".",
+            "",
+            "Max |TFLite − Keras| of the logits on 2 inputs: "
+            + ", ".join(f"{k} {v:.1e}" for k, v in tflite["max_abs_logit_diff_vs_keras"].items())
+            + ".",
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -21,10 +21,15 @@ def main():
     from dynzoo.models.cdb import cdb_blocks, gate_costs
     from dynzoo.profile import profile
 
-    lines = ["# CDB-ResNet sizes — `python benchmarks/cdb_sizes.py`", "",
-             ("| model | N | params (M) | of which controllers (M) | paper params (M) | ours vs paper | "
-             "all-on MAdds (G) | stage-1 group width | static MAdds (G) |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# CDB-ResNet sizes — `python benchmarks/cdb_sizes.py`",
+        "",
+        (
+            "| model | N | params (M) | of which controllers (M) | paper params (M) | ours vs paper | "
+            "all-on MAdds (G) | stage-1 group width | static MAdds (G) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in MODELS:
         model = dynzoo.create_model(name)
         p = profile(model)
@@ -34,13 +39,20 @@ def main():
         ref = dynzoo.registry.get_entry(name).reference
         paper = ref.get("paper_params_m")
         delta = f"{100 * (p.params / 1e6 - paper) / paper:+.2f}%" if paper else "–"
-        lines.append(f"| {name} | {blocks[0].groups} | {p.params / 1e6:.3f} | {controllers / 1e6:.3f} | "
-                     f"{paper if paper else '–'} | {delta} | {p.madds / 1e9:.3f} | {blocks[0].width} | "
-                     f"{costs.static / 1e9:.3f} |")
+        lines.append(
+            f"| {name} | {blocks[0].groups} | {p.params / 1e6:.3f} | {controllers / 1e6:.3f} | "
+            f"{paper if paper else '–'} | {delta} | {p.madds / 1e9:.3f} | {blocks[0].width} | "
+            f"{costs.static / 1e9:.3f} |"
+        )
         print(lines[-1], flush=True)
     resnet = profile(dynzoo.create_model("resnet50"))
-    lines += ["", (f"ResNet-50 (same counter): {resnet.params / 1e6:.3f} M parameters, {resnet.madds / 1e9:.3f} GMAdds "
-              "(the paper's baseline: 25.56 M, 3.96 GFLOPs).")]
+    lines += [
+        "",
+        (
+            f"ResNet-50 (same counter): {resnet.params / 1e6:.3f} M parameters, {resnet.madds / 1e9:.3f} GMAdds "
+            "(the paper's baseline: 25.56 M, 3.96 GFLOPs)."
+        ),
+    ]
     out = Path(__file__).parent / "results" / "cdb_sizes.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -46,10 +46,15 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict[str, float]:
     compute = compiled(name, size)
     export = compiled(name, size, compute.get_weights())
     # the export form's step is traced (and its XLA islands compiled) inside export_form()
-    first, step = time_train_steps({"compute": compute, "export": export}, x, y, steps,
-                                   first_step_context={"export": export_form})
-    return {"first_compute": first["compute"], "first_export": first["export"],
-            "step_compute": step["compute"], "step_export": step["export"]}
+    first, step = time_train_steps(
+        {"compute": compute, "export": export}, x, y, steps, first_step_context={"export": export_form}
+    )
+    return {
+        "first_compute": first["compute"],
+        "first_export": first["export"],
+        "step_compute": step["compute"],
+        "step_export": step["export"],
+    }
 
 
 def main(argv=None) -> None:
@@ -62,20 +67,26 @@ def main(argv=None) -> None:
     for setting in args.settings:
         name, size, batch = setting.split(":")
         r = measure(name, int(size), int(batch), args.steps)
-        rows.append(f"| {name} | {size}×{size} | {batch} | {r['step_export'] * 1000:.0f} | {r['step_compute'] * 1000:.0f} "
-                    f"| **{r['step_export'] / r['step_compute']:.2f}×** | {r['first_export']:.1f} | {r['first_compute']:.1f} |")
+        rows.append(
+            f"| {name} | {size}×{size} | {batch} | {r['step_export'] * 1000:.0f} | {r['step_compute'] * 1000:.0f} "
+            f"| **{r['step_export'] / r['step_compute']:.2f}×** | {r['first_export']:.1f} | {r['first_compute']:.1f} |"
+        )
         print(rows[-1], flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = "\n".join([
-        "# Training step: compute form against export form",
-        "",
-        f"Command: `python benchmarks/compute_forms.py --steps {args.steps}`. Machine: {os.cpu_count()} CPU cores "
-        f"({platform.machine()}), load average {load:.1f} at the end (shared). Steps alternate between the two "
-        "models in one process; the first step (tracing, and XLA compilation in the export form) is apart.",
-        "",
-        "| model | input | batch | export form ms/step | compute form ms/step | speed-up | first step export (s) | first step compute (s) |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows, ""])
+    text = "\n".join(
+        [
+            "# Training step: compute form against export form",
+            "",
+            f"Command: `python benchmarks/compute_forms.py --steps {args.steps}`. Machine: {os.cpu_count()} CPU cores "
+            f"({platform.machine()}), load average {load:.1f} at the end (shared). Steps alternate between the two "
+            "models in one process; the first step (tracing, and XLA compilation in the export form) is apart.",
+            "",
+            "| model | input | batch | export form ms/step | compute form ms/step | speed-up | first step export (s) | first step compute (s) |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -31,8 +31,13 @@ import keras
 import dynzoo.models  # noqa: F401
 from dynzoo.data.domains import domain_digits
 from dynzoo.layers.covnorm import merge_statistics, pca
-from dynzoo.models.drt import (adapter_statistics, covnorm_adapters, insert_adapters, task_batchnorm_parameters,
-                               task_batchnorms)
+from dynzoo.models.drt import (
+    adapter_statistics,
+    covnorm_adapters,
+    insert_adapters,
+    task_batchnorm_parameters,
+    task_batchnorms,
+)
 from dynzoo.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,8 +46,9 @@ ADAPT_AFTER = ("bn1", "bn2", "bn3", "bn_fc1")  # after each fixed layer (conv/FC
 
 def fit(model, data, epochs, lr, seed):
     keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     (x, y), (xt, yt) = data
     model.fit(x, y, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
     return float(model.evaluate(xt, yt, batch_size=256, verbose=0, return_dict=True)["accuracy"])
@@ -56,26 +62,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["inverted", "colour_background", "rotated"])
     parser.add_argument("--pretrain_epochs", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=12,
-                        help="fine-tuning / adapter epochs per task (the same budget for both)")
+    parser.add_argument(
+        "--epochs", type=int, default=12, help="fine-tuning / adapter epochs per task (the same budget for both)"
+    )
     parser.add_argument("--covnorm_epochs", type=int, default=4)
     parser.add_argument("--covnorm_lr", type=float, default=1e-3, help="Adam learning rate of M (step 4)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.95, 0.99],
-                        help="PCA thresholds t (the thesis's default 0.99, swept over [0.8, 0.995])")
+    parser.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.9, 0.95, 0.99],
+        help="PCA thresholds t (the thesis's default 0.99, swept over [0.8, 0.995])",
+    )
     parser.add_argument("--joint_threshold", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backbone_bn", choices=["frozen", "task"], default="frozen",
-                        help="the backbone's BatchNorms in the adapter models: shared with the clean-digits "
-                             "statistics (frozen) or a per-task copy re-estimated and trained with the adapters "
-                             "in step 1, then frozen (task; counted as task weights)")
-    parser.add_argument("--adapt_after", nargs="+", default=list(ADAPT_AFTER),
-                        help="the backbone layers whose outputs get an adapter")
+    parser.add_argument(
+        "--backbone_bn",
+        choices=["frozen", "task"],
+        default="frozen",
+        help="the backbone's BatchNorms in the adapter models: shared with the clean-digits "
+        "statistics (frozen) or a per-task copy re-estimated and trained with the adapters "
+        "in step 1, then frozen (task; counted as task weights)",
+    )
+    parser.add_argument(
+        "--adapt_after", nargs="+", default=list(ADAPT_AFTER), help="the backbone layers whose outputs get an adapter"
+    )
     parser.add_argument("--out", default="covnorm_digits", help="name of the results files (.json, .md)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as model_dir:
-        net = train(TrainConfig(model="drt_lenet_static", dataset="digits", overrides={"epochs": args.pretrain_epochs},
-                                model_dir=model_dir, verbose=0, seed=args.seed)).model
+        net = train(
+            TrainConfig(
+                model="drt_lenet_static",
+                dataset="digits",
+                overrides={"epochs": args.pretrain_epochs},
+                model_dir=model_dir,
+                verbose=0,
+                seed=args.seed,
+            )
+        ).model
     backbone_params = net.count_params()
     trunk = keras.Model(net.inputs, net.get_layer("features").output, name="trunk")
     trunk.trainable = False
@@ -112,33 +137,42 @@ def main() -> None:
             new = covnorm_adapters(adapters, stats, threshold)
             for a in new:
                 a.bn1.trainable = a.bn2.trainable = False
-            model = with_head(insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)),
-                                              name=f"cn_{task}"), head)
+            model = with_head(
+                insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)), name=f"cn_{task}"), head
+            )
             model.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             before = float(model.evaluate(*data[1], batch_size=256, verbose=0, return_dict=True)["accuracy"])
             row["covnorm"][str(threshold)] = {
-                "top1_before_finetune": before, "top1": fit(model, data, args.covnorm_epochs, args.covnorm_lr, args.seed),
+                "top1_before_finetune": before,
+                "top1": fit(model, data, args.covnorm_epochs, args.covnorm_lr, args.seed),
                 "ranks": [[a.rank_in, a.rank_out, a.channels] for a in new],
                 "params": sum(a.task_parameters() for a in new) + head_params,
-                "params_absorbed": sum(a.task_parameters(absorbed=True) for a in new) + head_params}
+                "params_absorbed": sum(a.task_parameters(absorbed=True) for a in new) + head_params,
+            }
         rows[task] = row
         print(task, json.dumps(row), flush=True)
 
     # Joint CovNorm: one global PCA per adapter position from every task's statistics (eq. 2.10).
     positions = range(len(args.adapt_after))
-    global_pcas = [(pca(merge_statistics([adapted[t][2][p][0] for t in args.tasks]), args.joint_threshold),
-                    pca(merge_statistics([adapted[t][2][p][1] for t in args.tasks]), args.joint_threshold))
-                   for p in positions]
+    global_pcas = [
+        (
+            pca(merge_statistics([adapted[t][2][p][0] for t in args.tasks]), args.joint_threshold),
+            pca(merge_statistics([adapted[t][2][p][1] for t in args.tasks]), args.joint_threshold),
+        )
+        for p in positions
+    ]
     for task in args.tasks:
         data, adapters, stats, head, task_trunk, bn_params = adapted[task]
         new = covnorm_adapters(adapters, stats, pcas=global_pcas)
         for a in new:
             a.bn1.trainable = a.bn2.trainable = False
-        model = with_head(insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)),
-                                          name=f"joint_{task}"), head)
+        model = with_head(
+            insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)), name=f"joint_{task}"), head
+        )
         rows[task]["joint_covnorm_top1"] = fit(model, data, args.covnorm_epochs, args.covnorm_lr, args.seed)
-        rows[task]["joint_covnorm_params"] = (sum(a.joint_task_parameters() for a in new) + head.count_params()
-                                              + bn_params)
+        rows[task]["joint_covnorm_params"] = (
+            sum(a.joint_task_parameters() for a in new) + head.count_params() + bn_params
+        )
         rows[task]["joint_ranks"] = [[a.rank_in, a.rank_out] for a in new]
         print(task, "joint", rows[task]["joint_covnorm_top1"], flush=True)
 
@@ -146,28 +180,48 @@ def main() -> None:
     (RESULTS / args.out).parent.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=1))
     pct = lambda n: f"{100 * n / backbone_params:.2f}%"
-    lines = [(f"# CovNorm adapters vs full fine-tuning, offline digits tasks (backbone drt_lenet_static, "
-             f"{backbone_params:,} weights, trained on clean digits)"), "",
-             (f"`{' '.join(['python benchmarks/covnorm_digits.py', *sys.argv[1:]])}` — {args.epochs} epochs (fine-tuning, adapters), "
-             f"backbone BatchNorms in the adapter models: {args.backbone_bn}, "
-             f"{args.covnorm_epochs} epochs of M only (Adam, lr {args.covnorm_lr:g}), seed {args.seed}. Top-1 on each task's test split; "
-             "in brackets the task-specific weights as a share of the backbone's (CovNorm: as trained, and with M "
-             "absorbed into the larger projection, eq. 2.8's 2d·min(k_x, k_y) — the deployed size)."), "",
-             "| task | frozen backbone + new head | full fine-tuning (100%) | residual adapters |",
-             "|---|---|---|---|"]
+    lines = [
+        (
+            f"# CovNorm adapters vs full fine-tuning, offline digits tasks (backbone drt_lenet_static, "
+            f"{backbone_params:,} weights, trained on clean digits)"
+        ),
+        "",
+        (
+            f"`{' '.join(['python benchmarks/covnorm_digits.py', *sys.argv[1:]])}` — {args.epochs} epochs (fine-tuning, adapters), "
+            f"backbone BatchNorms in the adapter models: {args.backbone_bn}, "
+            f"{args.covnorm_epochs} epochs of M only (Adam, lr {args.covnorm_lr:g}), seed {args.seed}. Top-1 on each task's test split; "
+            "in brackets the task-specific weights as a share of the backbone's (CovNorm: as trained, and with M "
+            "absorbed into the larger projection, eq. 2.8's 2d·min(k_x, k_y) — the deployed size)."
+        ),
+        "",
+        "| task | frozen backbone + new head | full fine-tuning (100%) | residual adapters |",
+        "|---|---|---|---|",
+    ]
     for task, r in rows.items():
-        lines.append(f"| {task} | {100 * r['frozen_backbone_top1']:.2f} | {100 * r['full_finetune_top1']:.2f} | "
-                     f"{100 * r['residual_adapter_top1']:.2f} ({pct(r['residual_adapter_params'])}) |")
-    lines += ["", ("| task | PCA t | CovNorm top-1 | Δ vs full fine-tuning | task weights (as trained; absorbed) | "
-              "ranks (k_x, k_y, d) |"), "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {task} | {100 * r['frozen_backbone_top1']:.2f} | {100 * r['full_finetune_top1']:.2f} | "
+            f"{100 * r['residual_adapter_top1']:.2f} ({pct(r['residual_adapter_params'])}) |"
+        )
+    lines += [
+        "",
+        (
+            "| task | PCA t | CovNorm top-1 | Δ vs full fine-tuning | task weights (as trained; absorbed) | "
+            "ranks (k_x, k_y, d) |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for task, r in rows.items():
         for threshold, c in r["covnorm"].items():
-            lines.append(f"| {task} | {threshold} | {100 * c['top1']:.2f} | {100 * (c['top1'] - r['full_finetune_top1']):+.2f} | "
-                         f"{pct(c['params'])}; {pct(c['params_absorbed'])} | "
-                         f"{', '.join(f'({a},{b},{d})' for a, b, d in c['ranks'])} |")
-        lines.append(f"| {task} | joint {args.joint_threshold} | {100 * r['joint_covnorm_top1']:.2f} | "
-                     f"{100 * (r['joint_covnorm_top1'] - r['full_finetune_top1']):+.2f} | {pct(r['joint_covnorm_params'])} "
-                     f"(M and BNs only) | {', '.join(f'({a},{b})' for a, b in r['joint_ranks'])} |")
+            lines.append(
+                f"| {task} | {threshold} | {100 * c['top1']:.2f} | {100 * (c['top1'] - r['full_finetune_top1']):+.2f} | "
+                f"{pct(c['params'])}; {pct(c['params_absorbed'])} | "
+                f"{', '.join(f'({a},{b},{d})' for a, b, d in c['ranks'])} |"
+            )
+        lines.append(
+            f"| {task} | joint {args.joint_threshold} | {100 * r['joint_covnorm_top1']:.2f} | "
+            f"{100 * (r['joint_covnorm_top1'] - r['full_finetune_top1']):+.2f} | {pct(r['joint_covnorm_params'])} "
+            f"(M and BNs only) | {', '.join(f'({a},{b})' for a, b in r['joint_ranks'])} |"
+        )
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dcd_latency.md"))
     args = parser.parse_args(argv)
 
-    variants = [v for v in VARIANTS if (not args.models or v[1] in args.models)
-                and (not args.labels or v[0] in args.labels)]
+    variants = [
+        v for v in VARIANTS if (not args.models or v[1] in args.models) and (not args.labels or v[0] in args.labels)
+    ]
     rows = {}
     with tempfile.TemporaryDirectory(prefix="dcd_latency_") as tmp:
         for index, (label, name, kwargs) in enumerate(variants, 1):
@@ -107,8 +108,15 @@ def main(argv=None) -> int:
             x = np.random.default_rng(0).uniform(0, 255, size=(1, args.size, args.size, 3)).astype("float32")
             expected = model.predict(x, verbose=0)
             error = float(np.abs(run_tflite(flatbuffer, x) - expected).max() / np.abs(expected).max())
-            rows[label] = {"name": name, "path": path, "params": prof.params, "madds": prof.madds, "error": error,
-                           "ops": sum(ops.values()), "batch_matmul": ops.get("BATCH_MATMUL", 0)}
+            rows[label] = {
+                "name": name,
+                "path": path,
+                "params": prof.params,
+                "madds": prof.madds,
+                "error": error,
+                "ops": sum(ops.values()),
+                "batch_matmul": ops.get("BATCH_MATMUL", 0),
+            }
             del model
         for width, baseline in BASELINE.items():
             group = {label: row for label, row in rows.items() if row["name"].endswith(width)}
@@ -116,38 +124,49 @@ def main(argv=None) -> int:
             if reference is None:
                 continue
             progress(f"timing the ×{int(width) / 100:g} models side by side ({args.cycles} cycles)")
-            result = compare_latency({label: row["path"] for label, row in group.items()}, reference=reference,
-                                     warmup=args.warmup, cycles=args.cycles, block=args.block)
+            result = compare_latency(
+                {label: row["path"] for label, row in group.items()},
+                reference=reference,
+                warmup=args.warmup,
+                cycles=args.cycles,
+                block=args.block,
+            )
             for label, row in group.items():
                 row["timing"], row["base"] = result, rows[reference]
 
     lines = [
         "# DCD / DY-Conv / CondConv MobileNetV2: TFLite latency vs static",
         "",
-        (f"Command: `python benchmarks/dcd_latency.py {' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}` · "
-         f"float32 TFLite, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, batch 1, "
-         f"{args.size}×{args.size} · the models of one width timed side by side in one process, "
-         f"{args.cycles} cycles × {args.block} runs each · latency = median of all runs, ratio = median over "
-         f"the cycles of the per-cycle ratio to the static network (p10–p90: its 10th–90th percentiles) · "
-         f"{platform.machine()}, {platform.processor() or platform.platform()}, "
-         f"{os.cpu_count()} logical CPUs (shared machine) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"),
+        (
+            f"Command: `python benchmarks/dcd_latency.py {' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}` · "
+            f"float32 TFLite, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, batch 1, "
+            f"{args.size}×{args.size} · the models of one width timed side by side in one process, "
+            f"{args.cycles} cycles × {args.block} runs each · latency = median of all runs, ratio = median over "
+            f"the cycles of the per-cycle ratio to the static network (p10–p90: its 10th–90th percentiles) · "
+            f"{platform.machine()}, {platform.processor() or platform.platform()}, "
+            f"{os.cpu_count()} logical CPUs (shared machine) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        ),
         "",
         "| model | params | MAdds (M) | TFLite ops | BATCH_MATMUL | TFLite vs Keras (rel.) | latency (ms) "
         "| latency ratio | ratio p10–p90 | MAdds ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, row in rows.items():
-        head = (f"| {label} | {row['params']:,} | {row['madds'] / 1e6:.1f} | {row['ops']} | {row['batch_matmul']} | "
-                f"{row['error']:.1e} |")
+        head = (
+            f"| {label} | {row['params']:,} | {row['madds'] / 1e6:.1f} | {row['ops']} | {row['batch_matmul']} | "
+            f"{row['error']:.1e} |"
+        )
         timing = row.get("timing")
         if timing is None:
             lines.append(f"{head} not timed (no static network of its width in this run) | | | |")
         elif not timing.ok:
             lines.append(f"{head} failed: {timing.error} | | | |")
         else:
-            lines.append(f"{head} {timing.median_ms[label]:.2f} | {timing.ratio[label]:.3f} | "
-                         f"{timing.ratio_p10[label]:.3f}–{timing.ratio_p90[label]:.3f} | "
-                         f"{row['madds'] / row['base']['madds']:.3f} |")
+            lines.append(
+                f"{head} {timing.median_ms[label]:.2f} | {timing.ratio[label]:.3f} | "
+                f"{timing.ratio_p10[label]:.3f}–{timing.ratio_p90[label]:.3f} | "
+                f"{row['madds'] / row['base']['madds']:.3f} |"
+            )
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

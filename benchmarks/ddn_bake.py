@@ -73,8 +73,12 @@ def main(argv=None) -> int:
         flatbuffer = to_tflite(baked)
         expected = ddn.predict([images, np.tile(embedding, (len(images), 1))], verbose=0)
         error = float(np.abs(run_tflite(flatbuffer, images) - expected).max() / np.abs(expected).max())
-        rows[f"{name} baked"] = {"params": baked.count_params(), "dynamic_params": ddn.count_params(),
-                                 "flatbuffer": flatbuffer, "relative_max_error_vs_dynamic": error}
+        rows[f"{name} baked"] = {
+            "params": baked.count_params(),
+            "dynamic_params": ddn.count_params(),
+            "flatbuffer": flatbuffer,
+            "relative_max_error_vs_dynamic": error,
+        }
     static_ops = op_counts(rows["mobilenetv2_100 (static)"]["flatbuffer"])
     with tempfile.TemporaryDirectory() as tmp:
         for label, row in rows.items():
@@ -86,34 +90,50 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for label, row in rows.items():
                 print(f"round {r + 1}/{args.rounds}: {label}", flush=True)
-                result = measure_latency(row["path"], num_threads=1, xnnpack=True, warmup=args.warmup,
-                                         runs=args.runs)
+                result = measure_latency(row["path"], num_threads=1, xnnpack=True, warmup=args.warmup, runs=args.runs)
                 if result.ok:
                     row["medians"].append(result.median_ms)
     base = statistics.median(rows["mobilenetv2_100 (static)"]["medians"])
-    report = {"command": "python benchmarks/ddn_bake.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "setting": f"{args.size}x{args.size}, float32, LiteRT XNNPACK 1 thread, {args.rounds} interleaved "
-                         f"rounds x {args.runs} runs; {platform.machine()} {platform.processor() or platform.platform()}",
-              "date": time.strftime("%Y-%m-%d %H:%M"), "models": {}}
+    report = {
+        "command": "python benchmarks/ddn_bake.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "setting": f"{args.size}x{args.size}, float32, LiteRT XNNPACK 1 thread, {args.rounds} interleaved "
+        f"rounds x {args.runs} runs; {platform.machine()} {platform.processor() or platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "models": {},
+    }
     for label, row in rows.items():
         latency = statistics.median(row["medians"])
         report["models"][label] = {
-            "params": row["params"], "dynamic_params": row.get("dynamic_params"),
-            "ops_total": sum(row["ops"].values()), "same_ops_as_static": row["same_ops_as_static"],
+            "params": row["params"],
+            "dynamic_params": row.get("dynamic_params"),
+            "ops_total": sum(row["ops"].values()),
+            "same_ops_as_static": row["same_ops_as_static"],
             "relative_max_error_vs_dynamic": row.get("relative_max_error_vs_dynamic"),
-            "latency_ms": round(latency, 3), "latency_ratio_vs_static": round(latency / base, 3),
-            "round_medians_ms": [round(m, 3) for m in row["medians"]]}
-    lines = [f"# DDN baked per domain vs the static MobileNetV2 ×1.0 ({report['setting']})", "",
-             "| model | params (DDN before baking) | TFLite ops | same op list as static | rel. max error vs dynamic "
-             "| latency (ms) | ratio vs static |", "|---|---|---|---|---|---|---|"]
+            "latency_ms": round(latency, 3),
+            "latency_ratio_vs_static": round(latency / base, 3),
+            "round_medians_ms": [round(m, 3) for m in row["medians"]],
+        }
+    lines = [
+        f"# DDN baked per domain vs the static MobileNetV2 ×1.0 ({report['setting']})",
+        "",
+        "| model | params (DDN before baking) | TFLite ops | same op list as static | rel. max error vs dynamic "
+        "| latency (ms) | ratio vs static |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, m in report["models"].items():
         dyn = f" ({m['dynamic_params']:,})" if m["dynamic_params"] else ""
         err = f"{m['relative_max_error_vs_dynamic']:.2e}" if m["relative_max_error_vs_dynamic"] is not None else "—"
-        lines.append(f"| {label} | {m['params']:,}{dyn} | {m['ops_total']} | {m['same_ops_as_static']} | {err} | "
-                     f"{m['latency_ms']:.2f} | {m['latency_ratio_vs_static']:.3f} |")
-    lines += ["", f"Command: `{report['command']}` ({report['date']}). Latency: median of the per-round medians; "
-              "the machine was shared with other jobs, so absolute times are noisy; the ratio comes from the "
-              "same interleaved rounds.", ""]
+        lines.append(
+            f"| {label} | {m['params']:,}{dyn} | {m['ops_total']} | {m['same_ops_as_static']} | {err} | "
+            f"{m['latency_ms']:.2f} | {m['latency_ratio_vs_static']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Command: `{report['command']}` ({report['date']}). Latency: median of the per-round medians; "
+        "the machine was shared with other jobs, so absolute times are noisy; the ratio comes from the "
+        "same interleaved rounds.",
+        "",
+    ]
     out = Path(args.output)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text("\n".join(lines))

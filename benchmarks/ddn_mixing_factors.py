@@ -61,10 +61,18 @@ def main(argv=None) -> int:
     corr = np.corrcoef(np.stack([vectors[d] for d in names]))
     deviation = np.stack([vectors[d] - np.mean(list(vectors.values()), axis=0) for d in names])
     dev_corr = np.corrcoef(deviation)
-    out.with_suffix(".json").write_text(json.dumps({
-        "model": Path(args.model).name, "domains": names, "factors": {d: v.round(5).tolist() for d, v in vectors.items()},
-        "correlation": corr.round(4).tolist(),
-        "correlation_of_deviations_from_mean": dev_corr.round(4).tolist()}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "model": Path(args.model).name,
+                "domains": names,
+                "factors": {d: v.round(5).tolist() for d, v in vectors.items()},
+                "correlation": corr.round(4).tolist(),
+                "correlation_of_deviations_from_mean": dev_corr.round(4).tolist(),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out} and {out.with_suffix('.json')}")
     for i, d in enumerate(names):
         print(d, " ".join(f"{c:+.3f}" for c in dev_corr[i]))

@@ -57,10 +57,13 @@ def worker(model_name: str, form: str, size: int, batch_size: int, steps: int) -
 
     tf.config.threading.set_inter_op_parallelism_threads(1)  # one op at a time: a reproducible peak
     keras.utils.set_random_seed(0)
-    model = dynzoo.create_model(model_name, input_shape=(size, size, 3), classes=10, aggregation=form,
-                                classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = dynzoo.create_model(
+        model_name, input_shape=(size, size, 3), classes=10, aggregation=form, classifier_activation=None
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32")
     y = rng.integers(0, 10, batch_size)
@@ -70,14 +73,31 @@ def worker(model_name: str, form: str, size: int, batch_size: int, steps: int) -
     for _ in range(steps):
         loss = model.train_on_batch(x, y)
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-    return {"model": model_name, "form": form, "step_peak_bytes": peak - before, "persistent_bytes": before,
-            "peak_rss_bytes": vm_hwm_bytes(), "loss": float(np.asarray(loss).reshape(-1)[0])}
+    return {
+        "model": model_name,
+        "form": form,
+        "step_peak_bytes": peak - before,
+        "persistent_bytes": before,
+        "peak_rss_bytes": vm_hwm_bytes(),
+        "loss": float(np.asarray(loss).reshape(-1)[0]),
+    }
 
 
 def run_worker(model_name: str, form: str, args) -> dict:
     env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, __file__, "--worker", model_name, form, "--size", str(args.size),
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model_name,
+        form,
+        "--size",
+        str(args.size),
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{model_name}/{form} failed:\n{done.stderr[-3000:]}")
@@ -95,22 +115,32 @@ def main():
     for model_name in tqdm(args.models, desc="models"):
         for form in FORMS:
             rows.append(run_worker(model_name, form, args))
-    mb = 2 ** 20
-    lines = [f"# DDW peak training memory (batch {args.batch_size}, {args.size}×{args.size}, CPU BFC allocator)", "",
-             "Produced by `python benchmarks/ddw_memory.py`. Step peak: allocator peak during a training step minus "
-             "the memory held before it (weights, optimizer state). Ratio: adjacency form / naive (stacked) form.", "",
-             "| model | form | step peak (MiB) | ratio to stacked | persistent (MiB) | peak RSS (MiB) | loss |",
-             "|---|---|---|---|---|---|---|"]
+    mb = 2**20
+    lines = [
+        f"# DDW peak training memory (batch {args.batch_size}, {args.size}×{args.size}, CPU BFC allocator)",
+        "",
+        "Produced by `python benchmarks/ddw_memory.py`. Step peak: allocator peak during a training step minus "
+        "the memory held before it (weights, optimizer state). Ratio: adjacency form / naive (stacked) form.",
+        "",
+        "| model | form | step peak (MiB) | ratio to stacked | persistent (MiB) | peak RSS (MiB) | loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         naive = next(r for r in rows if r["model"] == row["model"] and r["form"] == "stacked")
         row["ratio_to_stacked"] = row["step_peak_bytes"] / naive["step_peak_bytes"]
-        lines.append(f"| {row['model']} | {row['form']} | {row['step_peak_bytes'] / mb:.1f} | "
-                     f"{row['ratio_to_stacked']:.3f} | {row['persistent_bytes'] / mb:.1f} | "
-                     f"{row['peak_rss_bytes'] / mb:.0f} | {row['loss']:.4f} |")
+        lines.append(
+            f"| {row['model']} | {row['form']} | {row['step_peak_bytes'] / mb:.1f} | "
+            f"{row['ratio_to_stacked']:.3f} | {row['persistent_bytes'] / mb:.1f} | "
+            f"{row['peak_rss_bytes'] / mb:.0f} | {row['loss']:.4f} |"
+        )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps({"settings": {"size": args.size, "batch_size": args.batch_size,
-                                                                    "steps": args.steps}, "rows": rows}, indent=1))
+    output.with_suffix(".json").write_text(
+        json.dumps(
+            {"settings": {"size": args.size, "batch_size": args.batch_size, "steps": args.steps}, "rows": rows},
+            indent=1,
+        )
+    )
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -50,19 +50,29 @@ def main():
             keras.backend.clear_session()
         rows.append({"model": name, "graphs": graphs, "counts": counts, "reference": cfg["reference"]})
 
-    lines = ["# DDW sizes at 224×224 next to the paper's Table 1", "",
-             "Produced by `python benchmarks/ddw_sizes.py`. Params in millions, MAdds (= the paper's FLOPs) in "
-             "millions; Δ = DDW − static. Static = the builder's chain wiring (equal to the registered static "
-             "network where one exists: column 'registered').", "",
-             "| model | graphs (nodes/edges) | static params | registered | DDW params | Δ params (ours) | "
-             "Δ params (paper) | static MAdds | DDW MAdds | Δ MAdds (ours) | Δ MFLOPs (paper) | static-α Δ params | "
-             "static-α Δ MAdds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# DDW sizes at 224×224 next to the paper's Table 1",
+        "",
+        "Produced by `python benchmarks/ddw_sizes.py`. Params in millions, MAdds (= the paper's FLOPs) in "
+        "millions; Δ = DDW − static. Static = the builder's chain wiring (equal to the registered static "
+        "network where one exists: column 'registered').",
+        "",
+        "| model | graphs (nodes/edges) | static params | registered | DDW params | Δ params (ours) | "
+        "Δ params (paper) | static MAdds | DDW MAdds | Δ MAdds (ours) | Δ MFLOPs (paper) | static-α Δ params | "
+        "static-α Δ MAdds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         c, ref = row["counts"], row["reference"]
         base, ddw, alpha = c["chain"], c["dynamic"], c["static"]
         registered = c.get("registered_static")
-        reg = "–" if registered is None else (
-            "equal" if registered == base else f"{registered['params'] / 1e6:.3f} / {registered['madds'] / 1e6:.1f}")
+        reg = (
+            "–"
+            if registered is None
+            else (
+                "equal" if registered == base else f"{registered['params'] / 1e6:.3f} / {registered['madds'] / 1e6:.1f}"
+            )
+        )
         graphs = ", ".join(f"{n}/{e}" for _, n, e in row["graphs"])
         lines.append(
             f"| {row['model']} | {graphs} | {base['params'] / 1e6:.3f} ({ref['base_params_m']}) | {reg} | "
@@ -70,7 +80,8 @@ def main():
             f"+{ref['paper_params_m'] - ref['base_params_m']:.2f} | {base['madds'] / 1e6:.1f} ({ref['base_madds_m']}) | "
             f"{ddw['madds'] / 1e6:.1f} ({ref['paper_madds_m']}) | +{(ddw['madds'] - base['madds']) / 1e6:.2f} | "
             f"+{ref['paper_madds_m'] - ref['base_madds_m']} | +{(alpha['params'] - base['params']) / 1e6:.5f} | "
-            f"+{(alpha['madds'] - base['madds']) / 1e6:.2f} |")
+            f"+{(alpha['madds'] - base['madds']) / 1e6:.2f} |"
+        )
     lines += ["", "Paper figures in parentheses (Table 1: retrained baselines and DDW)."]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,9 @@ def no_fold():
 
 
 def permutation_width(channels: int):
-    return mock.patch.multiple(shift_max, PERMUTATION_MAX_CHANNELS=channels), \
-        mock.patch.multiple(shuffle, PERMUTATION_MAX_CHANNELS=channels)
+    return mock.patch.multiple(shift_max, PERMUTATION_MAX_CHANNELS=channels), mock.patch.multiple(
+        shuffle, PERMUTATION_MAX_CHANNELS=channels
+    )
 
 
 def no_scale_fit():
@@ -69,9 +70,11 @@ def no_scale_fit():
 def float_form_int8():
     """int8 traced in the float export form, hard-swish as HARD_SWISH."""
     never = lambda: False  # noqa: E731
-    return (mock.patch.object(shift_max, "in_integer_export_form", never),
-            mock.patch.object(shuffle, "in_integer_export_form", never),
-            mock.patch.dict(tflite.HARD_SWISH_FORMS, clear=True, int16x8=tflite.HARD_SWISH_FORMS["int16x8"]))
+    return (
+        mock.patch.object(shift_max, "in_integer_export_form", never),
+        mock.patch.object(shuffle, "in_integer_export_form", never),
+        mock.patch.dict(tflite.HARD_SWISH_FORMS, clear=True, int16x8=tflite.HARD_SWISH_FORMS["int16x8"]),
+    )
 
 
 # label → (modes, the patches that undo the rewrite)
@@ -90,17 +93,20 @@ ABLATIONS = {
 def build(name: str) -> keras.Model:
     keras.utils.set_random_seed(0)
     if name == REFERENCE:
-        model = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), weights=None,
-                                                    include_preprocessing=False)
+        model = keras.applications.MobileNetV3Small(
+            input_shape=(224, 224, 3), weights=None, include_preprocessing=False
+        )
     else:
         model = dynzoo.create_model(name, weights=None, include_preprocessing=False)
     rng = np.random.default_rng(0)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
-            for variable, draw in ((layer.gamma, lambda n: rng.uniform(0.75, 1.25, n)),
-                                   (layer.beta, lambda n: rng.normal(0, 0.1, n)),
-                                   (layer.moving_mean, lambda n: rng.normal(0, 0.1, n)),
-                                   (layer.moving_variance, lambda n: rng.uniform(0.75, 1.25, n))):
+            for variable, draw in (
+                (layer.gamma, lambda n: rng.uniform(0.75, 1.25, n)),
+                (layer.beta, lambda n: rng.normal(0, 0.1, n)),
+                (layer.moving_mean, lambda n: rng.normal(0, 0.1, n)),
+                (layer.moving_variance, lambda n: rng.uniform(0.75, 1.25, n)),
+            ):
                 if variable is not None:
                     variable.assign(draw(variable.shape).astype("float32"))
     return model
@@ -139,13 +145,15 @@ def main() -> None:
         return xnnpack_delegation(models[label])[1]
 
     lines = [
-        "# MicroNet vs MobileNetV3-Small 1.0, float32 and int8, and what each export rewrite buys", "",
+        "# MicroNet vs MobileNetV3-Small 1.0, float32 and int8, and what each export rewrite buys",
+        "",
         f"Command: `python benchmarks/deploy_latency.py --cycles {args.cycles} --block {args.block}` · LiteRT "
         "interpreter, XNNPACK, 1 thread, batch 1, 224×224, no preprocessing in the model, random weights and "
         "BatchNorm statistics, int8 calibrated on 16 standard-normal images · all models timed side by side in one "
         f"process; a ratio is the median of the per-cycle ratios · {platform.machine()}, {os.cpu_count()} "
         "logical CPUs (shared) · "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
         "| model | float32 ms | int8 ms | int8 / float32 (p10–p90 of the cycles) | float32 / MNV3-S float32 | "
         "int8 / MNV3-S int8 | "
         "TFLite ops (float32, int8) | XNNPACK partitions (float32, int8) |",
@@ -155,39 +163,56 @@ def main() -> None:
     for name in (REFERENCE, *MICRONETS):
         f32, i8 = f"{name} float32", f"{name} int8"
         per_cycle = np.divide(timed.cycle_ms[i8], timed.cycle_ms[f32])
-        row = {"float32_ms": timed.median_ms[f32], "int8_ms": timed.median_ms[i8],
-               "int8_over_float32": timed.ratio_between(i8, f32),
-               "int8_over_float32_p10_p90": np.percentile(per_cycle, [10, 90]).tolist(),
-               "float32_over_reference": timed.ratio_between(f32, f"{REFERENCE} float32"),
-               "int8_over_reference_int8": timed.ratio_between(i8, f"{REFERENCE} int8"),
-               "ops": [len(op_names(models[f32])), len(op_names(models[i8]))],
-               "partitions": [partitions(f32), partitions(i8)]}
+        row = {
+            "float32_ms": timed.median_ms[f32],
+            "int8_ms": timed.median_ms[i8],
+            "int8_over_float32": timed.ratio_between(i8, f32),
+            "int8_over_float32_p10_p90": np.percentile(per_cycle, [10, 90]).tolist(),
+            "float32_over_reference": timed.ratio_between(f32, f"{REFERENCE} float32"),
+            "int8_over_reference_int8": timed.ratio_between(i8, f"{REFERENCE} int8"),
+            "ops": [len(op_names(models[f32])), len(op_names(models[i8]))],
+            "partitions": [partitions(f32), partitions(i8)],
+        }
         summary[name] = row
         low, high = row["int8_over_float32_p10_p90"]
-        lines.append(f"| {name} | {row['float32_ms']:.2f} | {row['int8_ms']:.2f} | {row['int8_over_float32']:.2f}× "
-                     f"({low:.2f}–{high:.2f}) | "
-                     f"{row['float32_over_reference']:.2f}× | {row['int8_over_reference_int8']:.2f}× | "
-                     f"{row['ops'][0]}, {row['ops'][1]} | {row['partitions'][0]}, {row['partitions'][1]} |")
-    lines += ["", "Each rewrite undone on its own (ratio: to the shipped export of the same model and mode; "
-              "above 1 means the rewrite helps):", "",
-              "| model | mode | export | ms | ratio to shipped | TFLite ops | XNNPACK partitions |",
-              "|---|---|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {name} | {row['float32_ms']:.2f} | {row['int8_ms']:.2f} | {row['int8_over_float32']:.2f}× "
+            f"({low:.2f}–{high:.2f}) | "
+            f"{row['float32_over_reference']:.2f}× | {row['int8_over_reference_int8']:.2f}× | "
+            f"{row['ops'][0]}, {row['ops'][1]} | {row['partitions'][0]}, {row['partitions'][1]} |"
+        )
+    lines += [
+        "",
+        "Each rewrite undone on its own (ratio: to the shipped export of the same model and mode; "
+        "above 1 means the rewrite helps):",
+        "",
+        "| model | mode | export | ms | ratio to shipped | TFLite ops | XNNPACK partitions |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     ablations = {}
     for name in ABLATED:
         for label, (modes, _) in ABLATIONS.items():
             for mode in modes:
                 key = f"{name} {mode}, {label}"
-                ablations[key] = {"ms": timed.median_ms[key], "ratio": timed.ratio_between(key, f"{name} {mode}"),
-                                  "ops": len(op_names(models[key])), "partitions": partitions(key)}
+                ablations[key] = {
+                    "ms": timed.median_ms[key],
+                    "ratio": timed.ratio_between(key, f"{name} {mode}"),
+                    "ops": len(op_names(models[key])),
+                    "partitions": partitions(key),
+                }
                 a = ablations[key]
-                lines.append(f"| {name} | {mode} | {label} | {a['ms']:.2f} | {a['ratio']:.2f}× | {a['ops']} | "
-                             f"{a['partitions']} |")
+                lines.append(
+                    f"| {name} | {mode} | {label} | {a['ms']:.2f} | {a['ratio']:.2f}× | {a['ops']} | "
+                    f"{a['partitions']} |"
+                )
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "deploy_latency.md").write_text(text)
-    (RESULTS / "deploy_latency.json").write_text(json.dumps(
-        {"cycles": args.cycles, "block": args.block, "models": summary, "ablations": ablations}, indent=2) + "\n")
+    (RESULTS / "deploy_latency.json").write_text(
+        json.dumps({"cycles": args.cycles, "block": args.block, "models": summary, "ablations": ablations}, indent=2)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def parse_args():
     p.add_argument("--stage2-epochs", type=int, default=4)
     p.add_argument("--resource-weight", type=float, default=0.1, help="λ of stage 2")
     p.add_argument("--threshold", type=float, default=0.8, help="T of inference routing")
-    p.add_argument("--sweep", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.6, 0.4],
-                   help="thresholds of the latency table")
+    p.add_argument(
+        "--sweep", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.6, 0.4], help="thresholds of the latency table"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--latency-images", type=int, default=60, help="test images timed at batch 1 per T")
@@ -103,11 +104,22 @@ def main():
     steps = epochs * math.ceil(len(x_train) / args.batch_size)
     trainer.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps)))
     floor = 0.5
-    schedule = GumbelTemperatureSchedule(initial=3.0, hold_epochs=args.stage1_epochs, restart=1.0,
-                                         decay=floor ** (1 / max(args.stage2_epochs - 1, 1)), floor=floor)
+    schedule = GumbelTemperatureSchedule(
+        initial=3.0,
+        hold_epochs=args.stage1_epochs,
+        restart=1.0,
+        decay=floor ** (1 / max(args.stage2_epochs - 1, 1)),
+        floor=floor,
+    )
     start = time.perf_counter()
-    history = trainer.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, verbose=2,
-                          callbacks=[schedule, ResourceWeightSchedule(args.resource_weight, args.stage1_epochs)])
+    history = trainer.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        verbose=2,
+        callbacks=[schedule, ResourceWeightSchedule(args.resource_weight, args.stage1_epochs)],
+    )
     train_seconds = time.perf_counter() - start
     set_routing(network, temperature=floor)
 
@@ -117,9 +129,16 @@ def main():
         set_routing(network, threshold=threshold)
         report = analyze_routing(network, x_test, routed=routed)
         latency = batch1_latency(network, x_test[: args.latency_images])
-        rows.append({"threshold": threshold, "accuracy": accuracy(report, y_test),
-                     "mean_madds_m": float(report.madds.mean() / 1e6), "madds_ratio": report.madds_ratio,
-                     "latency_ms": latency * 1e3, "usage": report.usage().round(3).tolist()})
+        rows.append(
+            {
+                "threshold": threshold,
+                "accuracy": accuracy(report, y_test),
+                "mean_madds_m": float(report.madds.mean() / 1e6),
+                "madds_ratio": report.madds_ratio,
+                "latency_ms": latency * 1e3,
+                "usage": report.usage().round(3).tolist(),
+            }
+        )
         print(rows[-1]["threshold"], rows[-1]["accuracy"], rows[-1]["madds_ratio"], rows[-1]["latency_ms"], flush=True)
         if threshold == args.threshold:
             main_report = report
@@ -136,21 +155,34 @@ def main():
         convert_seconds = time.perf_counter() - start
         t_out, t_weights = tflite_routing(flatbuffer, x_test, main_report.masks.shape[1:])
         same = np.all((t_weights > 0) == main_report.masks, axis=(1, 2, 3))
-        tflite = {"identical_routing": float(same.mean()), "samples": int(len(same)),
-                  "top1_agreement": float((t_out.argmax(-1) == main_report.outputs.argmax(-1)).mean()),
-                  "max_abs_output_diff": float(np.abs(t_out - main_report.outputs).max()),
-                  "accuracy": float((t_out.argmax(-1) == y_test).mean()),
-                  "ops": op_counts(flatbuffer), "convert_seconds": convert_seconds}
+        tflite = {
+            "identical_routing": float(same.mean()),
+            "samples": int(len(same)),
+            "top1_agreement": float((t_out.argmax(-1) == main_report.outputs.argmax(-1)).mean()),
+            "max_abs_output_diff": float(np.abs(t_out - main_report.outputs).max()),
+            "accuracy": float((t_out.argmax(-1) == y_test).mean()),
+            "ops": op_counts(flatbuffer),
+            "convert_seconds": convert_seconds,
+        }
 
     result = {
-        "model": "drnet_s", "input": "digits 32x32 (1347 train / 450 test)", "seed": args.seed,
-        "stage1_epochs": args.stage1_epochs, "stage2_epochs": args.stage2_epochs,
-        "resource_weight": args.resource_weight, "threshold": args.threshold, "train_seconds": train_seconds,
+        "model": "drnet_s",
+        "input": "digits 32x32 (1347 train / 450 test)",
+        "seed": args.seed,
+        "stage1_epochs": args.stage1_epochs,
+        "stage2_epochs": args.stage2_epochs,
+        "resource_weight": args.resource_weight,
+        "threshold": args.threshold,
+        "train_seconds": train_seconds,
         "all_branch_madds_m": main_report.all_branch_madds / 1e6,
-        "accuracy_all_branches": full["accuracy"], "accuracy_at_threshold": main_row["accuracy"],
+        "accuracy_all_branches": full["accuracy"],
+        "accuracy_at_threshold": main_row["accuracy"],
         "accuracy_drop_points": 100 * (full["accuracy"] - main_row["accuracy"]),
-        "madds_ratio_at_threshold": main_row["madds_ratio"], "sweep": rows, "tflite": tflite,
-        "ops": list(main_report.ops), "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "madds_ratio_at_threshold": main_row["madds_ratio"],
+        "sweep": rows,
+        "tflite": tflite,
+        "ops": list(main_report.ops),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,16 +203,27 @@ def main():
         "| T | test accuracy | mean effective MAdds (M) | of all branches | batch-1 latency (ms) |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {r['threshold']} | {r['accuracy']:.2%} | {r['mean_madds_m']:.2f} | {r['madds_ratio']:.1%} | "
-              f"{r['latency_ms']:.2f} |" for r in rows]
-    lines += ["", f"Branch usage per cell at T = {args.threshold} (fraction of connections × test images):", "",
-              main_report.usage_table()]
+    lines += [
+        f"| {r['threshold']} | {r['accuracy']:.2%} | {r['mean_madds_m']:.2f} | {r['madds_ratio']:.1%} | "
+        f"{r['latency_ms']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Branch usage per cell at T = {args.threshold} (fraction of connections × test images):",
+        "",
+        main_report.usage_table(),
+    ]
     if tflite:
-        lines += ["", f"Float32 TFLite (builtin ops only) routing model at T = {args.threshold} on the "
-                  f"{tflite['samples']} test images: **{tflite['identical_routing']:.2%} identical routing "
-                  f"decisions**, top-1 agreement {tflite['top1_agreement']:.2%}, max |Δ output| "
-                  f"{tflite['max_abs_output_diff']:.2e}, accuracy {tflite['accuracy']:.2%}; ops: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"].items())) + "."]
+        lines += [
+            "",
+            f"Float32 TFLite (builtin ops only) routing model at T = {args.threshold} on the "
+            f"{tflite['samples']} test images: **{tflite['identical_routing']:.2%} identical routing "
+            f"decisions**, top-1 agreement {tflite['top1_agreement']:.2%}, max |Δ output| "
+            f"{tflite['max_abs_output_diff']:.2e}, accuracy {tflite['accuracy']:.2%}; ops: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(tflite["ops"].items()))
+            + ".",
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

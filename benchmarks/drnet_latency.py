@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             timed(fn, images[:3])
         per_round = {label: [] for label, _, _ in settings}
         for r in range(args.rounds):
-            order = settings[r % len(settings):] + settings[: r % len(settings)]
+            order = settings[r % len(settings) :] + settings[: r % len(settings)]
             for label, t, fn in order:
                 if t is not None:
                     set_routing(network, threshold=t)
@@ -97,9 +97,17 @@ def main(argv=None) -> int:
         base_ms = latency["no conditionals"] * 1e3
         for label, t, _ in settings:
             m = madds[t] if t is not None else total
-            rows.append({"model": name, "setting": label, "threshold": t, "mean_madds_m": m / 1e6,
-                         "madds_ratio": m / total, "latency_ms": latency[label] * 1e3,
-                         "latency_ratio": latency[label] * 1e3 / base_ms})
+            rows.append(
+                {
+                    "model": name,
+                    "setting": label,
+                    "threshold": t,
+                    "mean_madds_m": m / 1e6,
+                    "madds_ratio": m / total,
+                    "latency_ms": latency[label] * 1e3,
+                    "latency_ratio": latency[label] * 1e3 / base_ms,
+                }
+            )
     write(args, rows)
     return 0
 
@@ -109,17 +117,21 @@ def write(args, rows) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     lines = [
-        "# DRNet batch-1 Keras latency against measured MAdds — `python benchmarks/drnet_latency.py`", "",
+        "# DRNet batch-1 Keras latency against measured MAdds — `python benchmarks/drnet_latency.py`",
+        "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}; "
         f"32×32 digits test images, {args.images} per setting and round, {args.rounds} interleaved rounds "
         "(median of per-round medians). Untrained routers; ratios against the same model computing every "
-        "branch without conditionals.", "",
+        "branch without conditionals.",
+        "",
         "| model | setting | mean MAdds (M) | MAdds ratio | latency (ms) | latency ratio |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['setting']} | {r['mean_madds_m']:.2f} | {r['madds_ratio']:.2f} | "
-                     f"{r['latency_ms']:.2f} | {r['latency_ratio']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['mean_madds_m']:.2f} | {r['madds_ratio']:.2f} | "
+            f"{r['latency_ms']:.2f} | {r['latency_ratio']:.2f} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,9 +19,11 @@ def main():
     from dynzoo.profile import trainable_params
     from dynzoo.registry import create_model, get_entry
 
-    rows = ["| model | params (M) | of which RouterNets | params w/o RouterNets | paper params | Δ | "
-            "MAdds (M) | RouterNet MAdds | MAdds + pooling at 9/output | paper MFLOPs | Δ (pooling counted) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | params (M) | of which RouterNets | params w/o RouterNets | paper params | Δ | "
+        "MAdds (M) | RouterNet MAdds | MAdds + pooling at 9/output | paper MFLOPs | Δ (pooling counted) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("drnet_s", "drnet_m", "drnet_l", "drnet_l_imagenet"):
         model = create_model(name)
         params = sum(trainable_params(layer) for layer in model.layers)
@@ -48,14 +50,22 @@ def main():
             f"{'–' if paper_params is None else paper_params} | "
             f"{'–' if paper_params is None else delta(params / 1e6, paper_params)} | {madds / 1e6:.2f} | "
             f"{router_madds / 1e6:.2f} | {(madds + pool_madds) / 1e6:.2f} | {paper_madds:.1f} | "
-            f"{delta((madds + pool_madds) / 1e6, paper_madds)} |")
+            f"{delta((madds + pool_madds) / 1e6, paper_madds)} |"
+        )
         print(rows[-1], flush=True)
-    text = "\n".join([
-        "# DRNet sizes, all branches — `python benchmarks/drnet_sizes.py`", "",
-        "Paper: Table 1 (CIFAR-10, all branches, RouterNets included); ImageNet: 351 MFLOPs at T = 0.8 are "
-        "27.63 % below all branches → 485 MFLOPs (no all-branch parameter count is given). Spec §3.6 recount "
-        "of the backbones without RouterNets: 0.483 / 1.559 / 3.691 M parameters, 77.9 / 250.8 / 566.0 MFLOPs "
-        "(pooling counted).", "", *rows, ""])
+    text = "\n".join(
+        [
+            "# DRNet sizes, all branches — `python benchmarks/drnet_sizes.py`",
+            "",
+            "Paper: Table 1 (CIFAR-10, all branches, RouterNets included); ImageNet: 351 MFLOPs at T = 0.8 are "
+            "27.63 % below all branches → 485 MFLOPs (no all-branch parameter count is given). Spec §3.6 recount "
+            "of the backbones without RouterNets: 0.483 / 1.559 / 3.691 M parameters, 77.9 / 250.8 / 566.0 MFLOPs "
+            "(pooling counted).",
+            "",
+            *rows,
+            "",
+        ]
+    )
     out = Path(__file__).parent / "results" / "drnet_sizes.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

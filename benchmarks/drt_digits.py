@@ -41,6 +41,7 @@ def main() -> None:
 
     # Runs already in the results file with the same settings are kept (adding seeds reruns nothing).
     path = RESULTS / f"{args.output}.json"
+
     def settings(values: dict) -> dict:
         return {k: v for k, v in values.items() if k not in ("seeds", "output")}
 
@@ -55,15 +56,31 @@ def main() -> None:
                 continue
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as model_dir:
-                result = train_msda(TrainConfig(
-                    model=model, dataset="digits", overrides={"epochs": args.epochs}, steps_per_epoch=args.steps,
-                    model_dir=model_dir, verbose=0, seed=seed,
-                    options={"source_domains": args.sources, "target_domain": args.target,
-                             "alignment": args.alignment, "alignment_weight": args.alignment_weight}))
-            run = {"model": model, "seed": seed, "params": result.summary["params"],
-                   "source_top1": result.summary["source_test_top1"],
-                   "target_top1": result.summary["target_test_top1"],
-                   "seconds": round(time.perf_counter() - started, 1)}
+                result = train_msda(
+                    TrainConfig(
+                        model=model,
+                        dataset="digits",
+                        overrides={"epochs": args.epochs},
+                        steps_per_epoch=args.steps,
+                        model_dir=model_dir,
+                        verbose=0,
+                        seed=seed,
+                        options={
+                            "source_domains": args.sources,
+                            "target_domain": args.target,
+                            "alignment": args.alignment,
+                            "alignment_weight": args.alignment_weight,
+                        },
+                    )
+                )
+            run = {
+                "model": model,
+                "seed": seed,
+                "params": result.summary["params"],
+                "source_top1": result.summary["source_test_top1"],
+                "target_top1": result.summary["target_test_top1"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             print(json.dumps(run), flush=True)
             runs.append(run)
 
@@ -71,21 +88,33 @@ def main() -> None:
     for model in args.models:
         target = [r["target_top1"] for r in runs if r["model"] == model]
         source = [r["source_top1"] for r in runs if r["model"] == model]
-        table[model] = {"target_mean": float(np.mean(target)), "target_std": float(np.std(target)),
-                        "source_mean": float(np.mean(source)), "seeds": len(target)}
+        table[model] = {
+            "target_mean": float(np.mean(target)),
+            "target_std": float(np.std(target)),
+            "source_mean": float(np.mean(source)),
+            "seeds": len(target),
+        }
     out = {"settings": vars(args), "runs": runs, "summary": table}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
-    lines = [f"# DRT vs static transfer, offline digits: sources {args.sources} → target {args.target}",
-             "", (f"`python benchmarks/drt_digits.py` — alignment {args.alignment} (λ = {args.alignment_weight}), "
-             f"{args.epochs} epochs × {args.steps} steps, batch 64, seeds {args.seeds}."), "",
-             "| model | params | target top-1 (mean ± std) | source top-1 (mean) | per seed (target) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# DRT vs static transfer, offline digits: sources {args.sources} → target {args.target}",
+        "",
+        (
+            f"`python benchmarks/drt_digits.py` — alignment {args.alignment} (λ = {args.alignment_weight}), "
+            f"{args.epochs} epochs × {args.steps} steps, batch 64, seeds {args.seeds}."
+        ),
+        "",
+        "| model | params | target top-1 (mean ± std) | source top-1 (mean) | per seed (target) |",
+        "|---|---|---|---|---|",
+    ]
     for model, row in table.items():
         per_seed = ", ".join(f"{100 * r['target_top1']:.2f}" for r in runs if r["model"] == model)
         params = next(r["params"] for r in runs if r["model"] == model)
-        lines.append(f"| {model} | {params:,} | {100 * row['target_mean']:.2f} ± {100 * row['target_std']:.2f} | "
-                     f"{100 * row['source_mean']:.2f} | {per_seed} |")
+        lines.append(
+            f"| {model} | {params:,} | {100 * row['target_mean']:.2f} ± {100 * row['target_std']:.2f} | "
+            f"{100 * row['source_mean']:.2f} | {per_seed} |"
+        )
     (RESULTS / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -14,20 +14,33 @@ import dynzoo
 from dynzoo.profile import profile, trainable_params
 
 RESULTS = Path(__file__).parent / "results"
-PAIRS = [("drt_lenet", "drt_lenet_static", (32, 32, 3), 10), ("drt_resnet50", "resnet50", (224, 224, 3), 1000),
-         ("drt_resnet101", None, (224, 224, 3), 1000)]
+PAIRS = [
+    ("drt_lenet", "drt_lenet_static", (32, 32, 3), 10),
+    ("drt_resnet50", "resnet50", (224, 224, 3), 1000),
+    ("drt_resnet101", None, (224, 224, 3), 1000),
+]
 
 
 def main() -> None:
-    lines = ["# DRT network sizes", "", "`python benchmarks/drt_sizes.py`", "",
-             "| model | input | trainable params | backbone params (no classifier) | MAdds (M) | static counterpart | its MAdds (M) | MAdds overhead |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# DRT network sizes",
+        "",
+        "`python benchmarks/drt_sizes.py`",
+        "",
+        "| model | input | trainable params | backbone params (no classifier) | MAdds (M) | static counterpart | its MAdds (M) | MAdds overhead |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, static, shape, classes in PAIRS:
         model = dynzoo.create_model(name, input_shape=shape, classes=classes)
         backbone = dynzoo.create_model(name, input_shape=shape, include_top=False)
         madds = profile(model).madds
-        row = [name, f"{shape[0]}×{shape[1]}", f"{sum(trainable_params(layer) for layer in model.layers):,}",
-               f"{sum(trainable_params(layer) for layer in backbone.layers):,}", f"{madds / 1e6:.1f}"]
+        row = [
+            name,
+            f"{shape[0]}×{shape[1]}",
+            f"{sum(trainable_params(layer) for layer in model.layers):,}",
+            f"{sum(trainable_params(layer) for layer in backbone.layers):,}",
+            f"{madds / 1e6:.1f}",
+        ]
         if static:
             static_madds = profile(dynzoo.create_model(static, input_shape=shape, classes=classes)).madds
             row += [static, f"{static_madds / 1e6:.1f}", f"{100 * (madds / static_madds - 1):+.1f}%"]

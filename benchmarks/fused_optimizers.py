@@ -37,9 +37,11 @@ def compiled(name: str, size: int, optimizer: str, fused: bool, weights=None):
     keras_classes = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
     original = trainer._optimizer
     if not fused:  # the same schedule and hyper-parameters in Keras' class
+
         def keras_optimizer(*args):
             built = original(*args)
             return keras_classes[optimizer].from_config(built.get_config())
+
         trainer._optimizer = keras_optimizer
     try:
         trainer.compile_for_recipe(model, recipe, recipe.lr, 100, classes=10)
@@ -55,8 +57,13 @@ def measure(name: str, size: int, batch: int, optimizer: str, steps: int) -> dic
     fused = compiled(name, size, optimizer, True)
     plain = compiled(name, size, optimizer, False, fused.get_weights())
     first, step = time_train_steps({"fused": fused, "keras": plain}, x, y, steps)
-    return {"variables": len(fused.trainable_variables), "first_fused": first["fused"], "first_keras": first["keras"],
-            "step_fused": step["fused"], "step_keras": step["keras"]}
+    return {
+        "variables": len(fused.trainable_variables),
+        "first_fused": first["fused"],
+        "first_keras": first["keras"],
+        "step_fused": step["fused"],
+        "step_keras": step["keras"],
+    }
 
 
 def main(argv=None) -> None:
@@ -69,22 +76,28 @@ def main(argv=None) -> None:
     for setting in args.settings:
         name, size, batch, optimizer = setting.split(":")
         r = measure(name, int(size), int(batch), optimizer, args.steps)
-        rows.append(f"| {name} | {size}×{size} | {batch} | {optimizer} | {r['variables']} "
-                    f"| {r['step_keras'] * 1000:.0f} | {r['step_fused'] * 1000:.0f} | **{r['step_keras'] / r['step_fused']:.2f}×** "
-                    f"| {r['first_keras']:.1f} | {r['first_fused']:.1f} | **{r['first_keras'] / r['first_fused']:.2f}×** |")
+        rows.append(
+            f"| {name} | {size}×{size} | {batch} | {optimizer} | {r['variables']} "
+            f"| {r['step_keras'] * 1000:.0f} | {r['step_fused'] * 1000:.0f} | **{r['step_keras'] / r['step_fused']:.2f}×** "
+            f"| {r['first_keras']:.1f} | {r['first_fused']:.1f} | **{r['first_keras'] / r['first_fused']:.2f}×** |"
+        )
         print(rows[-1], flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = "\n".join([
-        "# Training step: fused optimizers against Keras' own",
-        "",
-        f"Command: `python benchmarks/fused_optimizers.py --steps {args.steps}`. Machine: {os.cpu_count()} CPU "
-        f"cores ({platform.machine()}), load average {load:.1f} at the end (shared). Steps alternate between the "
-        "two models in one process; the first step (tracing and instantiating the step's graph) is apart.",
-        "",
-        "| model | input | batch | optimizer | trainable variables | Keras ms/step | fused ms/step | speed-up "
-        "| first step Keras (s) | first step fused (s) | first-step speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *rows, ""])
+    text = "\n".join(
+        [
+            "# Training step: fused optimizers against Keras' own",
+            "",
+            f"Command: `python benchmarks/fused_optimizers.py --steps {args.steps}`. Machine: {os.cpu_count()} CPU "
+            f"cores ({platform.machine()}), load average {load:.1f} at the end (shared). Steps alternate between the "
+            "two models in one process; the first step (tracing and instantiating the step's graph) is apart.",
+            "",
+            "| model | input | batch | optimizer | trainable variables | Keras ms/step | fused ms/step | speed-up "
+            "| first step Keras (s) | first step fused (s) | first-step speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

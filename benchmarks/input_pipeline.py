@@ -65,9 +65,14 @@ def naive_dataset(source, seed: int = 0) -> tf.data.Dataset:
         data, label = example
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=[seed, index],
-            min_object_covered=0.0, aspect_ratio_range=aug.crop_ratio, area_range=aug.crop_scale,
-            use_image_if_no_bounding_boxes=True)
+            tf.shape(image),
+            tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+            seed=[seed, index],
+            min_object_covered=0.0,
+            aspect_ratio_range=aug.crop_ratio,
+            area_range=aug.crop_scale,
+            use_image_if_no_bounding_boxes=True,
+        )
         image = tf.image.resize(tf.slice(image, begin, size), (SIZE, SIZE))
         image = tf.image.stateless_random_flip_left_right(image, seed=[seed, index + 1])
         return image, tf.one_hot(label, source.num_classes)
@@ -127,29 +132,37 @@ def main() -> None:
         for name in ("dynzoo", "naive"):
             pipeline_rows.append((name, pipeline_alone(feeds[name], args.pipeline_batches)))
         for label, model_name in MODELS:
-            model = dynzoo.create_model(model_name, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-                                        classifier_activation=None)
+            model = dynzoo.create_model(
+                model_name, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None
+            )
             compile_for_recipe(model, recipe, recipe.lr * BATCH / recipe.batch_size, steps_per_epoch)
             madds = profile(dynzoo.create_model(model_name, input_shape=(SIZE, SIZE, 3))).madds / 1e6
             for feed in ("cached", "dynzoo", "naive"):
                 images_per_second, wait_share = timed_steps(model, feeds[feed], args.steps, args.warmup)
                 rows.append((label, madds, feed, images_per_second, wait_share))
-                print(f"{label:28s} {feed:7s} {images_per_second:7.1f} images/s, input wait {100 * wait_share:4.1f}%",
-                      flush=True)
+                print(
+                    f"{label:28s} {feed:7s} {images_per_second:7.1f} images/s, input wait {100 * wait_share:4.1f}%",
+                    flush=True,
+                )
     load_after = os.getloadavg()
 
     lines = [
         "# Input pipeline against the training step (224×224, batch 64, CPU)",
         "",
-        (f"Command: `python benchmarks/input_pipeline.py --steps {args.steps} --warmup {args.warmup} "
-         f"--images {args.images} --pipeline_batches {args.pipeline_batches}`. Machine: {os.cpu_count()} CPU "
-         f"cores ({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}; load average "
-         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (the cores are shared, so absolute figures "
-         "are noisy; the rows of one run are comparable)."),
+        (
+            f"Command: `python benchmarks/input_pipeline.py --steps {args.steps} --warmup {args.warmup} "
+            f"--images {args.images} --pipeline_batches {args.pipeline_batches}`. Machine: {os.cpu_count()} CPU "
+            f"cores ({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}; load average "
+            f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (the cores are shared, so absolute figures "
+            "are noisy; the rows of one run are comparable)."
+        ),
         "",
         "| model | MAdds (M, ImageNet head) | input | images/s | input wait (share of step time) |",
         "|---|---|---|---|---|",
-        *(f"| {label} | {madds:.1f} | {feed} | {ips:.1f} | {100 * wait:.1f}% |" for label, madds, feed, ips, wait in rows),
+        *(
+            f"| {label} | {madds:.1f} | {feed} | {ips:.1f} | {100 * wait:.1f}% |"
+            for label, madds, feed, ips, wait in rows
+        ),
         "",
         "Input pipelines alone (no training), images/s:",
         "",

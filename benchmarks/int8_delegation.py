@@ -27,15 +27,28 @@ HERE = Path(__file__).resolve().parent
 # (label, the op applied to a 8×8×16 map between two 1×1 convolutions)
 SINGLE_OPS = [
     ("MAXIMUM of two activations (Dynamic Shift-Max's max)", lambda x: tf.maximum(x, x * 0.5)),
-    ("BATCH_MATMUL of two activations (its matrix form)", lambda x: tf.reshape(
-        tf.matmul(tf.reshape(x, (-1, 64, 16)), tf.reshape(x, (-1, 64, 16)), transpose_a=True), (-1, 16, 16, 1))),
-    ("BATCH_MATMUL by a constant (a grouped 1×1 convolution written so)", lambda x: tf.reshape(tf.matmul(
-        tf.transpose(tf.reshape(x, (-1, 64, 4, 4)), (0, 2, 1, 3)), tf.reshape(tf.range(64.0) / 64.0, (1, 4, 4, 4))),
-        (-1, 8, 8, 16))),
+    (
+        "BATCH_MATMUL of two activations (its matrix form)",
+        lambda x: tf.reshape(
+            tf.matmul(tf.reshape(x, (-1, 64, 16)), tf.reshape(x, (-1, 64, 16)), transpose_a=True), (-1, 16, 16, 1)
+        ),
+    ),
+    (
+        "BATCH_MATMUL by a constant (a grouped 1×1 convolution written so)",
+        lambda x: tf.reshape(
+            tf.matmul(
+                tf.transpose(tf.reshape(x, (-1, 64, 4, 4)), (0, 2, 1, 3)),
+                tf.reshape(tf.range(64.0) / 64.0, (1, 4, 4, 4)),
+            ),
+            (-1, 8, 8, 16),
+        ),
+    ),
     ("MEAN over H, W (global pooling)", lambda x: tf.reduce_mean(x, axis=[1, 2], keepdims=True) + x),
     ("STRIDED_SLICE + CONCATENATION (channel shift)", lambda x: tf.concat([x[..., 8:], x[..., :8]], -1)),
-    ("TRANSPOSE (channel shuffle)", lambda x: tf.reshape(
-        tf.transpose(tf.reshape(x, (-1, 8, 8, 4, 4)), (0, 1, 2, 4, 3)), (-1, 8, 8, 16))),
+    (
+        "TRANSPOSE (channel shuffle)",
+        lambda x: tf.reshape(tf.transpose(tf.reshape(x, (-1, 8, 8, 4, 4)), (0, 1, 2, 4, 3)), (-1, 8, 8, 16)),
+    ),
     ("LOGISTIC + MUL", lambda x: x * tf.sigmoid(x)),
     ("h-sigmoid as ADD, clamp, MUL", lambda x: tf.minimum(tf.maximum(x + 3.0, 0.0), 6.0) / 6.0),
     ("HARD_SWISH", lambda x: x * tf.nn.relu6(x + 3.0) / 6.0),
@@ -74,11 +87,16 @@ def main() -> None:
     data = full_range_first(np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype("float32"))
     flatbuffers = {"float32": convert(model, "float32"), "int8": convert(model, "int8", data)}
     timed = {kernels: compare_latency(flatbuffers, xnnpack=kernels == "XNNPACK") for kernels in ("XNNPACK", "builtin")}
-    lines = ["# int8 and XNNPACK", "", "`python benchmarks/int8_delegation.py`: LiteRT interpreter, one thread, "
-             "float32 and int8 timed side by side (`compare_latency`: median ms, and the median of the per-cycle "
-             "ratios to float32).", "",
-             "| MicroNet-M0 224×224 | XNNPACK ms | ratio | builtin kernels ms | ratio | XNNPACK partitions | ops |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# int8 and XNNPACK",
+        "",
+        "`python benchmarks/int8_delegation.py`: LiteRT interpreter, one thread, "
+        "float32 and int8 timed side by side (`compare_latency`: median ms, and the median of the per-cycle "
+        "ratios to float32).",
+        "",
+        "| MicroNet-M0 224×224 | XNNPACK ms | ratio | builtin kernels ms | ratio | XNNPACK partitions | ops |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for mode, flatbuffer in flatbuffers.items():
         ops, parts = ops_and_partitions(flatbuffer)
         cells = " | ".join(f"{timed[k].median_ms[mode]:.2f} | {timed[k].ratio[mode]:.2f}×" for k in timed)

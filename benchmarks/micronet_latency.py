@@ -56,9 +56,11 @@ def gather_shuffle(layer: ChannelShuffle, inputs):
 
 
 # The earlier forms: a context in which the model is built and exported in that form.
-EARLIER_FORMS = {"GATHER shuffles": lambda: mock.patch.object(ChannelShuffle, "call", gather_shuffle),
-                 "stem layer by layer": lambda: mock.patch.object(MicroStem, "call", SequenceBlock.call),
-                 "element-wise shift-max": lambda: shift_max_form(matrix=False)}
+EARLIER_FORMS = {
+    "GATHER shuffles": lambda: mock.patch.object(ChannelShuffle, "call", gather_shuffle),
+    "stem layer by layer": lambda: mock.patch.object(MicroStem, "call", SequenceBlock.call),
+    "element-wise shift-max": lambda: shift_max_form(matrix=False),
+}
 
 
 def export(name: str, earlier_form: str | None = None) -> tuple[bytes, int]:
@@ -89,19 +91,27 @@ def profile(name: str, cycles: int, block: int) -> None:
     flatbuffers = {cut: convert(keras.Model(model.inputs, model.get_layer(cut).output), "float32") for cut in cuts}
     flatbuffers["whole network"] = convert(model, "float32")
     times = side_by_side(flatbuffers, cycles, block)
-    lines = [f"# {name}: float32 TFLite latency stage by stage", "",
-             f"Command: `python benchmarks/micronet_latency.py --profile {name} --cycles {cycles} --block {block}` · "
-             "the network cut after each stage, float32, XNNPACK, 1 thread, batch 1, 224×224, timed side by "
-             "side in one process · "
-             f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| cut after | output | TFLite ops | latency (ms) | added by the stage (ms) |", "|---|---|---:|---:|---:|"]
+    lines = [
+        f"# {name}: float32 TFLite latency stage by stage",
+        "",
+        f"Command: `python benchmarks/micronet_latency.py --profile {name} --cycles {cycles} --block {block}` · "
+        "the network cut after each stage, float32, XNNPACK, 1 thread, batch 1, 224×224, timed side by "
+        "side in one process · "
+        f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared) · "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| cut after | output | TFLite ops | latency (ms) | added by the stage (ms) |",
+        "|---|---|---:|---:|---:|",
+    ]
     previous = 0.0
     for cut, flatbuffer in flatbuffers.items():
         latency = times.median_ms[cut]
-        shape = "×".join(str(d) for d in (model.output if cut == "whole network" else model.get_layer(cut).output).shape[1:])
-        lines.append(f"| {cut} | {shape} | {sum(op_counts(flatbuffer).values())} | {latency:.2f} | "
-                     f"{latency - previous:+.2f} |")
+        shape = "×".join(
+            str(d) for d in (model.output if cut == "whole network" else model.get_layer(cut).output).shape[1:]
+        )
+        lines.append(
+            f"| {cut} | {shape} | {sum(op_counts(flatbuffer).values())} | {latency:.2f} | {latency - previous:+.2f} |"
+        )
         previous = latency
     (RESULTS / f"micronet_profile_{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -129,25 +139,44 @@ def main() -> None:
     rows = []
     for key, (flatbuffer, madds) in entries.items():
         counts = op_counts(flatbuffer)
-        rows.append({"model": key, "mmadds": round(madds / 1e6, 1), "ops": sum(counts.values()),
-                     "gather": counts.get("GATHER", 0), "transpose": counts.get("TRANSPOSE", 0),
-                     "latency_ms": round(times.median_ms[key], 3), "ratio": round(times.ratio[key], 3),
-                     "ratio_p10": round(times.ratio_p10[key], 3), "ratio_p90": round(times.ratio_p90[key], 3)})
-    report = {"command": f"python benchmarks/micronet_latency.py --cycles {args.cycles} --block {args.block}",
-              "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared)",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+        rows.append(
+            {
+                "model": key,
+                "mmadds": round(madds / 1e6, 1),
+                "ops": sum(counts.values()),
+                "gather": counts.get("GATHER", 0),
+                "transpose": counts.get("TRANSPOSE", 0),
+                "latency_ms": round(times.median_ms[key], 3),
+                "ratio": round(times.ratio[key], 3),
+                "ratio_p10": round(times.ratio_p10[key], 3),
+                "ratio_p90": round(times.ratio_p90[key], 3),
+            }
+        )
+    report = {
+        "command": f"python benchmarks/micronet_latency.py --cycles {args.cycles} --block {args.block}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared)",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "micronet_latency.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["# MicroNet vs MobileNetV3-Small: float32 TFLite latency", "",
-             f"Command: `{report['command']}` · float32, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, "
-             f"batch 1, 224×224, timed side by side in one process, {args.cycles} cycles × {args.block} runs each, "
-             f"latency = median of all runs, ratio = median of the per-cycle ratios (p10–p90: their 10th–90th "
-             f"percentiles) · {report['machine']} · {report['date']}", "",
-             "| model | MAdds (M) | TFLite ops | GATHER | TRANSPOSE | latency (ms) | ratio to MobileNetV3-Small "
-             "| ratio p10–p90 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['mmadds']} | {r['ops']} | {r['gather']} | {r['transpose']} | {r['latency_ms']:.2f} | "
-              f"{r['ratio']:.2f} | {r['ratio_p10']:.2f}–{r['ratio_p90']:.2f} |" for r in rows]
+    lines = [
+        "# MicroNet vs MobileNetV3-Small: float32 TFLite latency",
+        "",
+        f"Command: `{report['command']}` · float32, builtin ops, LiteRT interpreter, XNNPACK, 1 thread, "
+        f"batch 1, 224×224, timed side by side in one process, {args.cycles} cycles × {args.block} runs each, "
+        f"latency = median of all runs, ratio = median of the per-cycle ratios (p10–p90: their 10th–90th "
+        f"percentiles) · {report['machine']} · {report['date']}",
+        "",
+        "| model | MAdds (M) | TFLite ops | GATHER | TRANSPOSE | latency (ms) | ratio to MobileNetV3-Small "
+        "| ratio p10–p90 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['mmadds']} | {r['ops']} | {r['gather']} | {r['transpose']} | {r['latency_ms']:.2f} | "
+        f"{r['ratio']:.2f} | {r['ratio_p10']:.2f}–{r['ratio_p90']:.2f} |"
+        for r in rows
+    ]
     (RESULTS / "micronet_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

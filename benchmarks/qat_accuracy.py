@@ -32,36 +32,53 @@ def evaluate(name: str, epochs: int, qat_epochs: int, learning_rate: float) -> d
     float_logits = model.predict(x_test, verbose=0)
 
     def row(logits, seconds=None):
-        return {"top1": float((logits.argmax(-1) == y_test).mean()),
-                "agreement_with_float": float((logits.argmax(-1) == float_logits.argmax(-1)).mean()),
-                **({"seconds": seconds} if seconds is not None else {})}
+        return {
+            "top1": float((logits.argmax(-1) == y_test).mean()),
+            "agreement_with_float": float((logits.argmax(-1) == float_logits.argmax(-1)).mean()),
+            **({"seconds": seconds} if seconds is not None else {}),
+        }
 
-    rows = {"float (Keras)": row(float_logits),
-            "int8": row(run_tflite(convert(model, "int8", representative_data=calibration), x_test))}
+    rows = {
+        "float (Keras)": row(float_logits),
+        "int8": row(run_tflite(convert(model, "int8", representative_data=calibration), x_test)),
+    }
     tuned = keras.models.clone_model(model)
     tuned.set_weights(model.get_weights())
     started = time.perf_counter()
-    result = quantization_aware_training(tuned, x_train, y_train, calibration=calibration, epochs=qat_epochs,
-                                         learning_rate=learning_rate, verbose=0)
+    result = quantization_aware_training(
+        tuned, x_train, y_train, calibration=calibration, epochs=qat_epochs, learning_rate=learning_rate, verbose=0
+    )
     seconds = time.perf_counter() - started
     rows["QAT float (Keras)"] = row(tuned.predict(x_test, verbose=0), seconds)
     rows["QAT → int8"] = row(run_tflite(convert(tuned, "int8", representative_data=calibration), x_test))
     for label, r in rows.items():
         print(f"{name} {label}: {r}", flush=True)
-    return {"epochs": epochs, "qat_epochs": qat_epochs, "learning_rate": learning_rate,
-            "fake_quantized_tensors": result.points, "qat_losses": result.losses, "rows": rows}
+    return {
+        "epochs": epochs,
+        "qat_epochs": qat_epochs,
+        "learning_rate": learning_rate,
+        "fake_quantized_tensors": result.points,
+        "qat_losses": result.losses,
+        "rows": rows,
+    }
 
 
 def markdown(results: dict) -> str:
     lines = []
     for name, r in results.items():
-        lines += [f"### {name} (digits, {IMAGE_SIZE}×{IMAGE_SIZE}, {r['epochs']} epochs; QAT {r['qat_epochs']} "
-                  f"epochs at Adam {r['learning_rate']:g}, {r['fake_quantized_tensors']} fake-quantized tensors)", "",
-                  "| model | top-1 | Δ vs float (points) | top-1 agreement with float |", "|---|---|---|---|"]
+        lines += [
+            f"### {name} (digits, {IMAGE_SIZE}×{IMAGE_SIZE}, {r['epochs']} epochs; QAT {r['qat_epochs']} "
+            f"epochs at Adam {r['learning_rate']:g}, {r['fake_quantized_tensors']} fake-quantized tensors)",
+            "",
+            "| model | top-1 | Δ vs float (points) | top-1 agreement with float |",
+            "|---|---|---|---|",
+        ]
         base = r["rows"]["float (Keras)"]["top1"]
         for label, m in r["rows"].items():
-            lines.append(f"| {label} | {100 * m['top1']:.1f} | {100 * (m['top1'] - base):+.1f} | "
-                         f"{100 * m['agreement_with_float']:.1f}% |")
+            lines.append(
+                f"| {label} | {100 * m['top1']:.1f} | {100 * (m['top1'] - base):+.1f} | "
+                f"{100 * m['agreement_with_float']:.1f}% |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -73,8 +90,11 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     args = parser.parse_args()
-    save_results("qat_accuracy", {name: evaluate(name, args.epochs, args.qat_epochs, args.learning_rate)
-                                  for name in args.models}, markdown)
+    save_results(
+        "qat_accuracy",
+        {name: evaluate(name, args.epochs, args.qat_epochs, args.learning_rate) for name in args.models},
+        markdown,
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,17 @@ def train(name: str, epochs: int, seed: int = 0):
 
     overrides = {"epochs": epochs, "input_size": IMAGE_SIZE, "dropout": 0.0, **RECIPE_OVERRIDES.get(name, {})}
     with tempfile.TemporaryDirectory() as run_dir:
-        return run(TrainConfig(model=name, dataset="digits", overrides=overrides, model_dir=run_dir, seed=seed,
-                               validation_freq=0, verbose=0)).model
+        return run(
+            TrainConfig(
+                model=name,
+                dataset="digits",
+                overrides=overrides,
+                model_dir=run_dir,
+                seed=seed,
+                validation_freq=0,
+                verbose=0,
+            )
+        ).model
 
 
 def evaluate(name: str, epochs: int, modes) -> dict:
@@ -60,16 +69,26 @@ def evaluate(name: str, epochs: int, modes) -> dict:
 def markdown(results: dict) -> str:
     lines = []
     for name, r in results.items():
-        lines += [f"### {name} (digits, {IMAGE_SIZE}×{IMAGE_SIZE}, {r['epochs']} epochs, 450 test images)", "",
-                  "| mode | Keras top-1 | TFLite top-1 | Δ (points) | agreement | size (KiB) | latency (ms) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {name} (digits, {IMAGE_SIZE}×{IMAGE_SIZE}, {r['epochs']} epochs, 450 test images)",
+            "",
+            "| mode | Keras top-1 | TFLite top-1 | Δ (points) | agreement | size (KiB) | latency (ms) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for mode, m in r["modes"].items():
             delta = 100 * (m["tflite_accuracy"] - m["keras_accuracy"])
-            lines.append(f"| {mode} | {100 * m['keras_accuracy']:.1f} | {100 * m['tflite_accuracy']:.1f} | "
-                         f"{delta:+.1f} | {100 * m['top1_agreement']:.1f}% | {m['size_bytes'] / 1024:.0f} | "
-                         f"{m['latency_ms']:.3f} |")
-        lines += ["", "Worst layers of naive int8 (QuantizationDebugger, RMSE in quantization steps; 0.29 = "
-                  "rounding only):", "", "| op | layer | RMSE / scale |", "|---|---|---|"]
+            lines.append(
+                f"| {mode} | {100 * m['keras_accuracy']:.1f} | {100 * m['tflite_accuracy']:.1f} | "
+                f"{delta:+.1f} | {100 * m['top1_agreement']:.1f}% | {m['size_bytes'] / 1024:.0f} | "
+                f"{m['latency_ms']:.3f} |"
+            )
+        lines += [
+            "",
+            "Worst layers of naive int8 (QuantizationDebugger, RMSE in quantization steps; 0.29 = rounding only):",
+            "",
+            "| op | layer | RMSE / scale |",
+            "|---|---|---|",
+        ]
         lines += [f"| {w['op']} | {w['layer']} | {w['rmse_per_scale']:.2f} |" for w in r["worst_int8_layers"]]
         lines.append("")
     return "\n".join(lines)
@@ -94,8 +113,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["micronet_m0", "dcd_mobilenetv2_050"])
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
-    save_results("quantization_accuracy", {name: evaluate(name, args.epochs, MODES) for name in args.models},
-                 markdown)
+    save_results("quantization_accuracy", {name: evaluate(name, args.epochs, MODES) for name in args.models}, markdown)
 
 
 if __name__ == "__main__":

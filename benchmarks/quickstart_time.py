@@ -22,11 +22,25 @@ RESULTS = Path(__file__).parent / "results" / "quickstart.md"
 def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "dynzoo.cli", "quickstart", "--out", f"{tmp}/bundles",
-                   "--run_dir", f"{tmp}/run"]
+        command = [
+            sys.executable,
+            "-m",
+            "dynzoo.cli",
+            "quickstart",
+            "--out",
+            f"{tmp}/bundles",
+            "--run_dir",
+            f"{tmp}/run",
+        ]
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=tmp, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            command,
+            cwd=tmp,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"dynzoo quickstart failed:\n{done.stderr[-3000:]}")
@@ -35,12 +49,16 @@ def main() -> None:
     lines = [
         "# `dynzoo quickstart`: wall time and results",
         "",
-        ("Command: `python benchmarks/quickstart_time.py` (runs `python -m dynzoo.cli quickstart` in a fresh "
-         f"process, offline). Machine: {os.cpu_count()} CPU cores ({platform.machine()}); load average "
-         f"{load_before[0]:.1f} when it started (the cores are shared)."),
+        (
+            "Command: `python benchmarks/quickstart_time.py` (runs `python -m dynzoo.cli quickstart` in a fresh "
+            f"process, offline). Machine: {os.cpu_count()} CPU cores ({platform.machine()}); load average "
+            f"{load_before[0]:.1f} when it started (the cores are shared)."
+        ),
         "",
-        (f"**Wall time: {seconds:.0f} s** (Python and TensorFlow start-up, training, evaluation, float32 and int8 "
-         "export with golden files, LiteRT runs)."),
+        (
+            f"**Wall time: {seconds:.0f} s** (Python and TensorFlow start-up, training, evaluation, float32 and int8 "
+            "export with golden files, LiteRT runs)."
+        ),
         "",
         "\n\n".join(tables),
         "",

@@ -74,24 +74,44 @@ def main() -> None:
         timing = compare_latency(flatbuffers, warmup=20, cycles=args.cycles, block=20)
         if not timing.ok:
             raise SystemExit(f"timing failed: {timing.error}")
-        rows.append((f"{index + 1}", "×".join(map(str, shape[1:])), layer.fusions, layer.shift_groups, error,
-                     *(sum(op_counts(flatbuffers[f]).values()) for f in flatbuffers),
-                     *(timing.median_ms[f] for f in flatbuffers), timing.ratio["BATCH_MATMUL"],
-                     timing.ratio_p10["BATCH_MATMUL"], timing.ratio_p90["BATCH_MATMUL"]))
+        rows.append(
+            (
+                f"{index + 1}",
+                "×".join(map(str, shape[1:])),
+                layer.fusions,
+                layer.shift_groups,
+                error,
+                *(sum(op_counts(flatbuffers[f]).values()) for f in flatbuffers),
+                *(timing.median_ms[f] for f in flatbuffers),
+                timing.ratio["BATCH_MATMUL"],
+                timing.ratio_p10["BATCH_MATMUL"],
+                timing.ratio_p90["BATCH_MATMUL"],
+            )
+        )
         print(f"[{time.strftime('%H:%M:%S')}] layer {index + 1}: {rows[-1]}", flush=True)
     total = [sum(r[7] for r in rows), sum(r[8] for r in rows)]
-    lines = [f"# Dynamic Shift-Max of {args.model}: element-wise vs one per-sample BATCH_MATMUL", "",
-             f"Command: `python benchmarks/shift_max_probe.py --model {args.model} --cycles {args.cycles}` · each "
-             "layer alone at its input shape in the network at 224×224, float32 TFLite, XNNPACK, 1 thread, "
-             f"batch 1, both forms timed side by side ({args.cycles} cycles × 20 runs) · {platform.machine()}, "
-             f"{os.cpu_count()} logical CPUs (shared) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| layer | input | K | G | max abs diff | ops, element-wise | ops, BATCH_MATMUL | element-wise (ms) "
-             "| BATCH_MATMUL (ms) | ratio | p10–p90 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1e} | {r[5]} | {r[6]} | {r[7]:.3f} | {r[8]:.3f} | "
-              f"{r[9]:.2f} | {r[10]:.2f}–{r[11]:.2f} |" for r in rows]
-    lines += ["", f"Sum over the layers: element-wise {total[0]:.2f} ms, BATCH_MATMUL {total[1]:.2f} ms; per layer, "
-              f"the faster form: {sum(min(r[7], r[8]) for r in rows):.2f} ms."]
+    lines = [
+        f"# Dynamic Shift-Max of {args.model}: element-wise vs one per-sample BATCH_MATMUL",
+        "",
+        f"Command: `python benchmarks/shift_max_probe.py --model {args.model} --cycles {args.cycles}` · each "
+        "layer alone at its input shape in the network at 224×224, float32 TFLite, XNNPACK, 1 thread, "
+        f"batch 1, both forms timed side by side ({args.cycles} cycles × 20 runs) · {platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs (shared) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| layer | input | K | G | max abs diff | ops, element-wise | ops, BATCH_MATMUL | element-wise (ms) "
+        "| BATCH_MATMUL (ms) | ratio | p10–p90 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1e} | {r[5]} | {r[6]} | {r[7]:.3f} | {r[8]:.3f} | "
+        f"{r[9]:.2f} | {r[10]:.2f}–{r[11]:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Sum over the layers: element-wise {total[0]:.2f} ms, BATCH_MATMUL {total[1]:.2f} ms; per layer, "
+        f"the faster form: {sum(min(r[7], r[8]) for r in rows):.2f} ms.",
+    ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"shift_max_probe_{args.model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,6 +14,24 @@ from dynzoo.cli import main
 
 if __name__ == "__main__":
     stem = Path(__file__).resolve().parent / "results" / "tflite_latency"
-    raise SystemExit(main(["bench", "micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3",
-                           "--mode", "float32", "--mode", "int8", "--runs", "100", "--rounds", "3",
-                           "-o", str(stem)]))
+    raise SystemExit(
+        main(
+            [
+                "bench",
+                "micronet_m0",
+                "micronet_m1",
+                "micronet_m2",
+                "micronet_m3",
+                "--mode",
+                "float32",
+                "--mode",
+                "int8",
+                "--runs",
+                "100",
+                "--rounds",
+                "3",
+                "-o",
+                str(stem),
+            ]
+        )
+    )

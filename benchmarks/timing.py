@@ -8,9 +8,9 @@ import time
 from typing import Callable, ContextManager
 
 
-def time_train_steps(models: dict, x, y, steps: int,
-                     first_step_context: dict[str, Callable[[], ContextManager]] | None = None
-                     ) -> tuple[dict[str, float], dict[str, float]]:
+def time_train_steps(
+    models: dict, x, y, steps: int, first_step_context: dict[str, Callable[[], ContextManager]] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
     """Per label of ``models``: the seconds of the first ``train_on_batch`` (tracing and instantiating the
     step; inside ``first_step_context[label]()`` where given) and the mean seconds of ``steps`` more. The
     later steps alternate between the models, so that all of them see the same drift of a shared machine."""

@@ -30,8 +30,16 @@ import dynzoo
 
 RESULTS = Path(__file__).parent / "results"
 # the layer kinds an op's name scope can show, most specific first
-KINDS = ("batch_normalization", "symmetric_depthwise_conv2d", "symmetric_conv2d", "dynamic_shift_max",
-         "channel_shuffle", "preprocessing", "dense", "dropout")
+KINDS = (
+    "batch_normalization",
+    "symmetric_depthwise_conv2d",
+    "symmetric_conv2d",
+    "dynamic_shift_max",
+    "channel_shuffle",
+    "preprocessing",
+    "dense",
+    "dropout",
+)
 
 
 def op_times(logdir: str) -> dict[str, float]:
@@ -58,10 +66,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="rows of each table")
     args = parser.parse_args()
 
-    model = dynzoo.create_model(args.model, weights=None, input_shape=(args.size, args.size, 3),
-                                classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = dynzoo.create_model(
+        args.model, weights=None, input_shape=(args.size, args.size, 3), classifier_activation=None
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, model.output_shape[-1], args.batch))
@@ -85,8 +96,12 @@ def main() -> None:
     total = sum(by_type.values())
 
     def table(title: str, counter) -> list[str]:
-        return [f"| {title} | ms per step | share |", "|---|---:|---:|",
-                *(f"| {key} | {ms:.1f} | {100 * ms / total:.1f} % |" for key, ms in counter.most_common(args.top)), ""]
+        return [
+            f"| {title} | ms per step | share |",
+            "|---|---:|---:|",
+            *(f"| {key} | {ms:.1f} | {100 * ms / total:.1f} % |" for key, ms in counter.most_common(args.top)),
+            "",
+        ]
 
     lines = [
         f"# Training-step profile: {args.model} ({args.size}×{args.size}, batch {args.batch})",

@@ -77,10 +77,13 @@ def compute_forms(model: keras.Model) -> str:
 
 
 def keras_step(name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
-    model = dynzoo.create_model(name, weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-                                classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = dynzoo.create_model(
+        name, weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     images, labels = tf.constant(x), tf.constant(y)
     keras_step.forms[name] = compute_forms(model)
     return lambda: model.train_on_batch(images, labels)
@@ -95,25 +98,39 @@ def reference_model(checkout: Path, name: str):
     options = dict(re.findall(r"MODEL\.(\w+\.\w+) ([^\s\\]+)", script))
     floats = lambda key, default: [float(v) for v in options.get(key, default).split(",")]  # noqa: E731
     micronets = types.SimpleNamespace(
-        NET_CONFIG=options["MICRONETS.NET_CONFIG"], BLOCK=options["MICRONETS.BLOCK"],
-        STEM_MODE=options["MICRONETS.STEM_MODE"], STEM_CH=int(options["MICRONETS.STEM_CH"]),
+        NET_CONFIG=options["MICRONETS.NET_CONFIG"],
+        BLOCK=options["MICRONETS.BLOCK"],
+        STEM_MODE=options["MICRONETS.STEM_MODE"],
+        STEM_CH=int(options["MICRONETS.STEM_CH"]),
         STEM_DILATION=int(options["MICRONETS.STEM_DILATION"]),
         STEM_GROUPS=[int(v) for v in options["MICRONETS.STEM_GROUPS"].split(",")],
-        OUT_CH=int(options["MICRONETS.OUT_CH"]), DEPTHSEP=options["MICRONETS.DEPTHSEP"] == "True",
-        SHUFFLE=options["MICRONETS.SHUFFLE"] == "True", POINTWISE=options["MICRONETS.POINTWISE"],
-        DROPOUT=float(options["MICRONETS.DROPOUT"]))
+        OUT_CH=int(options["MICRONETS.OUT_CH"]),
+        DEPTHSEP=options["MICRONETS.DEPTHSEP"] == "True",
+        SHUFFLE=options["MICRONETS.SHUFFLE"] == "True",
+        POINTWISE=options["MICRONETS.POINTWISE"],
+        DROPOUT=float(options["MICRONETS.DROPOUT"]),
+    )
     activation = types.SimpleNamespace(
-        MODULE=options["ACTIVATION.MODULE"], ACT_MAX=float(options["ACTIVATION.ACT_MAX"]),
-        LINEARSE_BIAS=options["ACTIVATION.LINEARSE_BIAS"] == "True", LAST_SE_OUP=False,
-        INIT_A_BLOCK3=floats("ACTIVATION.INIT_A_BLOCK3", "1.0,0.0"), INIT_A=floats("ACTIVATION.INIT_A", "1.0,0.0"),
-        INIT_B=floats("ACTIVATION.INIT_B", "0.0,0.0"), REDUCTION=int(options["ACTIVATION.REDUCTION"]),
-        FC=False, ACT="relu")
+        MODULE=options["ACTIVATION.MODULE"],
+        ACT_MAX=float(options["ACTIVATION.ACT_MAX"]),
+        LINEARSE_BIAS=options["ACTIVATION.LINEARSE_BIAS"] == "True",
+        LAST_SE_OUP=False,
+        INIT_A_BLOCK3=floats("ACTIVATION.INIT_A_BLOCK3", "1.0,0.0"),
+        INIT_A=floats("ACTIVATION.INIT_A", "1.0,0.0"),
+        INIT_B=floats("ACTIVATION.INIT_B", "0.0,0.0"),
+        REDUCTION=int(options["ACTIVATION.REDUCTION"]),
+        FC=False,
+        ACT="relu",
+    )
     sys.path.insert(0, str(checkout))
     from backbone.micronet import MicroNet  # the authors' code, from the checkout
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints every block's settings
-        return MicroNet(types.SimpleNamespace(MODEL=types.SimpleNamespace(MICRONETS=micronets, ACTIVATION=activation)),
-                        input_size=SIZE, num_classes=CLASSES)
+        return MicroNet(
+            types.SimpleNamespace(MODEL=types.SimpleNamespace(MICRONETS=micronets, ACTIVATION=activation)),
+            input_size=SIZE,
+            num_classes=CLASSES,
+        )
 
 
 def torch_step(checkout: Path, name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
@@ -167,8 +184,11 @@ def main() -> None:
             if round_ >= args.warmup:
                 times[key].append(time.perf_counter() - started)
         if round_ >= args.warmup:
-            print(f"round {round_ + 1 - args.warmup}/{args.rounds}, images/s: " + ", ".join(
-                f"{k[0]} ({k[1]}) {BATCH / t[-1]:.1f}" for k, t in times.items()), flush=True)
+            print(
+                f"round {round_ + 1 - args.warmup}/{args.rounds}, images/s: "
+                + ", ".join(f"{k[0]} ({k[1]}) {BATCH / t[-1]:.1f}" for k, t in times.items()),
+                flush=True,
+            )
     load_after = os.getloadavg()
 
     implementations = {"dynzoo": "dynzoo (Keras/TF)"}
@@ -182,21 +202,32 @@ def main() -> None:
     for (name, impl), ips in speed.items():
         madds = profile(dynzoo.create_model(name, weights=None, input_shape=(SIZE, SIZE, 3))).madds / 1e6
         authors = speed.get((name, "authors"))
-        rows.append("| " + " | ".join([
-            MODELS[name], implementations[impl],
-            f"{madds:.1f}", f"{first[(name, impl)]:.1f}", f"{ips:.1f}",
-            f"**{ips / authors:.2f}×**" if authors and impl == "dynzoo" else "",
-            f"{ips / static:.2f}×" if static else "",
-            keras_step.forms[name] if impl == "dynzoo" else "PyTorch eager",
-        ]) + " |")
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    MODELS[name],
+                    implementations[impl],
+                    f"{madds:.1f}",
+                    f"{first[(name, impl)]:.1f}",
+                    f"{ips:.1f}",
+                    f"**{ips / authors:.2f}×**" if authors and impl == "dynzoo" else "",
+                    f"{ips / static:.2f}×" if static else "",
+                    keras_step.forms[name] if impl == "dynzoo" else "PyTorch eager",
+                ]
+            )
+            + " |"
+        )
     lines = [
         "# Training-step throughput (224×224, batch 64, 1000 classes, CPU)",
         "",
-        (f"Command: `python benchmarks/train_throughput.py{' --reference <micronet checkout>' if args.reference else ''}"
-         f" --rounds {args.rounds} --warmup {args.warmup}`. Machine: {os.cpu_count()} CPU cores "
-         f"({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}, Keras {keras.__version__}; "
-         f"load average {load_before[0]:.1f} before the timed rounds and {load_after[0]:.1f} after (shared cores: "
-         "compare the rows of one run, whose steps were taken in turns)."),
+        (
+            f"Command: `python benchmarks/train_throughput.py{' --reference <micronet checkout>' if args.reference else ''}"
+            f" --rounds {args.rounds} --warmup {args.warmup}`. Machine: {os.cpu_count()} CPU cores "
+            f"({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+            f"load average {load_before[0]:.1f} before the timed rounds and {load_after[0]:.1f} after (shared cores: "
+            "compare the rows of one run, whose steps were taken in turns)."
+        ),
         "",
         "| model | implementation | MAdds (M) | first step (s) | images/s (median step) | to the authors' "
         "| to static MobileNetV2 ×0.35 | form |",

@@ -55,8 +55,18 @@ def browser_latency(bundles: Path, names: list[str], runs: int, work: Path) -> d
     spec = {"bundlesDir": str(bundles), "bundles": names, "runs": runs, "camera": False}
     (work / "spec.json").write_text(json.dumps(spec))
     try:
-        done = subprocess.run(["node", str(BROWSER_CHECK), f"http://127.0.0.1:{server.server_address[1]}/",
-                               str(work / "spec.json"), str(work)], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                "node",
+                str(BROWSER_CHECK),
+                f"http://127.0.0.1:{server.server_address[1]}/",
+                str(work / "spec.json"),
+                str(work),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         server.shutdown()
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
@@ -73,25 +83,40 @@ def main() -> None:
     from dynzoo.cli import main as dynzoo_main
 
     work = Path(tempfile.mkdtemp(prefix="web_demo_latency_"))
-    command = ["export", "micronet_m0", *(a for m in MODES for a in ("--mode", m)), "--calibration-size", "32",
-               "--bundle", "--golden", "-o", str(work / "bundles")]
+    command = [
+        "export",
+        "micronet_m0",
+        *(a for m in MODES for a in ("--mode", m)),
+        "--calibration-size",
+        "32",
+        "--bundle",
+        "--golden",
+        "-o",
+        str(work / "bundles"),
+    ]
     assert dynzoo_main(command) == 0
     names = [f"micronet_m0_{mode}" for mode in MODES]
     python_before = {name: python_latency(work / "bundles" / name, args.runs) for name in names}
     browser = browser_latency(work / "bundles", names, args.runs, work)
     python_after = {name: python_latency(work / "bundles" / name, args.runs) for name in names}
 
-    rows = ["| bundle | browser, LiteRT.js ms | Python LiteRT ms (before / after) | browser / Python |",
-            "|---|---:|---:|---:|"]
+    rows = [
+        "| bundle | browser, LiteRT.js ms | Python LiteRT ms (before / after) | browser / Python |",
+        "|---|---:|---:|---:|",
+    ]
     for name in names:
         python = statistics.mean([python_before[name], python_after[name]])
-        rows.append(f"| {name} | {browser[name]:.2f} | {python_before[name]:.2f} / {python_after[name]:.2f} | "
-                    f"{browser[name] / python:.2f}× |")
-    text = (f"# Web demo latency\n\n`python benchmarks/web_demo_latency.py --runs {args.runs}`: MicroNet-M0 "
-            "224×224, 1000 classes, untrained weights, `dynzoo export --bundle` float32 and int8. Median of "
-            f"{args.runs} runs after one warm-up, one thread each; the Python interpreter (XNNPACK) timed before "
-            "and after the browser (LiteRT.js 2.5.3 WebAssembly in headless Chromium, through the web demo "
-            "page) on the same golden input.\n\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {name} | {browser[name]:.2f} | {python_before[name]:.2f} / {python_after[name]:.2f} | "
+            f"{browser[name] / python:.2f}× |"
+        )
+    text = (
+        f"# Web demo latency\n\n`python benchmarks/web_demo_latency.py --runs {args.runs}`: MicroNet-M0 "
+        "224×224, 1000 classes, untrained weights, `dynzoo export --bundle` float32 and int8. Median of "
+        f"{args.runs} runs after one warm-up, one thread each; the Python interpreter (XNNPACK) timed before "
+        "and after the browser (LiteRT.js 2.5.3 WebAssembly in headless Chromium, through the web demo "
+        "page) on the same golden input.\n\n" + "\n".join(rows) + "\n"
+    )
     print(text)
     (HERE / "results" / "web_demo_latency.md").write_text(text)
 

@@ -21,5 +21,15 @@ with native_stderr_quiet():
     from dynzoo.registry import create_model, list_models, load_model  # noqa: E402
     from dynzoo.applications import decode_predictions, feature_levels, load_image, preprocess_input  # noqa: E402
 
-__all__ = ["__version__", "create_model", "decode_predictions", "feature_levels", "layers", "list_models", "load_image",
-           "load_model", "preprocess_input", "profile"]
+__all__ = [
+    "__version__",
+    "create_model",
+    "decode_predictions",
+    "feature_levels",
+    "layers",
+    "list_models",
+    "load_image",
+    "load_model",
+    "preprocess_input",
+    "profile",
+]

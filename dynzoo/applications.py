@@ -23,8 +23,12 @@ from dynzoo.registry import create_model, get_entry
 # The builders' preprocessing layer and every pretrained entry of the manifest follow this convention
 # (``zoo_configs/weights.json``, "imagenet_eval"); a model without pretrained weights uses it too.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "value_range": [0, 1],
-    "resize_shorter_side": 256, "center_crop": 224, "interpolation": "bilinear",
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+    "value_range": [0, 1],
+    "resize_shorter_side": 256,
+    "center_crop": 224,
+    "interpolation": "bilinear",
 }
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 
@@ -77,7 +81,9 @@ def preprocess_input(x, model: str | keras.Model | None = None, tag: str = "imag
     tensor = keras.ops.is_tensor(x)
     values = x if tensor else np.asarray(x)
     if not values.shape or values.shape[-1] != 3:
-        raise ValueError(f"`x` must be RGB images with 3 channels last, (..., H, W, 3); got shape {tuple(values.shape)}.")
+        raise ValueError(
+            f"`x` must be RGB images with 3 channels last, (..., H, W, 3); got shape {tuple(values.shape)}."
+        )
     low, high = spec["value_range"]
     scale = np.array([(high - low) / (255.0 * s) for s in spec["std"]], "float32")
     offset = np.array([(low - m) / s for m, s in zip(spec["mean"], spec["std"])], "float32")
@@ -96,16 +102,18 @@ def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]
     classes = imagenet_classes()
     values = np.asarray(keras.ops.convert_to_numpy(preds) if keras.ops.is_tensor(preds) else preds)
     if values.ndim != 2 or values.shape[1] != len(classes):
-        raise ValueError(f"`preds` must be a batch of ImageNet-1k predictions, shape (N, {len(classes)}); "
-                         f"got shape {values.shape}.")
+        raise ValueError(
+            f"`preds` must be a batch of ImageNet-1k predictions, shape (N, {len(classes)}); got shape {values.shape}."
+        )
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= len(classes):
         raise ValueError(f"`top` must be an integer in [1, {len(classes)}], got {top!r}.")
     best = np.argsort(-values, axis=1, kind="stable")[:, :top]
     return [[(*classes[i], float(row[i])) for i in indices] for row, indices in zip(values, best)]
 
 
-def load_image(path: str | os.PathLike, model: str | None = None, tag: str = "imagenet",
-               size: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, model: str | None = None, tag: str = "imagenet", size: int | None = None
+) -> np.ndarray:
     """An image file (JPEG, PNG, GIF, BMP; grayscale and alpha become RGB) resized and centre-cropped as
     ``model``'s pretrained weights ``tag`` were evaluated: shorter side to ``resize_shorter_side``, centre
     crop of ``center_crop``, with their interpolation (ImageNet's 256 → 224 bilinear by default).
@@ -144,14 +152,18 @@ def feature_levels(model_name: str, **kwargs: Any) -> dict[int, dict[str, Any]]:
     → {"stride": 2^L, "channels", "layer"} (the last feature map at that stride), read at the model's
     default input size. ``kwargs`` go to the builder (a width, an input shape …)."""
     model = create_model(model_name, include_top=False, **kwargs)
-    return {level: {"stride": 2 ** level, "channels": channels, "layer": layer}
-            for level, (layer, channels) in feature_levels_of(model).items()}
+    return {
+        level: {"stride": 2**level, "channels": channels, "layer": layer}
+        for level, (layer, channels) in feature_levels_of(model).items()
+    }
 
 
 def feature_levels_table(levels: dict[str, dict[int, int]]) -> str:
     """Markdown: one row per model, the channels of each of its levels 1 to 5 (– where it has none)."""
-    lines = ["| model | " + " | ".join(f"level {level} (stride {2 ** level})" for level in range(1, 6)) + " |",
-             "|---|" + "---:|" * 5]
+    lines = [
+        "| model | " + " | ".join(f"level {level} (stride {2**level})" for level in range(1, 6)) + " |",
+        "|---|" + "---:|" * 5,
+    ]
     for name, channels in levels.items():
         lines.append(f"| {name} | " + " | ".join(str(channels.get(level, "–")) for level in range(1, 6)) + " |")
     return "\n".join(lines)

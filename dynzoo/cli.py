@@ -25,9 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dynzoo", description="Dynamic convolutional networks for Keras 3, from the papers to the phone."
     )
     parser.add_argument("--version", action="version", version=f"dynzoo {__version__}")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's and LiteRT's native log lines (hidden by default; also "
-                        "DYNZOO_VERBOSE=1); the first argument when given")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and LiteRT's native log lines (hidden by default; also "
+        "DYNZOO_VERBOSE=1); the first argument when given",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(subparsers)

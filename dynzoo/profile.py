@@ -55,7 +55,9 @@ class Profile:
             if i == 0 or i == len(rows) - 2:
                 lines.append("  ".join("-" * w for w in widths))
         shape = "×".join(str(d) for d in self.input_shape[1:])
-        return f"{self.model_name} at {shape}: {self.params:,} parameters, {self.madds / 1e6:.2f}M MAdds\n" + "\n".join(lines)
+        return f"{self.model_name} at {shape}: {self.params:,} parameters, {self.madds / 1e6:.2f}M MAdds\n" + "\n".join(
+            lines
+        )
 
     def __str__(self) -> str:
         return self.table()
@@ -79,9 +81,7 @@ def profile(model: keras.Model, input_shape: tuple[int, int, int] | None = None)
         model = _rebuild(model, input_shape)  # the counts do not depend on the weights
     shape = tuple(model.inputs[0].shape)
     if any(d is None for d in shape[1:]):
-        raise ValueError(
-            f"the model's input shape {shape} has unknown dimensions; pass `input_shape=(H, W, C)`."
-        )
+        raise ValueError(f"the model's input shape {shape} has unknown dimensions; pass `input_shape=(H, W, C)`.")
     rows = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -90,8 +90,11 @@ def profile(model: keras.Model, input_shape: tuple[int, int, int] | None = None)
         in_shape = [tuple(t.shape) for t in inputs] if isinstance(inputs, (list, tuple)) else tuple(inputs.shape)
         outputs = layer.output  # a layer with several outputs (DRNet cells: features, routing) shows the first
         out_shape = tuple((outputs[0] if isinstance(outputs, (list, tuple)) else outputs).shape)
-        rows.append(LayerProfile(layer.name, type(layer).__name__, out_shape, trainable_params(layer),
-                                 count_madds(layer, in_shape)))
+        rows.append(
+            LayerProfile(
+                layer.name, type(layer).__name__, out_shape, trainable_params(layer), count_madds(layer, in_shape)
+            )
+        )
     return Profile(model.name, shape, tuple(rows))
 
 
@@ -124,4 +127,3 @@ def compare_table(profiles: list[Profile]) -> str:
             f"{fmt(ref.get('official_madds_m'))}M | {fmt(ref.get('paper_madds_m'), 1, 1)}M | {ref.get('note', '')} |"
         )
     return "\n".join(lines)
-

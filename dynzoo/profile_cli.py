@@ -8,21 +8,24 @@ import argparse
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'micronet_*'")
-    p.add_argument("--features", action="store_true",
-                   help="a markdown table of each model's feature levels (channels at strides 2 to 32), the "
-                   "maps create_model(..., include_top=False, feature_levels=...) returns; builds each model")
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="a markdown table of each model's feature levels (channels at strides 2 to 32), the "
+        "maps create_model(..., include_top=False, feature_levels=...) returns; builds each model",
+    )
     p.set_defaults(func=_list)
 
     p = subparsers.add_parser(
-        "profile", help="parameters and MAdds per layer of registered models",
+        "profile",
+        help="parameters and MAdds per layer of registered models",
         description="Parameters and MAdds per layer, counted as the papers count them. With several "
         "models (names or patterns) and --compare, one row per model next to the papers' and the "
         "official code's figures.",
     )
     p.add_argument("models", nargs="+", help="model names or shell-style patterns")
     p.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
-    p.add_argument("--compare", action="store_true",
-                   help="print a markdown table: ours vs paper vs official code")
+    p.add_argument("--compare", action="store_true", help="print a markdown table: ours vs paper vs official code")
     p.set_defaults(func=_profile)
 
 
@@ -35,8 +38,11 @@ def _list(args: argparse.Namespace) -> int:
         names = list_models(args.pattern)
         if not names:
             raise ValueError(f"no registered model matches {args.pattern!r}.")
-        print(feature_levels_table({name: {level: info["channels"] for level, info in feature_levels(name).items()}
-                                    for name in names}))
+        print(
+            feature_levels_table(
+                {name: {level: info["channels"] for level, info in feature_levels(name).items()} for name in names}
+            )
+        )
         return 0
     for name in list_models(args.pattern):
         entry = get_entry(name)
@@ -65,9 +71,7 @@ def _profile(args: argparse.Namespace) -> int:
         raise ValueError(f"--input-size must be at least 32, got {args.input_size}.")
     size = args.input_size
     names = _expand(args.models)
-    profiles = [
-        profile(create_model(name, input_shape=(size, size, 3), include_preprocessing=False)) for name in names
-    ]
+    profiles = [profile(create_model(name, input_shape=(size, size, 3), include_preprocessing=False)) for name in names]
     if args.compare:
         print(compare_table(profiles))
     else:

@@ -42,13 +42,29 @@ def write_quickstart_bundle(flatbuffer: bytes, mode: str, directory: Path, label
     from dynzoo.export.bundle import write_bundle
     from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
-    write_bundle(directory, flatbuffer, labels=labels, source_model=MODEL, mode=mode, preprocessing_in_model=True,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, output_activation="none", name=directory.name,
-                 resize={"method": "bilinear", "resize_shorter": input_size, "crop": "center"}, golden=True)
+    write_bundle(
+        directory,
+        flatbuffer,
+        labels=labels,
+        source_model=MODEL,
+        mode=mode,
+        preprocessing_in_model=True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        output_activation="none",
+        name=directory.name,
+        resize={"method": "bilinear", "resize_shorter": input_size, "crop": "center"},
+        golden=True,
+    )
 
 
-def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quickstart",
-                   epochs: int = EPOCHS, input_size: int = INPUT_SIZE, verbose: int = 1) -> list[Row]:
+def run_quickstart(
+    out: Path | None = None,
+    run_dir: Path = Path("runs") / "quickstart",
+    epochs: int = EPOCHS,
+    input_size: int = INPUT_SIZE,
+    verbose: int = 1,
+) -> list[Row]:
     """Train, evaluate, export, compare; return one :class:`Row` per model (Keras first)."""
     from dynzoo.data import DIGITS_LABELS, eval_dataset, open_source
     from dynzoo.export.tflite import convert_modes
@@ -57,10 +73,19 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
 
     out = Path(out) if out is not None else (ANDROID_BUNDLES if ANDROID_BUNDLES.parent.is_dir() else Path("bundles"))
     started = time.perf_counter()
-    result = train(TrainConfig(
-        model=MODEL, dataset="digits", recipe="digits", overrides={"epochs": epochs, "input_size": input_size},
-        model_dir=os.fspath(run_dir), overwrite=True, validation_freq=0, verbose=verbose,
-        deterministic=True))  # seeded and deterministic ops: the same figures on every run
+    result = train(
+        TrainConfig(
+            model=MODEL,
+            dataset="digits",
+            recipe="digits",
+            overrides={"epochs": epochs, "input_size": input_size},
+            model_dir=os.fspath(run_dir),
+            overwrite=True,
+            validation_freq=0,
+            verbose=verbose,
+            deterministic=True,
+        )
+    )  # seeded and deterministic ops: the same figures on every run
     model = result.model
     test = eval_dataset(open_source("digits", "test", image_size=input_size), input_size, 128)
     images = np.concatenate([x.numpy() for x, _ in test])
@@ -76,29 +101,41 @@ def run_quickstart(out: Path | None = None, run_dir: Path = Path("runs") / "quic
         predict, _ = tflite_predictor(directory)
         scores = evaluate(predict, test, progress=False)
         logits = predict(images)
-        rows.append(Row(
-            f"TFLite {mode}", scores.top1,
-            agreement=float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))),
-            max_abs_diff=float(np.max(np.abs(logits - keras_logits))),
-            size_kb=len(flatbuffer) / 1024, ms_per_image=1000 * scores.seconds / scores.examples,
-            bundle=os.fspath(directory)))
+        rows.append(
+            Row(
+                f"TFLite {mode}",
+                scores.top1,
+                agreement=float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))),
+                max_abs_diff=float(np.max(np.abs(logits - keras_logits))),
+                size_kb=len(flatbuffer) / 1024,
+                ms_per_image=1000 * scores.seconds / scores.examples,
+                bundle=os.fspath(directory),
+            )
+        )
     if verbose:
-        print(f"\n{table(rows)}\n\nquickstart finished in "
-              f"{time.perf_counter() - started:.0f} s; bundles in {os.fspath(out)}")
+        print(
+            f"\n{table(rows)}\n\nquickstart finished in "
+            f"{time.perf_counter() - started:.0f} s; bundles in {os.fspath(out)}"
+        )
     return rows
 
 
 def table(rows: list[Row]) -> str:
     """One Markdown table comparing the Keras model with its TFLite bundles on the digits test split."""
+
     def fmt(value, pattern):
         return "–" if value is None else pattern.format(value)
 
-    lines = ["| model | top-1 | top-1 agreement with Keras | max abs logit diff | size (KB) | ms/image | bundle |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | top-1 | top-1 agreement with Keras | max abs logit diff | size (KB) | ms/image | bundle |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.name} | {100 * r.top1:.2f}% | {fmt(None if r.agreement is None else 100 * r.agreement, '{:.1f}%')} | "
-                     f"{fmt(r.max_abs_diff, '{:.2e}')} | {fmt(r.size_kb, '{:.0f}')} | "
-                     f"{fmt(r.ms_per_image, '{:.2f}')} | {r.bundle or '–'} |")
+        lines.append(
+            f"| {r.name} | {100 * r.top1:.2f}% | {fmt(None if r.agreement is None else 100 * r.agreement, '{:.1f}%')} | "
+            f"{fmt(r.max_abs_diff, '{:.2e}')} | {fmt(r.size_kb, '{:.0f}')} | "
+            f"{fmt(r.ms_per_image, '{:.2f}')} | {r.bundle or '–'} |"
+        )
     return "\n".join(lines)
 
 
@@ -113,14 +150,20 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "quickstart", help="train MicroNet-M0 on the offline digits, export float32/int8 bundles, compare",
+        "quickstart",
+        help="train MicroNet-M0 on the offline digits, export float32/int8 bundles, compare",
         description="Train MicroNet-M0 on scikit-learn's handwritten digits (offline), evaluate it, export "
         "float32 and int8 TFLite bundles, run them through LiteRT, compare them with Keras in one table and "
-        "write the bundles where the Android demo reads them.")
-    p.add_argument("--out", default=None, help=f"bundle folder (default {ANDROID_BUNDLES} when it exists, "
-                   "else ./bundles)")
-    p.add_argument("--run_dir", default=os.fspath(Path("runs") / "quickstart"),
-                   help="training folder (checkpoint, logs, model.keras)")
+        "write the bundles where the Android demo reads them.",
+    )
+    p.add_argument(
+        "--out", default=None, help=f"bundle folder (default {ANDROID_BUNDLES} when it exists, else ./bundles)"
+    )
+    p.add_argument(
+        "--run_dir",
+        default=os.fspath(Path("runs") / "quickstart"),
+        help="training folder (checkpoint, logs, model.keras)",
+    )
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--input_size", type=int, default=INPUT_SIZE)
     p.set_defaults(func=_quickstart)

@@ -40,8 +40,14 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, builder: Callable[..., keras.Model], family: str, description: str = "",
-                   reference: dict[str, Any] | None = None, **defaults: Any) -> None:
+def register_model(
+    name: str,
+    builder: Callable[..., keras.Model],
+    family: str,
+    description: str = "",
+    reference: dict[str, Any] | None = None,
+    **defaults: Any,
+) -> None:
     """Register ``builder`` under a stable lowercase ``name`` (``defaults`` are passed to it)."""
     if name != name.lower() or name in _REGISTRY:
         raise ValueError(f"model name {name!r} must be lowercase and unique.")
@@ -64,9 +70,7 @@ def get_entry(name: str) -> ModelEntry:
     if not isinstance(name, str) or name not in _REGISTRY:
         close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"unknown model {name!r}.{hint} `dynzoo.list_models()` lists all {len(_REGISTRY)} models."
-        )
+        raise ValueError(f"unknown model {name!r}.{hint} `dynzoo.list_models()` lists all {len(_REGISTRY)} models.")
     return _REGISTRY[name]
 
 

@@ -38,8 +38,7 @@ def served_bundles(bundles: Path) -> list[str]:
     """Names of the bundle folders directly under ``bundles`` (hidden staging folders excluded)."""
     if not bundles.is_dir():
         return []
-    return sorted(p.name for p in bundles.iterdir()
-                  if not p.name.startswith(".") and (p / "model_info.json").is_file())
+    return sorted(p.name for p in bundles.iterdir() if not p.name.startswith(".") and (p / "model_info.json").is_file())
 
 
 def check_site(site: Path) -> None:
@@ -48,15 +47,21 @@ def check_site(site: Path) -> None:
     if missing:
         raise ValueError(
             f"the web demo page is not built ({os.fspath(site)} has no {', '.join(missing)}). In the dynzoo "
-            f"repository run `{BUILD_COMMAND}`, then `pip install .` again, or pass --site with the built folder.")
+            f"repository run `{BUILD_COMMAND}`, then `pip install .` again, or pass --site with the built folder."
+        )
 
 
 class DemoRequestHandler(SimpleHTTPRequestHandler):
     """Static files from two roots (the page and the bundles), no directory listings, isolation headers."""
 
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
-                      ".js": "text/javascript", ".json": "application/json", ".tflite": "application/octet-stream",
-                      ".bin": "application/octet-stream"}
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".wasm": "application/wasm",
+        ".js": "text/javascript",
+        ".json": "application/json",
+        ".tflite": "application/octet-stream",
+        ".bin": "application/octet-stream",
+    }
 
     def __init__(self, *args, site: Path, bundles: Path, **kwargs):
         self.site, self.bundles = site, bundles
@@ -83,7 +88,7 @@ class DemoRequestHandler(SimpleHTTPRequestHandler):
         route = unquote(urlsplit(path).path)
         if route == BUNDLE_ROUTE or route.startswith(BUNDLE_ROUTE + "/"):
             self.directory = os.fspath(self.bundles)
-            path = path[len(BUNDLE_ROUTE):] or "/"
+            path = path[len(BUNDLE_ROUTE) :] or "/"
         else:
             self.directory = os.fspath(self.site)
         return super().translate_path(path)  # drops "..", so nothing outside the two roots is reachable
@@ -97,8 +102,9 @@ class DemoRequestHandler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(bundles: Path, port: int = DEFAULT_PORT, site: Path = SITE,
-                log_requests: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    bundles: Path, port: int = DEFAULT_PORT, site: Path = SITE, log_requests: bool = False
+) -> ThreadingHTTPServer:
     """The demo server bound to 127.0.0.1:``port`` (0: a free port), not yet serving."""
     check_site(site)
     handler = partial(DemoRequestHandler, site=Path(site), bundles=Path(bundles))
@@ -106,8 +112,9 @@ def make_server(bundles: Path, port: int = DEFAULT_PORT, site: Path = SITE,
         server = ThreadingHTTPServer((HOST, port), handler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {HOST} is in use: pass --port with another one (0 picks a free "
-                             "port).") from None
+            raise ValueError(
+                f"port {port} on {HOST} is in use: pass --port with another one (0 picks a free port)."
+            ) from None
         raise
     server.log_requests = log_requests
     return server
@@ -121,10 +128,12 @@ def _serve_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}.")
     server = make_server(bundles, args.port, Path(args.site), args.log_requests)
     names = served_bundles(bundles)
-    where = (f"{len(names)} bundle{'s' if len(names) != 1 else ''} from {os.fspath(bundles.resolve())}" if names
-             else f"no bundles in {os.fspath(bundles.resolve())} (drop one onto the page)")
-    print(f"dynzoo serve-demo: http://{HOST}:{server.server_address[1]}/ serving {where}; Ctrl-C stops.",
-          flush=True)
+    where = (
+        f"{len(names)} bundle{'s' if len(names) != 1 else ''} from {os.fspath(bundles.resolve())}"
+        if names
+        else f"no bundles in {os.fspath(bundles.resolve())} (drop one onto the page)"
+    )
+    print(f"dynzoo serve-demo: http://{HOST}:{server.server_address[1]}/ serving {where}; Ctrl-C stops.", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -136,16 +145,21 @@ def _serve_demo(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "serve-demo", help="serve the web demo and a folder of bundles on 127.0.0.1",
+        "serve-demo",
+        help="serve the web demo and a folder of bundles on 127.0.0.1",
         description="Serve the web demo page (LiteRT.js in the browser) and the bundles of a folder from "
         f"127.0.0.1, and print the URL. Build the page once first, in the repository: `{BUILD_COMMAND}`, then "
-        "`pip install .`.")
-    p.add_argument("--bundles", metavar="DIR",
-                   help=f"folder of bundle folders (default ./{DEFAULT_BUNDLES}, where `dynzoo quickstart` writes "
-                   "them outside the repository)")
+        "`pip install .`.",
+    )
+    p.add_argument(
+        "--bundles",
+        metavar="DIR",
+        help=f"folder of bundle folders (default ./{DEFAULT_BUNDLES}, where `dynzoo quickstart` writes "
+        "them outside the repository)",
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--site", default=os.fspath(SITE), metavar="DIR",
-                   help="the built page (default: the one installed with dynzoo)")
+    p.add_argument(
+        "--site", default=os.fspath(SITE), metavar="DIR", help="the built page (default: the one installed with dynzoo)"
+    )
     p.add_argument("--log-requests", action="store_true", help="print one line per request")
     p.set_defaults(func=_serve_demo)
-

@@ -18,7 +18,22 @@ from dynzoo.export.tflite import (
 )
 
 __all__ = [
-    "MODES", "ExportError", "LatencyComparison", "LatencyResult", "OpProfile", "compare_latency", "convert",
-    "convert_modes", "measure_latency", "op_counts", "op_names", "preprocess", "profile_ops", "read_bundle",
-    "run_tflite", "save_for_conversion", "to_tflite", "write_bundle",
+    "MODES",
+    "ExportError",
+    "LatencyComparison",
+    "LatencyResult",
+    "OpProfile",
+    "compare_latency",
+    "convert",
+    "convert_modes",
+    "measure_latency",
+    "op_counts",
+    "op_names",
+    "preprocess",
+    "profile_ops",
+    "read_bundle",
+    "run_tflite",
+    "save_for_conversion",
+    "to_tflite",
+    "write_bundle",
 ]

@@ -61,7 +61,7 @@ def frozen_coefficients(model: keras.Model, inputs: np.ndarray, batch_size: int 
         layer.call = recording  # the instance attribute shadows the method during the run
     try:
         for start in range(0, len(inputs), batch_size):
-            model(inputs[start:start + batch_size], training=False)
+            model(inputs[start : start + batch_size], training=False)
     finally:
         for layer in originals.values():
             del layer.call
@@ -126,8 +126,10 @@ def bake_domain(model: keras.Model, embedding) -> keras.Model:
         raise ValueError(f"`model` {model.name} must take [images, {EMBEDDING_INPUT}] inputs (a DDN model).")
     embedding = np.asarray(embedding, "float32").reshape(-1)
     if embedding.shape[0] != model.get_layer(EMBEDDING_INPUT).output.shape[-1]:
-        raise ValueError(f"`embedding` has {embedding.shape[0]} values; {model.name} takes "
-                         f"{model.get_layer(EMBEDDING_INPUT).output.shape[-1]}.")
+        raise ValueError(
+            f"`embedding` has {embedding.shape[0]} values; {model.name} takes "
+            f"{model.get_layer(EMBEDDING_INPUT).output.shape[-1]}."
+        )
     inputs = keras.Input(images[0].shape[1:], name=images[0].name)
     x = inputs
     for layer in model.layers:
@@ -156,7 +158,7 @@ def reestimate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int
         for i, start in enumerate(range(0, len(images) - 1, batch_size)):
             for layer in layers:
                 layer.momentum = i / (i + 1)  # moving = mean of the batch statistics seen so far
-            batch = images[start:start + batch_size]
+            batch = images[start : start + batch_size]
             model(batch if embedding is None else [batch, np.tile(embedding, (len(batch), 1))], training=True)
     finally:
         for layer, momentum in zip(layers, momenta):

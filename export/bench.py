@@ -21,9 +21,11 @@ def baseline_builders() -> dict[str, Callable[..., keras.Model]]:
     apps = keras.applications
     return {
         "mobilenetv3_small_100": lambda shape, pre: apps.MobileNetV3Small(
-            input_shape=shape, weights=None, include_preprocessing=pre),
+            input_shape=shape, weights=None, include_preprocessing=pre
+        ),
         "mobilenetv3_large_100": lambda shape, pre: apps.MobileNetV3Large(
-            input_shape=shape, weights=None, include_preprocessing=pre),
+            input_shape=shape, weights=None, include_preprocessing=pre
+        ),
         "mobilenetv2_100": lambda shape, pre: _with_rescaling(apps.MobileNetV2(input_shape=shape, weights=None), pre),
     }
 
@@ -77,8 +79,10 @@ def run_bench(
 
     shape = (input_size, input_size, 3)
     builders: dict[str, tuple[str, Callable[[], keras.Model]]] = {
-        name: ("dynzoo", lambda n=name: create_model(n, input_shape=shape,
-                                                      include_preprocessing=preprocessing_in_model))
+        name: (
+            "dynzoo",
+            lambda n=name: create_model(n, input_shape=shape, include_preprocessing=preprocessing_in_model),
+        )
         for name in models
     }
     if baselines:
@@ -112,9 +116,16 @@ def run_bench(
         per_model: list[list] = [[] for _ in exported]
         for _ in range(rounds):
             for i, entry in enumerate(exported):
-                per_model[i].append(measure_latency(
-                    entry["flatbuffer"], num_threads=num_threads, xnnpack=use_xnnpack, warmup=warmup,
-                    runs=runs, name=f"{entry['model']}_{entry['mode']}"))
+                per_model[i].append(
+                    measure_latency(
+                        entry["flatbuffer"],
+                        num_threads=num_threads,
+                        xnnpack=use_xnnpack,
+                        warmup=warmup,
+                        runs=runs,
+                        name=f"{entry['model']}_{entry['mode']}",
+                    )
+                )
                 done += 1
                 if progress and done % max(1, total // 20) == 0:
                     print(f"  timed {done}/{total}", flush=True)
@@ -143,13 +154,30 @@ def _row(entry: dict, num_threads: int, xnnpack: bool, results: list) -> dict[st
 def _environment(runs, warmup, rounds, input_size, preprocessing_in_model) -> dict[str, Any]:
     from importlib.metadata import version
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
         else platform.processor()
-    return {"cpu": cpu, "machine": platform.machine(), "ai_edge_litert": version("ai-edge-litert"),
-            "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu") else version("tensorflow"),
-            "batch": 1, "input_size": input_size, "runs": runs, "warmup": warmup, "rounds": rounds,
-            "preprocessing_in_model": preprocessing_in_model}
+    )
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "ai_edge_litert": version("ai-edge-litert"),
+        "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu") else version("tensorflow"),
+        "batch": 1,
+        "input_size": input_size,
+        "runs": runs,
+        "warmup": warmup,
+        "rounds": rounds,
+        "preprocessing_in_model": preprocessing_in_model,
+    }
 
 
 def _has(distribution: str) -> bool:
@@ -188,7 +216,9 @@ def markdown_table(bench: dict[str, Any]) -> str:
         cells = [model, mode, f"{any_row['madds'] / 1e6:.1f}", f"{any_row['size_bytes'] / 1024:.0f}"]
         for setting in settings:
             r = rows.get(setting)
-            cells.append("failed" if r is None or r["median_ms"] is None else f"{r['median_ms']:.2f} / {r['p90_ms']:.2f}")
+            cells.append(
+                "failed" if r is None or r["median_ms"] is None else f"{r['median_ms']:.2f} / {r['p90_ms']:.2f}"
+            )
         memory = [r["peak_memory_mb"] for r in rows.values() if r["peak_memory_mb"] is not None]
         cells.append(f"{max(memory):.0f}" if memory else "–")
         if reference:
@@ -197,9 +227,11 @@ def markdown_table(bench: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     env = bench["environment"]
     lines.append("")
-    lines.append(f"Batch 1, {env['input_size']}×{env['input_size']}, {env['runs']} timed runs after "
-                 f"{env['warmup']} warm-up, median of {env['rounds']} rounds; {env['cpu']}, "
-                 f"ai-edge-litert {env['ai_edge_litert']}.")
+    lines.append(
+        f"Batch 1, {env['input_size']}×{env['input_size']}, {env['runs']} timed runs after "
+        f"{env['warmup']} warm-up, median of {env['rounds']} rounds; {env['cpu']}, "
+        f"ai-edge-litert {env['ai_edge_litert']}."
+    )
     return "\n".join(lines)
 
 
@@ -217,8 +249,13 @@ def plot(bench: dict[str, Any], path: str | Path) -> Path:
         marker = markers.setdefault(r["mode"], "osD^v<>p"[len(markers) % 8])
         color = "tab:blue" if r["source"] == "dynzoo" else "tab:orange"
         ax.scatter(r["madds"] / 1e6, r["median_ms"], marker=marker, color=color)
-        ax.annotate(f"{r['model']} {r['mode']}", (r["madds"] / 1e6, r["median_ms"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
+        ax.annotate(
+            f"{r['model']} {r['mode']}",
+            (r["madds"] / 1e6, r["median_ms"]),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("MAdds (millions, log scale)")
     ax.set_ylabel("median latency (ms), 1 thread, XNNPACK")

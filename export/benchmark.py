@@ -91,8 +91,13 @@ def measure_latency(
     with tempfile.TemporaryDirectory(prefix="dynzoo_bench_") as tmp:
         path = _tflite_path(model, Path(tmp) / "model.tflite", "model")
         label = name or path.name
-        request = {"path": str(path), "num_threads": num_threads, "xnnpack": bool(xnnpack),
-                   "warmup": warmup, "runs": runs}
+        request = {
+            "path": str(path),
+            "num_threads": num_threads,
+            "xnnpack": bool(xnnpack),
+            "warmup": warmup,
+            "runs": runs,
+        }
         base = dict(model=label, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, runs=runs)
         result, error = _run_child(_CHILD, request, timeout_s)
     return LatencyResult(**base, error=error) if error else LatencyResult(**base, **result)
@@ -119,8 +124,9 @@ def _tflite_path(model: str | os.PathLike | bytes, spill: Path, arg: str) -> Pat
 def _run_child(program: str, request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
     """Run a child ``program`` with its JSON ``request``: (its JSON result, None) or (None, what failed)."""
     try:
-        proc = subprocess.run([sys.executable, "-c", program, json.dumps(request)],
-                              capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-c", program, json.dumps(request)], capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout_s:g} s"
     if proc.returncode != 0:
@@ -203,13 +209,22 @@ def compare_latency(
     if reference not in models:
         raise ValueError(f"`reference` must be one of {list(models)}, got {reference!r}.")
     _check_counts(("num_threads", num_threads, 1), ("warmup", warmup, 0), ("cycles", cycles, 1), ("block", block, 1))
-    base = dict(reference=reference, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, cycles=cycles,
-                block=block)
+    base = dict(
+        reference=reference, num_threads=num_threads, xnnpack=bool(xnnpack), warmup=warmup, cycles=cycles, block=block
+    )
     with tempfile.TemporaryDirectory(prefix="dynzoo_compare_") as tmp:
-        paths = [_tflite_path(model, Path(tmp) / f"{index}.tflite", f"models[{label!r}]")
-                 for index, (label, model) in enumerate(models.items())]
-        request = {"paths": [str(p) for p in paths], "num_threads": num_threads, "xnnpack": bool(xnnpack),
-                   "warmup": warmup, "cycles": cycles, "block": block}
+        paths = [
+            _tflite_path(model, Path(tmp) / f"{index}.tflite", f"models[{label!r}]")
+            for index, (label, model) in enumerate(models.items())
+        ]
+        request = {
+            "paths": [str(p) for p in paths],
+            "num_threads": num_threads,
+            "xnnpack": bool(xnnpack),
+            "warmup": warmup,
+            "cycles": cycles,
+            "block": block,
+        }
         result, error = _run_child(_COMPARE_CHILD, request, timeout_s)
     if error:
         return LatencyComparison(**base, error=error)
@@ -258,7 +273,9 @@ req = json.loads(sys.argv[1])
 """
 
 # One model: the timings of ``runs`` invocations and the process's peak memory.
-_CHILD = _CHILD_LOADER + r"""
+_CHILD = (
+    _CHILD_LOADER
+    + r"""
 baseline = rss_mb()
 try:
     interp = load(req["path"], req)
@@ -279,9 +296,12 @@ print(json.dumps({
     "peak_memory_mb": round(peak, 2), "model_memory_mb": round(max(peak - baseline, 0.0), 2),
 }))
 """
+)
 
 # Several models in one process, timed in rotating blocks: {"times": [per model: cycles × block, in ms]}.
-_COMPARE_CHILD = _CHILD_LOADER + r"""
+_COMPARE_CHILD = (
+    _CHILD_LOADER
+    + r"""
 try:
     interps = [load(path, req) for path in req["paths"]]
     n = len(interps)
@@ -298,3 +318,4 @@ except Exception as e:
     sys.exit(0)
 print(json.dumps({"times": times}))
 """
+)

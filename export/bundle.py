@@ -39,11 +39,16 @@ def tensor_io_info(flatbuffer: bytes) -> dict[str, Any]:
     def describe(detail):
         scale, zero_point = detail["quantization"]
         quant = None if scale == 0.0 else {"scale": float(scale), "zero_point": int(zero_point)}
-        return {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
-                "quantization": quant}
+        return {
+            "shape": [int(d) for d in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "quantization": quant,
+        }
 
-    return {"input": describe(interpreter.get_input_details()[0]),
-            "output": describe(interpreter.get_output_details()[0])}
+    return {
+        "input": describe(interpreter.get_input_details()[0]),
+        "output": describe(interpreter.get_output_details()[0]),
+    }
 
 
 def make_model_info(
@@ -77,8 +82,11 @@ def make_model_info(
         "mode": mode,
         "tflite_sha256": sha256_hex(flatbuffer),
         "input": {
-            "height": height, "width": width, "channels": channels,
-            "layout": "NHWC", "color_order": "RGB",
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "layout": "NHWC",
+            "color_order": "RGB",
             "dtype": io["input"]["dtype"],
             "preprocessing_in_model": bool(preprocessing_in_model),
             "mean": [float(m) for m in mean],
@@ -109,12 +117,10 @@ def resize_and_crop(image: np.ndarray, model_info: dict[str, Any]) -> np.ndarray
     else:
         new_h, new_w = int(np.floor(h * shorter / w + 0.5)), shorter
     if new_h < height or new_w < width:
-        raise ValueError(
-            f"`model_info`: resize_shorter={shorter} is smaller than the {height}×{width} crop."
-        )
+        raise ValueError(f"`model_info`: resize_shorter={shorter} is smaller than the {height}×{width} crop.")
     resized = tf.image.resize(image.astype("float32"), (new_h, new_w), method="bilinear", antialias=False)
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    return resized.numpy()[top:top + height, left:left + width]
+    return resized.numpy()[top : top + height, left : left + width]
 
 
 def preprocess(image_uint8_hwc: np.ndarray, model_info: dict[str, Any]) -> np.ndarray:
@@ -163,10 +169,11 @@ def golden_image(size: tuple[int, int] = GOLDEN_IMAGE_SIZE) -> np.ndarray:
     digits, _ = digits_arrays("test", 32)
     digit = tf.image.resize(digits[0].astype("float32"), (height, height), method="bilinear").numpy()
     rows, cols = np.mgrid[0:height, 0:width]
-    canvas = np.stack([cols * 255.0 / (width - 1), rows * 255.0 / (height - 1),
-                       np.full((height, width), 96.0)], axis=-1)
+    canvas = np.stack(
+        [cols * 255.0 / (width - 1), rows * 255.0 / (height - 1), np.full((height, width), 96.0)], axis=-1
+    )
     left = (width - height) // 2
-    canvas[:, left:left + height] = np.maximum(canvas[:, left:left + height] * 0.3, digit)
+    canvas[:, left : left + height] = np.maximum(canvas[:, left : left + height] * 0.3, digit)
     return np.clip(np.round(canvas), 0, 255).astype("uint8")
 
 
@@ -212,9 +219,15 @@ def write_bundle(
     """
     directory = Path(directory)
     info = make_model_info(
-        flatbuffer, name=name or directory.name, source_model=source_model, mode=mode,
-        preprocessing_in_model=preprocessing_in_model, mean=mean, std=std,
-        output_activation=output_activation, resize=resize,
+        flatbuffer,
+        name=name or directory.name,
+        source_model=source_model,
+        mode=mode,
+        preprocessing_in_model=preprocessing_in_model,
+        mean=mean,
+        std=std,
+        output_activation=output_activation,
+        resize=resize,
     )
     labels = [str(label) for label in labels]
     if len(labels) != info["output"]["num_classes"]:
@@ -296,8 +309,10 @@ def write_golden(directory: Path, flatbuffer: bytes, info: dict[str, Any], image
     (folder / "output.bin").write_bytes(y.astype(y.dtype.newbyteorder("<")).tobytes())
     golden = {
         "tflite_sha256": info["tflite_sha256"],  # the model these files were computed with
-        "input_shape": list(x.shape), "input_dtype": x.dtype.name,
-        "output_shape": list(y.shape), "output_dtype": y.dtype.name,
+        "input_shape": list(x.shape),
+        "input_dtype": x.dtype.name,
+        "output_shape": list(y.shape),
+        "output_dtype": y.dtype.name,
         "top_k": [[int(c), float(probabilities[c])] for c in top],
     }
     (folder / "golden.json").write_text(json.dumps(golden, indent=2) + "\n", encoding="utf-8")
@@ -340,20 +355,27 @@ def read_bundle(directory: str | os.PathLike) -> tuple[bytes, list[str], dict[st
         if not test(value):
             raise fail("model_info.json", f"`{field}` must be {allowed}, got {value!r}")
     if sha256_hex(flatbuffer) != info["tflite_sha256"].lower():
-        raise fail("model.tflite", f"sha256 is {sha256_hex(flatbuffer)} but model_info.json expects "
-                                   f"{info['tflite_sha256']} (the files come from different exports)")
+        raise fail(
+            "model.tflite",
+            f"sha256 is {sha256_hex(flatbuffer)} but model_info.json expects "
+            f"{info['tflite_sha256']} (the files come from different exports)",
+        )
     try:
         labels = read("labels.txt").decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise fail("labels.txt", "is not UTF-8 text") from None
     if len(labels) != info["output"]["num_classes"]:
-        raise fail("labels.txt", f"has {len(labels)} labels but model_info.json says output.num_classes = "
-                                 f"{info['output']['num_classes']}")
+        raise fail(
+            "labels.txt",
+            f"has {len(labels)} labels but model_info.json says output.num_classes = {info['output']['num_classes']}",
+        )
     if (directory / "golden").exists():
         golden = load_json("golden/golden.json")
         if golden.get("tflite_sha256") != info["tflite_sha256"]:
-            raise fail("golden/golden.json", f"was computed for the model {golden.get('tflite_sha256')!r}, "
-                                             f"not this one ({info['tflite_sha256']})")
+            raise fail(
+                "golden/golden.json",
+                f"was computed for the model {golden.get('tflite_sha256')!r}, not this one ({info['tflite_sha256']})",
+            )
     return flatbuffer, labels, info
 
 
@@ -362,15 +384,21 @@ def _is_int(value: Any) -> bool:
 
 
 def _numbers(value: Any, count: int) -> bool:
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
 
 
 # (field, test, what is allowed): the fields that readers of a bundle rely on.
 _INFO_FIELDS = (
     ("format_version", lambda v: v == FORMAT_VERSION, f"{FORMAT_VERSION}"),
-    ("tflite_sha256", lambda v: isinstance(v, str) and len(v) == 64
-     and all(c in "0123456789abcdefABCDEF" for c in v), "64 hexadecimal digits"),
+    (
+        "tflite_sha256",
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v),
+        "64 hexadecimal digits",
+    ),
     ("input.height", lambda v: _is_int(v) and v > 0, "a positive integer"),
     ("input.width", lambda v: _is_int(v) and v > 0, "a positive integer"),
     ("input.channels", lambda v: v == 3, "3"),

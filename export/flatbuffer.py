@@ -86,9 +86,11 @@ def unshare_biases(flatbuffer: bytes) -> bytes:
         stored = np.asarray(bias.quantization.scale, "float64")  # per channel, or one per-tensor scale
         values = raw * np.broadcast_to(stored, raw.shape)
         for op in ops:
-            scale = np.broadcast_to(np.asarray(graph.tensors[op.inputs[0]].quantization.scale, "float64")
-                                    * np.asarray(graph.tensors[op.inputs[1]].quantization.scale, "float64"),
-                                    stored.shape)
+            scale = np.broadcast_to(
+                np.asarray(graph.tensors[op.inputs[0]].quantization.scale, "float64")
+                * np.asarray(graph.tensors[op.inputs[1]].quantization.scale, "float64"),
+                stored.shape,
+            )
             if np.allclose(scale, stored, rtol=1e-6, atol=0):
                 continue
             copy = deepcopy(bias)
@@ -123,8 +125,9 @@ def fit_xnnpack_scales(flatbuffer: bytes, max_passes: int = 8) -> bytes:
         changed_now = False
         for op in graph.operators:
             name = operator_name(schema, model, op)
-            if name not in ("ADD", "SUB", "MUL") or not all(_int8_per_tensor(schema, graph.tensors[i])
-                                                             for i in (*op.inputs, *op.outputs)):
+            if name not in ("ADD", "SUB", "MUL") or not all(
+                _int8_per_tensor(schema, graph.tensors[i]) for i in (*op.inputs, *op.outputs)
+            ):
                 continue
             out = graph.tensors[op.outputs[0]]
             inputs = [graph.tensors[i] for i in op.inputs]
@@ -153,8 +156,7 @@ def fit_xnnpack_scales(flatbuffer: bytes, max_passes: int = 8) -> bytes:
 
 def _int8_per_tensor(schema, tensor) -> bool:
     q = tensor.quantization
-    return (tensor.type == schema.TensorType.INT8 and q is not None and q.scale is not None
-            and len(q.scale) == 1)
+    return tensor.type == schema.TensorType.INT8 and q is not None and q.scale is not None and len(q.scale) == 1
 
 
 def _scale(tensor) -> float:

@@ -115,8 +115,16 @@ class OpProfile:
         for op in self.ops:
             groups[op.layer].append(op)
         total = self.total_us or 1.0
-        rows = [LayerTime(layer, float(sum(o.us for o in ops)), 100.0 * sum(o.us for o in ops) / total,
-                          len(ops), sum(o.xnnpack for o in ops)) for layer, ops in groups.items()]
+        rows = [
+            LayerTime(
+                layer,
+                float(sum(o.us for o in ops)),
+                100.0 * sum(o.us for o in ops) / total,
+                len(ops),
+                sum(o.xnnpack for o in ops),
+            )
+            for layer, ops in groups.items()
+        ]
         return sorted(rows, key=lambda r: (-r.us, r.layer))
 
     def table(self, sort: str = "index") -> str:
@@ -128,8 +136,10 @@ class OpProfile:
         for o in ops:
             shape = "×".join(str(d) for d in o.output_shape) or "scalar"
             time = "failed" if o.error else f"{o.us:.1f}" + (f" (with #{o.with_op})" if o.with_op is not None else "")
-            lines.append(f"| {o.index} | {o.op} | {_cell(o.layer)} | {shape} {o.dtype} | "
-                         f"{'yes' if o.xnnpack else 'no'} | {time} |")
+            lines.append(
+                f"| {o.index} | {o.op} | {_cell(o.layer)} | {shape} {o.dtype} | "
+                f"{'yes' if o.xnnpack else 'no'} | {time} |"
+            )
         return "\n".join(lines)
 
     def layer_table(self, top: int | None = None) -> str:
@@ -144,18 +154,35 @@ class OpProfile:
         outside = [o for o in self.ops if not o.xnnpack]
         failed = [o for o in self.ops if o.error]
         ratio = self.total_us / self.model_us if self.model_us else float("nan")
-        kernels = (f"XNNPACK: {self.partitions} partition{'s' * (self.partitions != 1)}, "
-                   f"{len(self.ops) - len(outside)} of {len(self.ops)} ops delegated"
-                   if self.xnnpack else "XNNPACK off (builtin kernels only)")
-        return "\n".join([
-            (f"- {len(self.ops)} ops, {self.num_threads} thread{'s' * (self.num_threads != 1)}, batch 1, "
-             f"median of {self.runs} runs per op; {kernels}."),
-            (f"- Sum of the per-op times: **{self.total_us / 1000:.3f} ms**; the whole model: "
-             f"**{self.model_us / 1000:.3f} ms** (sum / whole = {ratio:.2f})."),
-            f"- Per-invoke overhead subtracted from every op: {self.overhead_us:.1f} µs (a trivial model).",
-            *([(f"- {len(failed)} single-op models could not be timed (counted as 0), e.g. op "
-                f"{failed[0].index} {failed[0].op}: {failed[0].error}")] if failed else []),
-        ])
+        kernels = (
+            f"XNNPACK: {self.partitions} partition{'s' * (self.partitions != 1)}, "
+            f"{len(self.ops) - len(outside)} of {len(self.ops)} ops delegated"
+            if self.xnnpack
+            else "XNNPACK off (builtin kernels only)"
+        )
+        return "\n".join(
+            [
+                (
+                    f"- {len(self.ops)} ops, {self.num_threads} thread{'s' * (self.num_threads != 1)}, batch 1, "
+                    f"median of {self.runs} runs per op; {kernels}."
+                ),
+                (
+                    f"- Sum of the per-op times: **{self.total_us / 1000:.3f} ms**; the whole model: "
+                    f"**{self.model_us / 1000:.3f} ms** (sum / whole = {ratio:.2f})."
+                ),
+                f"- Per-invoke overhead subtracted from every op: {self.overhead_us:.1f} µs (a trivial model).",
+                *(
+                    [
+                        (
+                            f"- {len(failed)} single-op models could not be timed (counted as 0), e.g. op "
+                            f"{failed[0].index} {failed[0].op}: {failed[0].error}"
+                        )
+                    ]
+                    if failed
+                    else []
+                ),
+            ]
+        )
 
     def markdown(self, title: str | None = None, header: str = "") -> str:
         """The whole report: summary, the per-layer table and the per-op table."""
@@ -165,8 +192,10 @@ class OpProfile:
             parts += [header, ""]
         parts += [self.summary(), ""]
         if env:
-            parts += [(f"LiteRT interpreter (ai-edge-litert {env.get('ai_edge_litert', '?')}) on "
-                       f"{env.get('cpu', '?')}."), ""]
+            parts += [
+                (f"LiteRT interpreter (ai-edge-litert {env.get('ai_edge_litert', '?')}) on {env.get('cpu', '?')}."),
+                "",
+            ]
         parts += [COLUMNS, ""]
         parts += ["## Per Keras layer", "", self.layer_table(), "", "## Per op (execution order)", "", self.table(), ""]
         return "\n".join(parts)
@@ -174,9 +203,15 @@ class OpProfile:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary: the settings, the totals, every op and every layer."""
         return {
-            "model": self.label, "num_threads": self.num_threads, "xnnpack": self.xnnpack, "runs": self.runs,
-            "partitions": self.partitions, "model_us": self.model_us, "sum_us": self.total_us,
-            "overhead_us": self.overhead_us, "environment": self.environment,
+            "model": self.label,
+            "num_threads": self.num_threads,
+            "xnnpack": self.xnnpack,
+            "runs": self.runs,
+            "partitions": self.partitions,
+            "model_us": self.model_us,
+            "sum_us": self.total_us,
+            "overhead_us": self.overhead_us,
+            "environment": self.environment,
             "ops": [{**dataclasses.asdict(o), "output_shape": list(o.output_shape)} for o in self.ops],
             "layers": [dataclasses.asdict(r) for r in self.layers()],
         }
@@ -194,8 +229,11 @@ class OpProfile:
         ax.barh(range(len(rows)), [r.us for r in rows], color=colors)
         ax.set_yticks(range(len(rows)), [_short(r.layer) for r in rows], fontsize=7)
         ax.set_xlabel("µs (sum of the layer's ops)")
-        ax.set_title(f"{self.label}: top {len(rows)} layers; sum {self.total_us / 1000:.2f} ms, whole model "
-                     f"{self.model_us / 1000:.2f} ms\n(red: an op runs outside XNNPACK)", fontsize=9)
+        ax.set_title(
+            f"{self.label}: top {len(rows)} layers; sum {self.total_us / 1000:.2f} ms, whole model "
+            f"{self.model_us / 1000:.2f} ms\n(red: an op runs outside XNNPACK)",
+            fontsize=9,
+        )
         ax.grid(True, axis="x", alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -218,7 +256,7 @@ def _cell(text: str) -> str:
 
 
 def _short(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 # --- the flatbuffer ------------------------------------------------------------------------------------
@@ -325,9 +363,14 @@ def pad_pairs(flatbuffer: bytes) -> dict[int, int]:
     for index, op in enumerate(graph.operators):
         out = int(op.outputs[0])
         readers = consumers.get(out, [])
-        if (operator_name(schema, model, op) in PADS and len(op.outputs) == 1 and out not in outputs and len(readers) == 1
-                and operator_name(schema, model, graph.operators[readers[0]]) in PADDED_CONVOLUTIONS
-                and int(graph.operators[readers[0]].inputs[0]) == out):
+        if (
+            operator_name(schema, model, op) in PADS
+            and len(op.outputs) == 1
+            and out not in outputs
+            and len(readers) == 1
+            and operator_name(schema, model, graph.operators[readers[0]]) in PADDED_CONVOLUTIONS
+            and int(graph.operators[readers[0]].inputs[0]) == out
+        ):
             pairs[index] = readers[0]
     return pairs
 
@@ -395,9 +438,19 @@ def op_info(flatbuffer: bytes) -> list[OpInfo]:
         scoped_layer.append(base)
         for t in op.outputs:
             producer[int(t)] = index
-        infos.append(OpInfo(index, kind, name, tuple(int(d) for d in (out.shape if out.shape is not None else ())),
-                            types.get(out.type, str(out.type)), inputs, tuple(int(t) for t in op.outputs),
-                            layer, inferred))
+        infos.append(
+            OpInfo(
+                index,
+                kind,
+                name,
+                tuple(int(d) for d in (out.shape if out.shape is not None else ())),
+                types.get(out.type, str(out.type)),
+                inputs,
+                tuple(int(t) for t in op.outputs),
+                layer,
+                inferred,
+            )
+        )
     return infos
 
 
@@ -424,9 +477,12 @@ def xnnpack_delegation(flatbuffer: bytes, num_threads: int = 1) -> tuple[list[bo
     delegate_out = {int(t) for n in delegates for t in n["outputs"]}
     model_out = {int(t) for t in interpreter._interpreter.OutputIndices()}
     producer = {int(t): index for index, n in originals.items() for t in n["outputs"]}
-    outside = {index for index, n in originals.items()
-               if any(int(t) in delegate_in or int(t) in model_out for t in n["outputs"])
-               and not any(int(t) in delegate_out for t in n["outputs"])}
+    outside = {
+        index
+        for index, n in originals.items()
+        if any(int(t) in delegate_in or int(t) in model_out for t in n["outputs"])
+        and not any(int(t) in delegate_out for t in n["outputs"])
+    }
     todo = list(outside)
     while todo:
         for t in originals[todo.pop()]["inputs"]:
@@ -447,8 +503,11 @@ def intermediate_values(flatbuffer: bytes, seed: int = 0) -> dict[int, np.ndarra
     seeded random inputs of the input type: what the single-op models are fed."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(
+        model_content=flatbuffer,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interpreter.allocate_tensors()
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
@@ -531,19 +590,29 @@ def profile_ops(
             feeds.append([f"t{t}" for t in inputs])
             needed.update(inputs)
         np.savez(root / "inputs.npz", **{f"t{t}": values[t] for t in sorted(needed)})
-        request = {"paths": paths, "feeds": feeds, "inputs": str(root / "inputs.npz"), "num_threads": num_threads,
-                   "xnnpack": bool(xnnpack), "warmup": warmup, "runs": runs, "rounds": rounds}
+        request = {
+            "paths": paths,
+            "feeds": feeds,
+            "inputs": str(root / "inputs.npz"),
+            "num_threads": num_threads,
+            "xnnpack": bool(xnnpack),
+            "warmup": warmup,
+            "runs": runs,
+            "rounds": rounds,
+        }
         (root / "request.json").write_text(json.dumps(request))
         result, error = _run_child(_CHILD, {"request": str(root / "request.json")}, timeout_s)
     if error:
         raise RuntimeError(f"{label}: timing the single-op models failed: {error}")
     medians, errors = result["median_us"], result["errors"]
     if errors[0] or errors[1]:
-        raise RuntimeError(f"{label}: the interpreter failed on the {'whole' if errors[0] else 'trivial'} model: "
-                           f"{errors[0] or errors[1]}")
+        raise RuntimeError(
+            f"{label}: the interpreter failed on the {'whole' if errors[0] else 'trivial'} model: "
+            f"{errors[0] or errors[1]}"
+        )
     model_us, overhead_us = medians[0], medians[1]
-    raw, failures = medians[2:2 + len(infos)], errors[2:2 + len(infos)]
-    paired = dict(zip(pairs, zip(medians[2 + len(infos):], errors[2 + len(infos):])))
+    raw, failures = medians[2 : 2 + len(infos)], errors[2 : 2 + len(infos)]
+    paired = dict(zip(pairs, zip(medians[2 + len(infos) :], errors[2 + len(infos) :])))
     ops = []
     for info in infos:
         alone, error, fused_into = raw[info.index], failures[info.index], None
@@ -553,8 +622,21 @@ def profile_ops(
         if pair is not None and pair[0] is not None and conv is not None and alone is not None:
             # what the PAD adds to its convolution: the pair less the convolution alone (each with one overhead)
             us, fused_into = max(0.0, pair[0] - conv), pairs[info.index]
-        ops.append(OpTime(info.index, info.op, info.layer, info.tensor, info.output_shape, info.dtype,
-                          bool(delegated[info.index]), us, 0.0 if alone is None else alone, error, fused_into))
+        ops.append(
+            OpTime(
+                info.index,
+                info.op,
+                info.layer,
+                info.tensor,
+                info.output_shape,
+                info.dtype,
+                bool(delegated[info.index]),
+                us,
+                0.0 if alone is None else alone,
+                error,
+                fused_into,
+            )
+        )
     return OpProfile(ops, model_us, overhead_us, partitions, num_threads, bool(xnnpack), runs, label, _environment())
 
 
@@ -565,8 +647,14 @@ def _environment() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
     return {"cpu": cpu, "machine": platform.machine(), "ai_edge_litert": version("ai-edge-litert"), "batch": 1}
 
 
@@ -662,17 +750,29 @@ def flatbuffer_for(
 
         name = get_entry(model).name  # unknown names: a ValueError that lists the close ones
         keras.utils.set_random_seed(0)
-        built = create_model(name, weights=None, input_shape=(input_size, input_size, 3),
-                             include_preprocessing=preprocessing_in_model)
+        built = create_model(
+            name, weights=None, input_shape=(input_size, input_size, 3), include_preprocessing=preprocessing_in_model
+        )
     data = None
     if mode in CALIBRATED_MODES:
         size = tuple(built.inputs[0].shape[1:])
         noise = np.random.default_rng(0).uniform(0.0, 255.0, (calibration_size, *size)).astype("float32")
-        data = model_inputs(full_range_first(noise), preprocessing_in_model=preprocessing_in_model,
-                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        data = model_inputs(
+            full_range_first(noise), preprocessing_in_model=preprocessing_in_model, mean=IMAGENET_MEAN, std=IMAGENET_STD
+        )
     return f"{name}_{mode}", convert(built, mode, data)
 
 
-__all__: Sequence[str] = ["LayerTime", "OpInfo", "OpProfile", "OpTime", "flatbuffer_for", "intermediate_values",
-                          "op_info", "profile_ops", "random_input", "split_ops",
-                          "xnnpack_delegation"]
+__all__: Sequence[str] = [
+    "LayerTime",
+    "OpInfo",
+    "OpProfile",
+    "OpTime",
+    "flatbuffer_for",
+    "intermediate_values",
+    "op_info",
+    "profile_ops",
+    "random_input",
+    "split_ops",
+    "xnnpack_delegation",
+]

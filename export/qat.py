@@ -62,8 +62,10 @@ class _FakeQuantizer:
             self.labels[key] = f"{layer.name}/{tag}"
             return x
         if key not in self.variables:
-            raise RuntimeError(f"tensor {tag!r} of layer {layer.name!r} appeared in training but not while the "
-                               "ranges were measured; a layer's inference form must not depend on the batch.")
+            raise RuntimeError(
+                f"tensor {tag!r} of layer {layer.name!r} appeared in training but not while the "
+                "ranges were measured; a layer's inference form must not depend on the batch."
+            )
         lo, hi = self.variables[key]
         return keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=NUM_BITS)
 
@@ -95,8 +97,11 @@ def _unfused_outputs(model: keras.Model) -> set[int]:
             for tensor in node.input_tensors:
                 producer = tensor._keras_history.operation
                 consumers.setdefault(id(producer), []).append(layer)
-    return {id(layer) for layer in model.layers
-            if not (consumers.get(id(layer)) and all(base.fuses_into_previous(c) for c in consumers[id(layer)]))}
+    return {
+        id(layer)
+        for layer in model.layers
+        if not (consumers.get(id(layer)) and all(base.fuses_into_previous(c) for c in consumers[id(layer)]))
+    }
 
 
 class _OutputPoint(keras.layers.Layer):
@@ -112,8 +117,10 @@ def fake_quantized(model: keras.Model, quantizer: _FakeQuantizer) -> keras.Model
     from keras.src.models.functional import Functional  # what clone_model's call_function applies to
 
     if not isinstance(model, Functional):
-        raise ValueError("quantization-aware training needs a functional keras.Model (a registered dynzoo "
-                         f"model or a loaded .keras file), got {type(model).__name__}.")
+        raise ValueError(
+            "quantization-aware training needs a functional keras.Model (a registered dynzoo "
+            f"model or a loaded .keras file), got {type(model).__name__}."
+        )
     quantized = _unfused_outputs(model)
 
     def call(layer, *args, **kwargs):
@@ -130,15 +137,19 @@ def _check(images, labels, model, epochs, batch_size, learning_rate):
     labels = np.asarray(labels)
     expected = tuple(model.inputs[0].shape[1:])
     if images.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:])):
-        raise ValueError(f"`images` must have shape (N, {', '.join(str(e) for e in expected)}) for this model, "
-                         f"got {images.shape}.")
+        raise ValueError(
+            f"`images` must have shape (N, {', '.join(str(e) for e in expected)}) for this model, got {images.shape}."
+        )
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"`labels` must be {len(images)} integer class indices (one per image), got shape "
-                         f"{labels.shape} of {labels.dtype}.")
+        raise ValueError(
+            f"`labels` must be {len(images)} integer class indices (one per image), got shape "
+            f"{labels.shape} of {labels.dtype}."
+        )
     classes = model.outputs[0].shape[-1]
     if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"`labels` must lie in [0, {classes}) (the model's classes), got {labels.min()}…"
-                         f"{labels.max()}.")
+        raise ValueError(
+            f"`labels` must lie in [0, {classes}) (the model's classes), got {labels.min()}…{labels.max()}."
+        )
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
@@ -187,7 +198,7 @@ def quantization_aware_training(
         quantizer.ranges.clear()
         with quantizer.active(observing=True):
             for start in range(0, len(calibration), batch_size):
-                qat_model(calibration[start:start + batch_size], training=False)
+                qat_model(calibration[start : start + batch_size], training=False)
         quantizer.assign_ranges()
 
     measure_ranges()
@@ -214,7 +225,7 @@ def quantization_aware_training(
         order, total = rng.permutation(len(images)), 0.0
         with quantizer.active(observing=False):
             for step in range(steps):
-                batch = order[step * batch_size:(step + 1) * batch_size]
+                batch = order[step * batch_size : (step + 1) * batch_size]
                 loss = float(train_step(images[batch], labels[batch]))
                 total += loss * len(batch)
                 if bar is not None:

@@ -40,8 +40,9 @@ class ExportError(RuntimeError):
     """The model cannot be converted as asked (the message names the ops and the layers)."""
 
 
-def save_for_conversion(model: keras.Model, directory: str | os.PathLike, batch_size: int = 1, *,
-                        integer: bool = False) -> Path:
+def save_for_conversion(
+    model: keras.Model, directory: str | os.PathLike, batch_size: int = 1, *, integer: bool = False
+) -> Path:
     """Export ``model`` (inference mode, static batch) as a SavedModel that :func:`convert` reads.
 
     ``integer``: trace the layers in their full-integer export form (``export_form(integer=True)``).
@@ -107,8 +108,9 @@ def convert(
         float_island_scopes = dynamic_scopes(model)
     # int16x8 traces Dynamic Shift-Max element-wise: TFLite's int16 kernels aborted the process (SIGABRT)
     # on its matrix form (a randomly initialised MicroNet-M0; one layer for some calibration ranges)
-    element_wise = mode == "int16x8" and any(getattr(layer, "uses_matrix_form", False)
-                                             for layer in model._flatten_layers())
+    element_wise = mode == "int16x8" and any(
+        getattr(layer, "uses_matrix_form", False) for layer in model._flatten_layers()
+    )
     # int8 traces the layers that have a full-integer form in it (Dynamic Shift-Max: element-wise, its max
     # without MAXIMUM), so that XNNPACK takes every int8 op (benchmarks/int8_delegation.py)
     integer = mode in INT8_MODES and any(has_integer_export_form(layer) for layer in model._flatten_layers())
@@ -142,8 +144,9 @@ def convert(
                 else:
                     flatbuffer = converter.convert()
         except Exception as e:  # ConverterError lists the unsupported ops with their locations
-            raise ExportError(f"{label}: conversion to {mode} with TFLite builtin ops failed: "
-                              f"{_short_converter_error(e)}") from e
+            raise ExportError(
+                f"{label}: conversion to {mode} with TFLite builtin ops failed: {_short_converter_error(e)}"
+            ) from e
     if mode == "int16x8":
         flatbuffer = unshare_biases(flatbuffer)
     elif mode in INT8_MODES:
@@ -219,10 +222,8 @@ def _convert_mixed(converter, saved: Path, data: np.ndarray, scopes: Sequence[st
     import tensorflow as tf
 
     float_model = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved)).convert()
-    nodes = [t for op, t in op_outputs(float_model)
-             if op in FLOAT_ISLAND_OPS and any(s in t for s in scopes)]
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    nodes = [t for op, t in op_outputs(float_model) if op in FLOAT_ISLAND_OPS and any(s in t for s in scopes)]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=lambda: ([x[None]] for x in data[:1]),
@@ -260,8 +261,7 @@ def op_outputs(flatbuffer: bytes) -> list[tuple[str, str]]:
     """(op name, name of its first output tensor) for every operator, in execution order."""
     schema, model = read_model(flatbuffer)
     graph = model.subgraphs[0]
-    return [(operator_name(schema, model, op), graph.tensors[op.outputs[0]].name.decode())
-            for op in graph.operators]
+    return [(operator_name(schema, model, op), graph.tensors[op.outputs[0]].name.decode()) for op in graph.operators]
 
 
 def layer_of(tensor_name: str) -> str:
@@ -328,8 +328,9 @@ def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1, xnnp
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads,
-                                  experimental_op_resolver_type=resolver)
+        interpreter = Interpreter(
+            model_content=flatbuffer, num_threads=num_threads, experimental_op_resolver_type=resolver
+        )
         interpreter.allocate_tensors()
     out = interpreter.get_output_details()[0]
     out_scale, out_zero = out["quantization"]
@@ -344,10 +345,17 @@ def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1, xnnp
     return np.stack(results)
 
 
-def convert_modes(model: keras.Model, modes: Sequence[str], representative_data: np.ndarray | None = None,
-                  *, float_island_scopes: Sequence[str] | None = None) -> dict[str, bytes]:
+def convert_modes(
+    model: keras.Model,
+    modes: Sequence[str],
+    representative_data: np.ndarray | None = None,
+    *,
+    float_island_scopes: Sequence[str] | None = None,
+) -> dict[str, bytes]:
     """``{mode: flatbuffer}`` for several modes from one SavedModel export of ``model``."""
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
         saved = save_for_conversion(model, Path(tmp) / "saved_model")
-        return {mode: convert(model, mode, representative_data, saved_model=saved,
-                              float_island_scopes=float_island_scopes) for mode in modes}
+        return {
+            mode: convert(model, mode, representative_data, saved_model=saved, float_island_scopes=float_island_scopes)
+            for mode in modes
+        }

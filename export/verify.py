@@ -28,8 +28,9 @@ def model_inputs(images: np.ndarray, *, preprocessing_in_model: bool, mean, std)
     return (x / 255.0 - np.asarray(mean, "float32")) / np.asarray(std, "float32")
 
 
-def load_images(dataset: str, split: str, image_size: int, limit: int | None = None,
-                data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def load_images(
+    dataset: str, split: str, image_size: int, limit: int | None = None, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(images float32 (N, S, S, 3) in [0, 255], labels, class names) of a dataset the training CLI
     reads (``digits``, ``folder`` with ``data_dir``, a TFDS name), resized and centre-cropped as for
     evaluation; the first ``limit`` examples in the stored order."""
@@ -48,8 +49,9 @@ def load_images(dataset: str, split: str, image_size: int, limit: int | None = N
     return images, labels.astype("int64"), source.class_names
 
 
-def parity_report(model: keras.Model, flatbuffer: bytes, inputs: np.ndarray,
-                  labels: np.ndarray | None = None, *, xnnpack: bool = True) -> dict[str, Any]:
+def parity_report(
+    model: keras.Model, flatbuffer: bytes, inputs: np.ndarray, labels: np.ndarray | None = None, *, xnnpack: bool = True
+) -> dict[str, Any]:
     """Keras vs TFLite on ``inputs`` (model inputs): ``max_abs_error``, ``relative_error`` (max abs error
     / max |Keras output|), ``top1_agreement`` and, with ``labels``, ``keras_accuracy`` and
     ``tflite_accuracy``."""
@@ -68,8 +70,9 @@ def parity_report(model: keras.Model, flatbuffer: bytes, inputs: np.ndarray,
     return report
 
 
-def layer_errors(model: keras.Model, mode: str, calibration: np.ndarray, debug: np.ndarray,
-                 top: int = 15) -> list[dict[str, Any]]:
+def layer_errors(
+    model: keras.Model, mode: str, calibration: np.ndarray, debug: np.ndarray, top: int = 15
+) -> list[dict[str, Any]]:
     """Per-layer quantization error of ``mode`` (int8, uint8, mixed: TFLite's QuantizationDebugger on
     the fully int8 model), the ``top`` worst first: for each quantized op, its op, layer and
     ``rmse_per_scale`` (root-mean-square error of its output in units of its quantization step;
@@ -97,8 +100,14 @@ def layer_errors(model: keras.Model, mode: str, calibration: np.ndarray, debug: 
     rows = []
     for row in csv.DictReader(dump):
         rmse, scale = float(row["mean_squared_error"]) ** 0.5, float(row["scale"])
-        rows.append({"op": row["op_name"], "layer": layer_of(row["tensor_name"]),
-                     "rmse_per_scale": rmse / scale if scale else None, "rmse": rmse})
+        rows.append(
+            {
+                "op": row["op_name"],
+                "layer": layer_of(row["tensor_name"]),
+                "rmse_per_scale": rmse / scale if scale else None,
+                "rmse": rmse,
+            }
+        )
     return sorted(rows, key=lambda r: -(r["rmse_per_scale"] or 0.0))[:top]
 
 
@@ -114,19 +123,29 @@ def tensor_errors(reference: bytes, quantized: bytes, inputs: np.ndarray) -> lis
         # builtin kernels only: a delegate would not write the intermediate tensors back
         with warnings.catch_warnings():  # "intended for debugging": that is what this is
             warnings.simplefilter("ignore")
-            interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True,
-                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interpreter = Interpreter(
+                model_content=flatbuffer,
+                experimental_preserve_all_tensors=True,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
         interpreter.allocate_tensors()
         return interpreter
 
     floats, integers = interpreter_for(reference), interpreter_for(quantized)
     details = integers.get_tensor_details()
-    order = [(op["op_name"], details[op["outputs"][0]]["name"]) for op in integers._get_ops_details()
-             if op["outputs"].size]
+    order = [
+        (op["op_name"], details[op["outputs"][0]]["name"]) for op in integers._get_ops_details() if op["outputs"].size
+    ]
     # integer op outputs with a float twin of the same name, and the twin's index
     twins = {d["name"]: d["index"] for d in floats.get_tensor_details() if d["dtype"] == np.float32}
-    compared = [d for d in details if d["name"] in {name for _, name in order} and d["name"] in twins
-                and np.issubdtype(d["dtype"], np.integer) and d["quantization"][0]]
+    compared = [
+        d
+        for d in details
+        if d["name"] in {name for _, name in order}
+        and d["name"] in twins
+        and np.issubdtype(d["dtype"], np.integer)
+        and d["quantization"][0]
+    ]
     worst: dict[str, float] = {}
     for sample in np.asarray(inputs, "float32"):
         for interpreter in (floats, integers):

@@ -30,11 +30,13 @@ def check(name: str, fixture: str | None, fixtures: Path, reference: Path, out: 
     result: dict = {"model": name, "backend": keras.backend.backend()}
     rng = np.random.default_rng(0)
     if fixture:  # the official checkpoint, on the fixture's images (calibrated, so the logits are sane)
-        model = dynzoo.create_model(name, weights=str(fixtures / f"{fixture}.pth"), include_preprocessing=False,
-                                    classifier_activation=None)
+        model = dynzoo.create_model(
+            name, weights=str(fixtures / f"{fixture}.pth"), include_preprocessing=False, classifier_activation=None
+        )
         x, expected_logits = official_io(fixtures, fixture)
-        result["parity_error"] = float(parity_error(keras.ops.convert_to_numpy(model(x, training=False)),
-                                                    expected_logits).max())  # in tolerances (1e-4 relative)
+        result["parity_error"] = float(
+            parity_error(keras.ops.convert_to_numpy(model(x, training=False)), expected_logits).max()
+        )  # in tolerances (1e-4 relative)
         x = x[:2]
     else:
         model = dynzoo.create_model(name, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
@@ -51,7 +53,9 @@ def check(name: str, fixture: str | None, fixtures: Path, reference: Path, out: 
     expected = np.load(reference / f"{name}.npy")
     result["tensorflow_error"] = float(np.abs(logits - expected).max() / np.abs(expected).max())
 
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
     loss = float(np.ravel(model.train_on_batch(x, np.array([1, 2])))[0])
     moved = sum(not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.trainable_weights))
@@ -60,8 +64,11 @@ def check(name: str, fixture: str | None, fixtures: Path, reference: Path, out: 
     path = out / f"{name}.keras"
     model.save(path)
     loaded = dynzoo.load_model(path)
-    result["keras_round_trip"] = bool(np.array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)),
-                                                     keras.ops.convert_to_numpy(model(x, training=False))))
+    result["keras_round_trip"] = bool(
+        np.array_equal(
+            keras.ops.convert_to_numpy(loaded(x, training=False)), keras.ops.convert_to_numpy(model(x, training=False))
+        )
+    )
     result["seconds"] = round(time.time() - started, 1)
     return result
 

@@ -67,7 +67,7 @@ def assert_values_come_from_the_file(obj, file_bytes: bytes) -> None:
     for array in _arrays(obj):
         size = array.itemsize
         if size not in windows:
-            windows[size] = {file_bytes[i:i + size] for i in range(len(file_bytes) - size + 1)}
+            windows[size] = {file_bytes[i : i + size] for i in range(len(file_bytes) - size + 1)}
         for element in np.ascontiguousarray(array).reshape(-1).view(f"V{size}"):
             raw = element.tobytes()
             assert raw in windows[size] or raw[::-1] in windows[size], (

@@ -48,9 +48,21 @@ def fixed_seeds():
 # `--dist loadfile --no-loadscope-reorder` (the README's command) xdist hands files to its workers in
 # collection order, so the long ones start first and the many short files fill in behind them instead of
 # one long file running alone at the end.
-LONGEST_FILES = ("test_keras_files.py", "test_drnet_models.py", "test_quickstart.py", "test_train.py",
-                 "test_checkpoint_fuzz.py", "test_dcd_models.py", "test_export.py", "test_micronet_models.py",
-                 "test_ddn_models.py", "test_ddw_models.py", "test_cdb_models.py", "test_package.py", "test_drt.py")
+LONGEST_FILES = (
+    "test_keras_files.py",
+    "test_drnet_models.py",
+    "test_quickstart.py",
+    "test_train.py",
+    "test_checkpoint_fuzz.py",
+    "test_dcd_models.py",
+    "test_export.py",
+    "test_micronet_models.py",
+    "test_ddn_models.py",
+    "test_ddw_models.py",
+    "test_cdb_models.py",
+    "test_package.py",
+    "test_drt.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,7 +95,13 @@ def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path,
     (README, "Tests")."""
     root = tmp_path_factory.mktemp("quickstart")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DYNZOO_VERBOSE")}
-    done = subprocess.run([str(Path(sys.executable).with_name("dynzoo")), "quickstart"], cwd=root, env=env,
-                          capture_output=True, timeout=900, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dynzoo")), "quickstart"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return done, root / "bundles", root / "runs" / "quickstart"

@@ -43,10 +43,17 @@ def write_seeds(folder: Path) -> None:
     """Small valid checkpoints in every layout the reader accepts, as fuzz inputs."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    state = {"conv.weight": rng.normal(size=(2, 3, 1, 1)).astype("f4"), "conv.bias": np.zeros(2, "f4"),
-             "bn.num_batches_tracked": np.array(3), "half": np.ones(3, np.float16)}
-    layouts = {"zip": state, "wrapped": {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 1},
-               "nested": {"a": [state["conv.bias"], (state["conv.bias"],)], "b": {"c": state["conv.weight"]}}}
+    state = {
+        "conv.weight": rng.normal(size=(2, 3, 1, 1)).astype("f4"),
+        "conv.bias": np.zeros(2, "f4"),
+        "bn.num_batches_tracked": np.array(3),
+        "half": np.ones(3, np.float16),
+    }
+    layouts = {
+        "zip": state,
+        "wrapped": {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 1},
+        "nested": {"a": [state["conv.bias"], (state["conv.bias"],)], "b": {"c": state["conv.weight"]}},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name, obj in layouts.items():
             for writer, suffix in ((save_zip_checkpoint, ""), (save_legacy_checkpoint, "-legacy")):
@@ -55,8 +62,12 @@ def write_seeds(folder: Path) -> None:
         # a pickle over the storages that decode_input supplies: views, a negative and a zero stride, a tie
         s = STORAGES
         weight = RawTensor("0", s["0"], 0, (4, 4), (4, 1))
-        views = {"w": weight, "b": RawTensor("1", s["1"], 0, (16,), (1,)), "tied": weight,
-                 "t": [RawTensor("2", s["2"], 15, (16,), (-1,)), (RawTensor("3", s["3"], 2, (2, 3), (0, 1)),)]}
+        views = {
+            "w": weight,
+            "b": RawTensor("1", s["1"], 0, (16,), (1,)),
+            "tied": weight,
+            "t": [RawTensor("2", s["2"], 15, (16,), (-1,)), (RawTensor("3", s["3"], 2, (2, 3), (0, 1)),)],
+        }
         with zipfile.ZipFile(save_zip_checkpoint(views, Path(tmp) / "views.pth")) as z:
             (folder / "seed-views-pickle").write_bytes(b"\x01" + z.read("archive/data.pkl"))
 

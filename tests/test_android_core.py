@@ -24,7 +24,8 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 GOLDEN_LINE = re.compile(
     r"GOLDEN (?P<name>\S+) input=(?P<dtype>\S+) elements=(?P<elements>\d+) max_abs_diff=(?P<diff>\S+) "
-    r"differing=(?P<differing>\d+) output=\S+ top(?P<k>\d+)_match=true")
+    r"differing=(?P<differing>\d+) output=\S+ top(?P<k>\d+)_match=true"
+)
 
 
 def _require_jvm() -> None:
@@ -70,17 +71,41 @@ def golden_bundles(tmp_path_factory):
         ("uint8", convert(in_model, "uint8", representative_data=images[:32].astype("float32")), True, "softmax"),
     ]
     bundles = [
-        write_bundle(folder / f"digits_cnn_{mode}", flatbuffer, labels=DIGITS_LABELS, source_model="digits_cnn",
-                     mode=mode, preprocessing_in_model=in_model_pre, mean=MEAN, std=STD,
-                     output_activation=activation, golden=True)
+        write_bundle(
+            folder / f"digits_cnn_{mode}",
+            flatbuffer,
+            labels=DIGITS_LABELS,
+            source_model="digits_cnn",
+            mode=mode,
+            preprocessing_in_model=in_model_pre,
+            mean=MEAN,
+            std=STD,
+            output_activation=activation,
+            golden=True,
+        )
         for mode, flatbuffer, in_model_pre, activation in exports
     ]
     # and one written by the command a user runs, `dynzoo export … --bundle --golden`, taken unchanged
     from dynzoo.cli import main as dynzoo_cli
 
     model.save(folder / "digits_cli.keras")
-    assert dynzoo_cli(["export", str(folder / "digits_cli.keras"), "--mode", "int8", "--calibration-size", "16",
-                       "--bundle", "--golden", "-o", str(folder / "cli")]) == 0
+    assert (
+        dynzoo_cli(
+            [
+                "export",
+                str(folder / "digits_cli.keras"),
+                "--mode",
+                "int8",
+                "--calibration-size",
+                "16",
+                "--bundle",
+                "--golden",
+                "-o",
+                str(folder / "cli"),
+            ]
+        )
+        == 0
+    )
     bundles += [p.parent for p in (folder / "cli").glob("*/model_info.json")]
     assert len(bundles) == 4
     return bundles
@@ -88,8 +113,9 @@ def golden_bundles(tmp_path_factory):
 
 @pytest.mark.slow
 def test_jvm_core_accepts_exported_bundles_and_reproduces_golden_files(golden_bundles):
-    result = subprocess.run(["bash", str(RUN_TESTS), *map(str, golden_bundles)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        ["bash", str(RUN_TESTS), *map(str, golden_bundles)], capture_output=True, text=True, timeout=600
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert re.search(r"^OK \(\d+ tests\)$", result.stdout, re.M), output

@@ -23,8 +23,10 @@ def test_the_class_index_is_imagenet_1k_in_output_order():
     assert classes[0] == ("n01440764", "tench") and classes[999] == ("n15075141", "toilet_tissue")
 
 
-@pytest.mark.parametrize("index, wnid, name", [(386, "n02504458", "African_elephant"), (1, "n01443537", "goldfish"),
-                                               (817, "n04285008", "sports_car")])
+@pytest.mark.parametrize(
+    "index, wnid, name",
+    [(386, "n02504458", "African_elephant"), (1, "n01443537", "goldfish"), (817, "n04285008", "sports_car")],
+)
 def test_decode_predictions_names_the_class_of_a_one_hot_vector(index, wnid, name):
     preds = np.zeros((2, 1000), "float32")
     preds[0, index] = 1.0
@@ -35,10 +37,15 @@ def test_decode_predictions_names_the_class_of_a_one_hot_vector(index, wnid, nam
     assert [entry[2] for entry in decoded[1]] == sorted((entry[2] for entry in decoded[1]), reverse=True)
 
 
-@pytest.mark.parametrize("preds, top, message", [(np.zeros((1, 10)), 5, r"shape \(N, 1000\)"),
-                                                 (np.zeros(1000), 5, r"shape \(N, 1000\)"),
-                                                 (np.zeros((1, 1000)), 0, "`top` must be an integer in"),
-                                                 (np.zeros((1, 1000)), 2.5, "`top` must be an integer in")])
+@pytest.mark.parametrize(
+    "preds, top, message",
+    [
+        (np.zeros((1, 10)), 5, r"shape \(N, 1000\)"),
+        (np.zeros(1000), 5, r"shape \(N, 1000\)"),
+        (np.zeros((1, 1000)), 0, "`top` must be an integer in"),
+        (np.zeros((1, 1000)), 2.5, "`top` must be an integer in"),
+    ],
+)
 def test_decode_predictions_refuses_what_is_not_imagenet_predictions(preds, top, message):
     with pytest.raises(ValueError, match=message):
         dynzoo.decode_predictions(preds, top=top)
@@ -57,8 +64,9 @@ def test_preprocess_input_then_the_model_without_preprocessing_equals_the_model_
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     # a built model that includes its preprocessing gets the images unchanged; one without, normalised
     np.testing.assert_array_equal(dynzoo.preprocess_input(images, model=with_it), images)
-    np.testing.assert_array_equal(dynzoo.preprocess_input(images, model=without),
-                                  dynzoo.preprocess_input(images, model=name))
+    np.testing.assert_array_equal(
+        dynzoo.preprocess_input(images, model=without), dynzoo.preprocess_input(images, model=name)
+    )
 
 
 def test_preprocess_input_is_the_imagenet_normalisation_for_arrays_and_tensors():
@@ -123,7 +131,7 @@ FEATURE_CHANNELS = {
 def test_feature_levels_have_their_strides_and_channels(name):
     levels = dynzoo.feature_levels(name)
     assert {level: info["channels"] for level, info in levels.items()} == FEATURE_CHANNELS[name]
-    assert all(info["stride"] == 2 ** level for level, info in levels.items())
+    assert all(info["stride"] == 2**level for level, info in levels.items())
     wanted = tuple(level for level in (2, 3, 4, 5) if level in levels)
     model = dynzoo.create_model(name, include_top=False, input_shape=(None, None, 3), feature_levels=wanted)
     height, width = 96, 72
@@ -132,7 +140,7 @@ def test_feature_levels_have_their_strides_and_channels(name):
     maps = model(inputs)
     assert sorted(maps) == [f"level_{level}" for level in wanted]
     for level in wanted:
-        stride = 2 ** level
+        stride = 2**level
         expected = (1, math.ceil(height / stride), math.ceil(width / stride), FEATURE_CHANNELS[name][level])
         assert tuple(maps[f"level_{level}"].shape) == expected, (name, level)
 

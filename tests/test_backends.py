@@ -43,10 +43,18 @@ BACKENDS = {"jax": "jax", "torch": "torch"}  # backend → the package it needs
 def run_backend(backend: str, reference: Path, out: Path) -> dict[str, dict]:
     """``backend_check.py`` over FAMILIES in a process on ``backend``: model name → its results."""
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(HERE)}
-    done = subprocess.run([sys.executable, str(HERE / "backend_check.py"), str(FIXTURES), str(reference), str(out),
-                           *FAMILIES.values()], env=env, capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "backend_check.py"), str(FIXTURES), str(reference), str(out), *FAMILIES.values()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    results = {r["model"]: r for r in map(json.loads, filter(lambda line: line.startswith("{"), done.stdout.splitlines()))}
+    results = {
+        r["model"]: r for r in map(json.loads, filter(lambda line: line.startswith("{"), done.stdout.splitlines()))
+    }
     assert list(results) == [spec.partition(":")[0] for spec in FAMILIES.values()], done.stderr[-3000:]
     return results
 
@@ -59,10 +67,19 @@ def tensorflow_run(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
 
 @pytest.mark.slow
 @pytest.mark.backends
-@pytest.mark.parametrize("backend", [
-    pytest.param(backend, marks=pytest.mark.skipif(importlib.util.find_spec(package) is None,
-                                                   reason=f"{package} is not installed (pip install '.[backends]')"))
-    for backend, package in sorted(BACKENDS.items())])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            backend,
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec(package) is None,
+                reason=f"{package} is not installed (pip install '.[backends]')",
+            ),
+        )
+        for backend, package in sorted(BACKENDS.items())
+    ],
+)
 def test_every_family_runs_trains_and_saves_on_the_backend(backend, tensorflow_run, tmp_path):
     reference, expected = tensorflow_run
     for name, result in run_backend(backend, reference, tmp_path).items():

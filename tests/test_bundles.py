@@ -34,9 +34,18 @@ def models():
 
 
 def _write(folder: Path, flatbuffer: bytes, golden: bool) -> Path:
-    return write_bundle(folder, flatbuffer, labels=LABELS, source_model="tiny", mode="float32",
-                        preprocessing_in_model=True, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                        output_activation="softmax", golden=golden)
+    return write_bundle(
+        folder,
+        flatbuffer,
+        labels=LABELS,
+        source_model="tiny",
+        mode="float32",
+        preprocessing_in_model=True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        output_activation="softmax",
+        golden=golden,
+    )
 
 
 def test_a_re_export_replaces_the_bundle_whole(models, tmp_path):
@@ -64,16 +73,27 @@ def _tamper(folder: Path, edit) -> None:
     (folder / "model_info.json").write_text(json.dumps(info))
 
 
-@pytest.mark.parametrize("tampering, message", [
-    (lambda f, m: (f / "model.tflite").write_bytes(m[1]), r"model\.tflite: sha256 is .* but model_info\.json expects"),
-    (lambda f, m: (f / "labels.txt").unlink(), r"labels\.txt: missing"),
-    (lambda f, m: (f / "labels.txt").write_text("zero\none\n"), r"labels\.txt: has 2 labels but .*num_classes = 3"),
-    (lambda f, m: _tamper(f, lambda i: i["input"].update(std=[0, 0, 0])), r"`input\.std` must be three numbers > 0"),
-    (lambda f, m: _tamper(f, lambda i: i.pop("input")), r"`input\.height` must be a positive integer, got None"),
-    (lambda f, m: _tamper(f, lambda i: i["input"].update(preprocessing_in_model="no")),
-     r"`input\.preprocessing_in_model` must be true or false"),
-    (lambda f, m: (f / "model_info.json").write_text("{'input': 1}"), r"model_info\.json: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "tampering, message",
+    [
+        (
+            lambda f, m: (f / "model.tflite").write_bytes(m[1]),
+            r"model\.tflite: sha256 is .* but model_info\.json expects",
+        ),
+        (lambda f, m: (f / "labels.txt").unlink(), r"labels\.txt: missing"),
+        (lambda f, m: (f / "labels.txt").write_text("zero\none\n"), r"labels\.txt: has 2 labels but .*num_classes = 3"),
+        (
+            lambda f, m: _tamper(f, lambda i: i["input"].update(std=[0, 0, 0])),
+            r"`input\.std` must be three numbers > 0",
+        ),
+        (lambda f, m: _tamper(f, lambda i: i.pop("input")), r"`input\.height` must be a positive integer, got None"),
+        (
+            lambda f, m: _tamper(f, lambda i: i["input"].update(preprocessing_in_model="no")),
+            r"`input\.preprocessing_in_model` must be true or false",
+        ),
+        (lambda f, m: (f / "model_info.json").write_text("{'input': 1}"), r"model_info\.json: invalid JSON"),
+    ],
+)
 def test_a_tampered_bundle_is_refused_naming_the_file_and_field(models, tmp_path, tampering, message, capsys):
     folder = _write(tmp_path / "bundle", models[0], golden=False)
     tampering(folder, models)
@@ -114,9 +134,15 @@ def test_an_export_killed_at_the_swap_leaves_the_old_or_the_new_bundle(models, t
     (tmp_path / "new.tflite").write_bytes(new)
     folders = {when: _write(tmp_path / when, old, golden=True) for when in ("before", "after")}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    processes = {when: subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(folder), str(tmp_path / "new.tflite"),
-                                         when], env=env, cwd=tmp_path, stderr=subprocess.PIPE)
-                 for when, folder in folders.items()}
+    processes = {
+        when: subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WRITER, str(folder), str(tmp_path / "new.tflite"), when],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        for when, folder in folders.items()
+    }
     for when, process in processes.items():
         _, err = process.communicate(timeout=300)
         assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]

@@ -128,8 +128,10 @@ def test_one_group_forced_on_equals_the_resnet_bottleneck():
         src.set_weights(weights)
         dst.set_weights(weights)
     np.testing.assert_allclose(block(x, training=False)[0], ref(x, training=False), rtol=1e-4, atol=1e-4)
-    branch_params = sum(int(np.prod(w.shape)) for w in branch.trainable_weights + block.shortcut[0].trainable_weights
-                        + block.shortcut[1].trainable_weights)
+    branch_params = sum(
+        int(np.prod(w.shape))
+        for w in branch.trainable_weights + block.shortcut[0].trainable_weights + block.shortcut[1].trainable_weights
+    )
     assert branch_params == sum(int(np.prod(w.shape)) for w in ref.trainable_weights)
 
 
@@ -139,8 +141,9 @@ def test_madds_and_group_width():
     block.build([shape, (1, 32)])
     # Spec §2.3: f = H_in²·C_in·w + H_out²·9w² + H_out²·w·C_out = 101.8 MMAdds for a stride-1 stage-1 group.
     assert block.group_madds([shape, (1, 32)]) == 56 * 56 * (256 * 38 + 9 * 38 * 38 + 38 * 256)
-    assert block.compute_madds([shape, (1, 32)]) == (2 * block.group_madds([shape, (1, 32)])
-                                                     + 256 * 32 + 32 * 32 + 32 * 4)
+    assert block.compute_madds([shape, (1, 32)]) == (
+        2 * block.group_madds([shape, (1, 32)]) + 256 * 32 + 32 * 32 + 32 * 4
+    )
     assert count_madds(block, [shape, (1, 32)]) == block.compute_madds([shape, (1, 32)])
     assert group_width("bottleneck", 64, 256, 256, 4) == 24  # Table 1's N = 4 width (spec §2.3)
     assert group_width("basic", 128, 128, 128, 2) == 64
@@ -148,8 +151,18 @@ def test_madds_and_group_width():
 
 def test_serialization_round_trip():
     x = features()
-    block = CDBBlock("basic", width=6, out_channels=24, groups=3, strides=2, hidden=16, noise_stddev=0.5,
-                     on_bias=2.0, conditional=False, seed=3)
+    block = CDBBlock(
+        "basic",
+        width=6,
+        out_channels=24,
+        groups=3,
+        strides=2,
+        hidden=16,
+        noise_stddev=0.5,
+        on_bias=2.0,
+        conditional=False,
+        seed=3,
+    )
     y = block(x, training=False)
     clone = CDBBlock.from_config(block.get_config())
     clone(x)
@@ -161,13 +174,16 @@ def test_serialization_round_trip():
         assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: CDBBlock("basic", 8, 16, groups=0), "`groups`"),
-    (lambda: CDBBlock("resnext", 8, 16), "`kind`"),
-    (lambda: CDBBlock("basic", 8, 16, strides=3), "`strides`"),
-    (lambda: ContextAwareGroupController(2, hidden=0), "`hidden`"),
-    (lambda: GroupGate(noise_stddev=-1), "`noise_stddev`"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: CDBBlock("basic", 8, 16, groups=0), "`groups`"),
+        (lambda: CDBBlock("resnext", 8, 16), "`kind`"),
+        (lambda: CDBBlock("basic", 8, 16, strides=3), "`strides`"),
+        (lambda: ContextAwareGroupController(2, hidden=0), "`hidden`"),
+        (lambda: GroupGate(noise_stddev=-1), "`noise_stddev`"),
+    ],
+)
 def test_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()

@@ -142,11 +142,16 @@ def test_trainer_adds_the_losses_to_the_classification_loss():
     total = float(trainer.compute_loss(x, y, [logits, gates, categories]))
     ce = float(np.mean(keras.losses.categorical_crossentropy(y, logits, from_logits=True)))
     costs = gate_costs(network)
-    expected = (ce + float(CategoryLoss(category_map("digits"), stage_category_weights(costs.stages, 1e-4, 10))(y, categories))
-                + float(ExecutionRateLoss(0.5)(gates)) + float(FlopsRatioLoss(0.5, costs)(gates)))
+    expected = (
+        ce
+        + float(CategoryLoss(category_map("digits"), stage_category_weights(costs.stages, 1e-4, 10))(y, categories))
+        + float(ExecutionRateLoss(0.5)(gates))
+        + float(FlopsRatioLoss(0.5, costs)(gates))
+    )
     assert total == pytest.approx(expected, rel=1e-5)
     assert float(FlopsRatioLoss(0.5, costs).ratio(gates).numpy().mean()) == pytest.approx(
-        costs.effective(gates).mean() / costs.total, rel=1e-5)
+        costs.effective(gates).mean() / costs.total, rel=1e-5
+    )
 
 
 def test_category_maps():
@@ -157,8 +162,14 @@ def test_category_maps():
     assert np.bincount(digits).tolist() == [2] * 5 and digits[0] == digits[8]
     np.testing.assert_array_equal(category_map({"0": 1, "1": 0, "2": 1}), [1, 0, 1])
     np.testing.assert_array_equal(category_matrix(np.array([1, 0, 1])), [[0, 1], [1, 0], [0, 1]])
-    for bad, message in (([0, 2, 2], "0…K−1"), ([0, 0], "at least 2"), ({0: 0, 2: 1}, "every class"),
-                         ("imagenet", "cifar100"), ([0.5, 1], "integer"), ([0, 1, 1], "covers 3 classes")):
+    for bad, message in (
+        ([0, 2, 2], "0…K−1"),
+        ([0, 0], "at least 2"),
+        ({0: 0, 2: 1}, "every class"),
+        ("imagenet", "cifar100"),
+        ([0.5, 1], "integer"),
+        ([0, 1, 1], "covers 3 classes"),
+    ):
         with pytest.raises(ValueError, match=message):
             category_map(bad, 2 if message == "covers 3 classes" else None)
 
@@ -190,23 +201,33 @@ def test_keras_round_trip_is_exact(tmp_path):
 @pytest.mark.slow
 def test_registered_models_and_variants():
     names = dynzoo.list_models("cdb_*")
-    assert {"cdb_resnet18", "cdb_resnet50", "cdb_resnet50_n3", "cdb_resnet50_n4", "cdb_resnet101",
-            "cdb_resnet50_cifar"} <= set(names)
+    assert {
+        "cdb_resnet18",
+        "cdb_resnet50",
+        "cdb_resnet50_n3",
+        "cdb_resnet50_n4",
+        "cdb_resnet101",
+        "cdb_resnet50_cifar",
+    } <= set(names)
     cifar = dynzoo.create_model("cdb_resnet50_cifar", width_multiplier=0.125)
     assert cifar.input_shape == (None, 32, 32, 3) and cifar.output_shape == (None, 100)
     assert cdb_blocks(cifar)[0].input.shape[1:3] == (16, 16)  # stage 1 at 16×16 (spec §2.3)
     assert len(cdb_blocks(CDBResNet("cdb_resnet101", input_shape=(64, 64, 3), width_multiplier=0.0625))) == 33
-    resnet18 = CDBResNet("cdb_resnet18", input_shape=(64, 64, 3), width_multiplier=0.25, groups=4,
-                         include_top=False, pooling="avg")
+    resnet18 = CDBResNet(
+        "cdb_resnet18", input_shape=(64, 64, 3), width_multiplier=0.25, groups=4, include_top=False, pooling="avg"
+    )
     assert resnet18.output_shape == (None, 128) and cdb_blocks(resnet18)[0].groups == 4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"groups": 0}, "`groups`"),
-    ({"width_multiplier": 0}, "`width_multiplier`"),
-    ({"input_shape": (40, 15, 3)}, "at least 16"),
-    ({"dropout_rate": 1.0}, "`dropout_rate`"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"groups": 0}, "`groups`"),
+        ({"width_multiplier": 0}, "`width_multiplier`"),
+        ({"input_shape": (40, 15, 3)}, "at least 16"),
+        ({"dropout_rate": 1.0}, "`dropout_rate`"),
+    ],
+)
 def test_bad_builder_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CDBResNet("cdb_resnet10_cifar", **kwargs)
@@ -237,12 +258,29 @@ def test_training_with_target_flops_through_the_trainer(tmp_path):
     the network learns, the losses, logs and summary carry the CDB figures."""
     from dynzoo.train import TrainConfig, train
 
-    result = train(TrainConfig(model="cdb_resnet10_cifar", dataset="digits", overrides={"epochs": 3},
-                               steps_per_epoch=12, model_dir=str(tmp_path), verbose=0, validation_freq=0,
-                               options={"target_flops": 0.6, "category_map": "digits"}))
+    result = train(
+        TrainConfig(
+            model="cdb_resnet10_cifar",
+            dataset="digits",
+            overrides={"epochs": 3},
+            steps_per_epoch=12,
+            model_dir=str(tmp_path),
+            verbose=0,
+            validation_freq=0,
+            options={"target_flops": 0.6, "category_map": "digits"},
+        )
+    )
     history = result.history
-    for key in ("category_loss", "exec_loss", "flops_loss", "exec_rate", "flops_ratio", "inference_flops_ratio",
-                "inference_stage1_exec_rate", "inference_stage4_flops_ratio"):
+    for key in (
+        "category_loss",
+        "exec_loss",
+        "flops_loss",
+        "exec_rate",
+        "flops_ratio",
+        "inference_flops_ratio",
+        "inference_stage1_exec_rate",
+        "inference_stage4_flops_ratio",
+    ):
         assert key in history, key
     assert history["category_loss"][-1] < history["category_loss"][0]
     summary = json.loads((tmp_path / "summary.json").read_text())

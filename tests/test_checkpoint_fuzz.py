@@ -53,11 +53,26 @@ def test_twenty_seconds_of_fuzzing_find_nothing(tmp_path):
     pytest.importorskip("atheris")
     scratch = tmp_path / "new_inputs"
     scratch.mkdir()
-    command = [sys.executable, str(HERE / "fuzz_checkpoints.py"), f"-max_total_time={FUZZ_SECONDS}",
-               "-max_len=65536", "-timeout=10", "-rss_limit_mb=3072", f"-artifact_prefix={tmp_path}/",
-               "-print_final_stats=1", str(scratch), str(CORPUS)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 240, check=False,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    command = [
+        sys.executable,
+        str(HERE / "fuzz_checkpoints.py"),
+        f"-max_total_time={FUZZ_SECONDS}",
+        "-max_len=65536",
+        "-timeout=10",
+        "-rss_limit_mb=3072",
+        f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1",
+        str(scratch),
+        str(CORPUS),
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 240,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     findings = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert done.returncode == 0 and not findings, (
         f"the fuzzer found inputs that break the reader ({findings}; copy them into {CORPUS} as "

@@ -42,8 +42,7 @@ def _many_references(count: int, distinct: bool) -> dict:
     """``count`` names for one 1 MB tensor (one object, or ``count`` tensors over one storage)."""
     array = np.zeros(1 << 18, np.float32)
     shared = RawTensor("big", array, 0, (array.size,), (1,))
-    return {f"k{i}": RawTensor("big", array, 0, (array.size,), (1,)) if distinct else shared
-            for i in range(count)}
+    return {f"k{i}": RawTensor("big", array, 0, (array.size,), (1,)) if distinct else shared for i in range(count)}
 
 
 def _zip_with(path: Path, compress_type: int) -> Path:
@@ -96,7 +95,7 @@ CRAFTED = {
     "negative offset": lambda p: save_zip_checkpoint(_raw(-2, (6,), (1,)), p),
     "offset past the end": lambda p: save_zip_checkpoint(_raw(8, (3,), (1,)), p),
     "stride past the end": lambda p: save_zip_checkpoint(_raw(0, (3,), (5,)), p),
-    "huge stride": lambda p: save_zip_checkpoint(_raw(0, (2,), (2 ** 62,)), p),
+    "huge stride": lambda p: save_zip_checkpoint(_raw(0, (2,), (2**62,)), p),
     "negative size": lambda p: save_zip_checkpoint(_raw(0, (-3,), (1,)), p),
     "float offset": lambda p: save_zip_checkpoint(_raw(0.5, (3,), (1,)), p),
     "sizes and strides differ in length": lambda p: save_zip_checkpoint(_raw(0, (2, 2), (1,)), p),
@@ -107,7 +106,8 @@ CRAFTED = {
     "one tensor referenced 16384 times": lambda p: save_zip_checkpoint(_many_references(16384, False), p),
     "16384 tensors over one storage": lambda p: save_zip_checkpoint(_many_references(16384, True), p),
     "huge memo index": lambda p: save_zip_checkpoint(
-        {}, p, pickle_bytes=PROTO + b"N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b"."),
+        {}, p, pickle_bytes=PROTO + b"N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b"."
+    ),
     "get of a missing memo index": lambda p: save_zip_checkpoint({}, p, pickle_bytes=PROTO + b"h\x07."),
     "deflate bomb": lambda p: _zip_with(p, zipfile.ZIP_DEFLATED),
     "bzip2 bomb": lambda p: _zip_with(p, zipfile.ZIP_BZIP2),
@@ -120,8 +120,9 @@ CRAFTED = {
     "aes method 99": lambda p: _patched_zip(p, lambda d: _set_method(d, 99)),
     "zip version 13.0": lambda p: _patched_zip(p, lambda d: _set_version(d, 130)),
     "corrupted local header": lambda p: _patched_zip(
-        _zip_with(p, zipfile.ZIP_DEFLATED), lambda d: d.__setitem__(slice(200, 260), b"\xff" * 60)),
-    "legacy numel 2**62": lambda p: save_legacy_checkpoint({"w": FLOATS}, p, written_numel={"0": 2 ** 62}),
+        _zip_with(p, zipfile.ZIP_DEFLATED), lambda d: d.__setitem__(slice(200, 260), b"\xff" * 60)
+    ),
+    "legacy numel 2**62": lambda p: save_legacy_checkpoint({"w": FLOATS}, p, written_numel={"0": 2**62}),
     # silent misreadings
     "byteorder LITTLE": lambda p: save_zip_checkpoint({"w": FLOATS}, p, byteorder="LITTLE"),
     "byteorder with a newline": lambda p: save_zip_checkpoint({"w": FLOATS}, p, byteorder="little\n"),
@@ -172,7 +173,7 @@ def test_extents_at_the_edges_of_the_storage_are_read_exactly(tmp_path):
         "broadcast": ((2, (3, 2), (0, 1)), np.array([[2, 3]] * 3, np.float32)),
         "last": ((9, (), ()), np.float32(9)),
         "empty past the end": ((10, (0,), (1,)), np.zeros(0, np.float32)),
-        "size-1 dimension with a huge stride": ((4, (1, 2), (2 ** 62, 1)), np.array([[4, 5]], np.float32)),
+        "size-1 dimension with a huge stride": ((4, (1, 2), (2**62, 1)), np.array([[4, 5]], np.float32)),
         "transposed": ((0, (2, 5), (1, 2)), FLOATS.reshape(5, 2).T),
     }
     for name, ((offset, size, stride), expected) in cases.items():
@@ -199,15 +200,24 @@ def test_big_endian_storages_are_read_as_big_endian(tmp_path):
 def test_pickle_cannot_rewrite_the_readers_objects(tmp_path):
     """BUILD (the opcode that sets attributes) on a rebuilt tensor could move its offset past the
     extent check; it is refused."""
-    path = save_zip_checkpoint({"w": RawTensor("s", FLOATS, 0, (2,), (1,), state={"offset": -5})},
-                               tmp_path / "build.pth")
+    path = save_zip_checkpoint(
+        {"w": RawTensor("s", FLOATS, 0, (2,), (1,), state={"offset": -5})}, tmp_path / "build.pth"
+    )
     with pytest.raises(UnsafeCheckpointError, match="set attributes of a PendingTensor"):
         load_pth(path)
 
 
 @pytest.mark.parametrize("save", [save_zip_checkpoint, save_legacy_checkpoint], ids=["zip", "legacy"])
 def test_valid_checkpoints_pass_the_fuzzing_invariants(save, tmp_path):
-    path = save({"state_dict": {"conv.weight": np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype("f4"),
-                                "bn.num_batches_tracked": np.array(7)}, "epoch": 3}, tmp_path / "ok.pth")
+    path = save(
+        {
+            "state_dict": {
+                "conv.weight": np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype("f4"),
+                "bn.num_batches_tracked": np.array(7),
+            },
+            "epoch": 3,
+        },
+        tmp_path / "ok.pth",
+    )
     loaded = check_load(path.read_bytes())
     assert loaded["epoch"] == 3 and loaded["state_dict"]["conv.weight"].shape == (4, 3, 3, 3)

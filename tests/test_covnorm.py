@@ -33,7 +33,7 @@ def test_merged_statistics_equal_the_pooled_data():
 def test_pca_keeps_the_fewest_components_reaching_the_threshold():
     scales = np.array([10.0, 5.0, 1.0, 0.1])
     x = RNG.normal(size=(4000, 4)) * scales
-    variances = scales ** 2 / (scales ** 2).sum()  # ≈ 0.7968, 0.1992, 0.0080, 0.0001
+    variances = scales**2 / (scales**2).sum()  # ≈ 0.7968, 0.1992, 0.0080, 0.0001
     stats = feature_statistics(x @ np.linalg.qr(RNG.normal(size=(4, 4)))[0])
     assert len(pca(stats, 0.79).components) == 1
     assert len(pca(stats, 0.99).components) == 2
@@ -62,7 +62,9 @@ def test_full_rank_covnorm_reproduces_the_fine_tuned_adapter():
     stats = [(feature_statistics(ops.convert_to_numpy(u)), feature_statistics(ops.convert_to_numpy(y)))]
     (full_rank,) = covnorm_adapters([adapter], stats, threshold=1.0)
     assert (full_rank.rank_in, full_rank.rank_out) == (6, 6)
-    np.testing.assert_allclose(ops.convert_to_numpy(full_rank(x)), ops.convert_to_numpy(adapter(x)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(full_rank(x)), ops.convert_to_numpy(adapter(x)), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_truncated_covnorm_is_exact_on_low_rank_features():
@@ -86,10 +88,15 @@ def test_truncated_covnorm_is_exact_on_low_rank_features():
     assert small.task_parameters(absorbed=True) == 8 * d + 2 * d * min(small.rank_in, small.rank_out) + 2 * d
 
 
-@pytest.mark.parametrize("kwargs,shape,name", [
-    ({"rank_in": 9, "rank_out": 2}, (None, 8), "rank_in"), ({"rank_in": 2, "rank_out": 9}, (None, 8), "rank_out"),
-    ({"rank_in": 0, "rank_out": 2}, None, "rank_in"), ({"rank_in": 2}, None, "rank_out"),
-])
+@pytest.mark.parametrize(
+    "kwargs,shape,name",
+    [
+        ({"rank_in": 9, "rank_out": 2}, (None, 8), "rank_in"),
+        ({"rank_in": 2, "rank_out": 9}, (None, 8), "rank_out"),
+        ({"rank_in": 0, "rank_out": 2}, None, "rank_in"),
+        ({"rank_in": 2}, None, "rank_out"),
+    ],
+)
 def test_bad_ranks_are_refused(kwargs, shape, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         CovNormAdapter(**kwargs).build(shape)
@@ -115,7 +122,9 @@ def test_adapters_on_a_frozen_shared_backbone(backbone, tmp_path):
     adapters = [adapted.get_layer(f"adapter_{n}") for n in AFTER]
     # only the adapters and the new head train; the backbone's weights are the same objects
     trainable = {id(v) for v in model.trainable_weights}
-    assert trainable == {id(v) for a in adapters for v in a.trainable_weights} | {id(v) for v in model.get_layer("head").trainable_weights}
+    assert trainable == {id(v) for a in adapters for v in a.trainable_weights} | {
+        id(v) for v in model.get_layer("head").trainable_weights
+    }
     assert model.get_layer("conv2") is backbone.get_layer("conv2")
 
     images = RNG.uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")

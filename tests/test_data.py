@@ -43,8 +43,13 @@ def test_digits_source_is_the_fixed_split():
 
 def test_train_stream_shapes_and_resume_rebuilds_the_same_batches():
     source = open_source("digits", "train", image_size=32)
-    kwargs = {"steps_per_epoch": 5, "seed": 3, "augmentation": Augmentation((0.5, 1.0), flip=False),
-              "mixup": 0.4, "mixup_ramp_epochs": 2}
+    kwargs = {
+        "steps_per_epoch": 5,
+        "seed": 3,
+        "augmentation": Augmentation((0.5, 1.0), flip=False),
+        "mixup": 0.4,
+        "mixup_ramp_epochs": 2,
+    }
     full = [b for _, b in zip(range(14), train_dataset(source, 32, 16, **kwargs))]
     images, labels = full[0]
     assert images.shape == (16, 32, 32, 3) and labels.shape == (16, 10)
@@ -140,7 +145,9 @@ def test_domains_are_deterministic_transforms_of_the_digits():
     np.testing.assert_array_equal(domain_digits("clean", "test", 16)[0], clean)
     np.testing.assert_array_equal(apply_domain(clean, "inverted"), 255 - clean)
     assert x.std() < 0.3 * clean.std()  # night then fog: dim, washed-out images
-    assert not np.array_equal(domain_digits("rain", "train", 16, seed=0)[0], domain_digits("rain", "train", 16, seed=1)[0])
+    assert not np.array_equal(
+        domain_digits("rain", "train", 16, seed=0)[0], domain_digits("rain", "train", 16, seed=1)[0]
+    )
     rotated = apply_domain(clean, "rotated")
     assert not np.array_equal(rotated, clean) and abs(int(rotated.sum()) - int(clean.sum())) < 0.1 * clean.sum()
     with pytest.raises(ValueError, match="unknown transform 'snow'; known: .*'fog'"):

@@ -61,7 +61,9 @@ def reference_dcd(layer, x):
     phi = (y @ w(layer.fc_phi)).reshape(n, layer.latent_dim_, layer.latent_dim_)
 
     def bn(z, b):
-        return (z - b.moving_mean.numpy()) / np.sqrt(b.moving_variance.numpy() + 1e-5) * b.gamma.numpy() + b.beta.numpy()
+        return (z - b.moving_mean.numpy()) / np.sqrt(
+            b.moving_variance.numpy() + 1e-5
+        ) * b.gamma.numpy() + b.beta.numpy()
 
     r = lam[:, None, None, :] * (x @ w(layer.conv)[0, 0])
     u = bn(x @ w(layer.q[0])[0, 0], layer.bn1).reshape(n, h * wd, -1)
@@ -83,11 +85,14 @@ def test_official_form_matches_a_numpy_reference(pool_size, size):
     [(form, 1, 1) for form in ("parallel", "kernel", "auto")]
     + [(form, k, s) for form in ("parallel", "auto") for k, s in ((3, 1), (3, 2), (1, 2))],
 )
-@pytest.mark.parametrize("variant", [{}, {"channel_fusion": False}, {"attention": False}],
-                         ids=["official", "lambda-only", "phi-only"])
+@pytest.mark.parametrize(
+    "variant", [{}, {"channel_fusion": False}, {"attention": False}], ids=["official", "lambda-only", "phi-only"]
+)
 def test_folded_inference_equals_the_module_followed_by_its_batchnorm(form, kernel_size, strides, variant):
-    layer = built(DCDConv2D(16, kernel_size, strides, latent_dim=4, squeeze=8, pool_size=2, inference_form=form,
-                            **variant), (None, 30, 30, 8))
+    layer = built(
+        DCDConv2D(16, kernel_size, strides, latent_dim=4, squeeze=8, pool_size=2, inference_form=form, **variant),
+        (None, 30, 30, 8),
+    )
     bn = keras.layers.BatchNormalization(epsilon=1e-5)
     bn.build((None, None, None, 16))
     randomize(bn, 3)
@@ -102,7 +107,7 @@ def test_training_uses_batch_statistics_and_gradients_reach_every_weight():
     x = tf.constant(inputs((4, 8, 8, 8)))
     with tf.GradientTape() as tape:
         y = layer(x, training=True)
-        loss = tf.reduce_sum(y ** 2)
+        loss = tf.reduce_sum(y**2)
     grads = tape.gradient(loss, layer.trainable_weights)
     assert all(g is not None and np.any(g.numpy()) for g in grads)
     assert np.abs(np.asarray(y) - np.asarray(layer(x, training=False))).max() > 1e-3
@@ -126,8 +131,7 @@ def test_a_small_dcd_network_learns_digits():
     x = keras.layers.ReLU()(batchnorm()(DCDConv2D(32, latent_dim=8)(x)))
     out = DCDDense(10, latent_dim=8, squeeze=16)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inp, out)
-    model.compile(FusedAdam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(FusedAdam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=32, epochs=5, verbose=0)
     accuracy = (np.asarray(model(x_test, training=False)).argmax(-1) == y_test).mean()  # evaluate would trace
     assert accuracy > 0.6
@@ -140,8 +144,12 @@ def test_coefficients_are_inspectable_and_per_sample():
     scale = np.asarray(coeffs["scale"])
     assert scale.min() >= 0 and scale.max() <= 2  # Λ = relu6(z + 3)/3
     assert np.abs(scale[0] - scale[1]).max() > 0  # differs from sample to sample
-    assert set(built(DCDConv2D(8, channel_fusion=False), (None, 4, 4, 8)).coefficients(inputs((1, 4, 4, 8)))) == {"scale"}
-    assert set(built(DCDConv2D(8, latent_dim=2, attention=False), (None, 4, 4, 8)).coefficients(inputs((1, 4, 4, 8)))) == {"phi"}
+    assert set(built(DCDConv2D(8, channel_fusion=False), (None, 4, 4, 8)).coefficients(inputs((1, 4, 4, 8)))) == {
+        "scale"
+    }
+    assert set(
+        built(DCDConv2D(8, latent_dim=2, attention=False), (None, 4, 4, 8)).coefficients(inputs((1, 4, 4, 8)))
+    ) == {"phi"}
 
 
 def test_text_variants_lambda_only_and_phi_only():
@@ -184,7 +192,7 @@ def test_depthwise_dcd_matches_eq_3_8():
         pphi = layer.p_weight.numpy() @ np.asarray(coeffs["phi"])[n, 0]  # (C, L_k)
         kernel = np.asarray(coeffs["scale"])[n] * w0 + np.einsum("cj,hwj->hwc", pphi, basis)
         conv = SymmetricDepthwise(kernel, strides=2)
-        np.testing.assert_allclose(got[n], conv(x[n:n + 1])[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[n], conv(x[n : n + 1])[0], rtol=1e-4, atol=1e-4)
 
 
 def SymmetricDepthwise(kernel, strides):
@@ -231,10 +239,20 @@ def test_adaptive_2x2_pool_has_pytorch_overlapping_windows_on_odd_sizes():
 @pytest.mark.parametrize(
     "cin, cout, fc_squeeze, latent, pool, squeeze",
     [  # spec §1.2.6 tables, rows of ×1.0 (fc_squeeze 16), ×0.5 and ×0.35 (8)
-        (16, 96, 16, 8, 2, 4), (96, 24, 16, 12, 1, 9), (144, 32, 16, 16, 1, 16), (384, 64, 16, 16, 1, 24),
-        (160, 960, 16, 20, 2, 40), (960, 320, 16, 40, 1, 100), (8, 48, 8, 4, 2, 4), (48, 16, 8, 8, 1, 8),
-        (32, 192, 8, 16, 2, 32), (192, 48, 8, 12, 1, 24), (288, 48, 8, 24, 1, 72), (48, 8, 8, 4, 1, 6),
-        (56, 336, 8, 14, 2, 28), (336, 112, 8, 14, 1, 42),
+        (16, 96, 16, 8, 2, 4),
+        (96, 24, 16, 12, 1, 9),
+        (144, 32, 16, 16, 1, 16),
+        (384, 64, 16, 16, 1, 24),
+        (160, 960, 16, 20, 2, 40),
+        (960, 320, 16, 40, 1, 100),
+        (8, 48, 8, 4, 2, 4),
+        (48, 16, 8, 8, 1, 8),
+        (32, 192, 8, 16, 2, 32),
+        (192, 48, 8, 12, 1, 24),
+        (288, 48, 8, 24, 1, 72),
+        (48, 8, 8, 4, 1, 6),
+        (56, 336, 8, 14, 2, 28),
+        (336, 112, 8, 14, 1, 42),
     ],
 )
 def test_mobilenetv2_latent_and_squeeze_rules_of_the_code(cin, cout, fc_squeeze, latent, pool, squeeze):
@@ -255,15 +273,22 @@ def test_parameters_and_madds_follow_the_formulas():
     layer.build((None, 14, 14, cin))
     params = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
     # W0, Q, P, FC(4C_in→sq), gate, fc_phi, fc_scale, BN1/BN2 γβ
-    assert params == cin * cout + cin * lat + lat * cout + 4 * cin * sq + sq * sq + sq * lat ** 2 + sq * cout + 4 * lat
+    assert params == cin * cout + cin * lat + lat * cout + 4 * cin * sq + sq * sq + sq * lat**2 + sq * cout + 4 * lat
     pixels = 14 * 14
-    expected = pixels * (cin * cout + cin * lat + lat * lat + lat * cout + cout) \
-        + 4 * cin * sq + sq * sq + sq * lat ** 2 + sq * cout
+    expected = (
+        pixels * (cin * cout + cin * lat + lat * lat + lat * cout + cout)
+        + 4 * cin * sq
+        + sq * sq
+        + sq * lat**2
+        + sq * cout
+    )
     assert count_madds(layer, (None, 14, 14, cin)) == expected
     dense = DCDDense(100, latent_dim=32, squeeze=32)
     dense.build((None, 1280))
-    assert count_madds(dense, (None, 1280)) == 1280 * 100 + 100 + 1280 * 32 + 32 * 32 + 32 * 100 \
-        + 1280 * 32 + 32 * 32 + 32 * 1024 + 32 * 100
+    assert (
+        count_madds(dense, (None, 1280))
+        == 1280 * 100 + 100 + 1280 * 32 + 32 * 32 + 32 * 100 + 1280 * 32 + 32 * 32 + 32 * 1024 + 32 * 100
+    )
 
 
 def test_dcd_dense_matches_the_official_dycls():
@@ -272,7 +297,9 @@ def test_dcd_dense_matches_the_official_dycls():
     w = lambda l: l.kernel.numpy()
 
     def bn(z, b):
-        return (z - b.moving_mean.numpy()) / np.sqrt(b.moving_variance.numpy() + 1e-5) * b.gamma.numpy() + b.beta.numpy()
+        return (z - b.moving_mean.numpy()) / np.sqrt(
+            b.moving_variance.numpy() + 1e-5
+        ) * b.gamma.numpy() + b.beta.numpy()
 
     y = x @ w(layer.fc)
     y = y * hsig2(y @ w(layer.fc_gate))
@@ -310,9 +337,17 @@ def test_keras_file_round_trip_is_exact(tmp_path, layer):
     [
         ({"filters": 16, "blocks": 3}, None, "`filters` (16) must be divisible by `blocks` (3)"),
         ({"filters": 16, "blocks": 2}, (None, 8, 8, 9), "`input channels` (9) must be divisible by `blocks` (2)"),
-        ({"filters": 16, "latent_dim": 9}, (None, 8, 8, 8), "`latent_dim` must be at most min(C_in, filters)/blocks = 8"),
+        (
+            {"filters": 16, "latent_dim": 9},
+            (None, 8, 8, 8),
+            "`latent_dim` must be at most min(C_in, filters)/blocks = 8",
+        ),
         ({"filters": 16, "latent_dim": 5, "blocks": 2}, (None, 8, 8, 8), "at most min(C_in, filters)/blocks = 4"),
-        ({"depthwise": True, "kernel_size": 3, "latent_dim": 9}, (None, 8, 8, 8), "`latent_dim` (L_k) must be in [1, 8]"),
+        (
+            {"depthwise": True, "kernel_size": 3, "latent_dim": 9},
+            (None, 8, 8, 8),
+            "`latent_dim` (L_k) must be in [1, 8]",
+        ),
         ({"filters": 16, "latent_dim": 0}, None, "`latent_dim` must be an integer >= 1"),
         ({"filters": 16, "pool_size": 3}, None, "`pool_size` must be one of [1, 2]"),
         ({"filters": 16, "attention": False, "channel_fusion": False}, None, "cannot both be False"),

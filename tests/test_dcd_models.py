@@ -57,8 +57,12 @@ def to_state_dict(model, head="classifier.1.") -> dict[str, np.ndarray]:
             if layer.use_bias:
                 state[prefix + "bias"] = layer.bias.numpy()
         elif isinstance(layer, keras.layers.BatchNormalization):
-            for key, var in (("weight", layer.gamma), ("bias", layer.beta), ("running_mean", layer.moving_mean),
-                             ("running_var", layer.moving_variance)):
+            for key, var in (
+                ("weight", layer.gamma),
+                ("bias", layer.beta),
+                ("running_mean", layer.moving_mean),
+                ("running_var", layer.moving_variance),
+            ):
                 state[prefix + key] = var.numpy()
             state[prefix + "num_batches_tracked"] = np.array(0, "int64")
 
@@ -98,10 +102,18 @@ def test_sizes_and_key_names_equal_the_official_modules(default_models, name):
     state = to_state_dict(model, "classifier.0." if "resnet" in name else "classifier.1.")
     assert len(state) == keys
     examples = {  # spec §5.4
-        "dcd_mobilenetv2_100": {"features.2.conv.0.fc.0.weight": (4, 64), "features.2.conv.6.conv_q.weight": (12, 96, 1, 1),
-                                "classifier.1.fc_phi.weight": (1024, 32), "features.17.conv.6.conv.weight": (320, 960, 1, 1)},
-        "dcd_resnet50": {"layer1.0.conv1.q.weight": (8, 64, 1, 1), "layer4.2.conv3.conv.weight": (2048, 512, 1, 1),
-                         "layer1.0.downsample.0.weight": (256, 64, 1, 1), "classifier.0.cls.bias": (1000,)},
+        "dcd_mobilenetv2_100": {
+            "features.2.conv.0.fc.0.weight": (4, 64),
+            "features.2.conv.6.conv_q.weight": (12, 96, 1, 1),
+            "classifier.1.fc_phi.weight": (1024, 32),
+            "features.17.conv.6.conv.weight": (320, 960, 1, 1),
+        },
+        "dcd_resnet50": {
+            "layer1.0.conv1.q.weight": (8, 64, 1, 1),
+            "layer4.2.conv3.conv.weight": (2048, 512, 1, 1),
+            "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+            "classifier.0.cls.bias": (1000,),
+        },
         "dcd_resnet18": {"layer2.0.conv2.q.weight": (22, 128, 1, 1), "layer2.0.conv2.fc.0.weight": (32, 512)},
     }.get(name, {})
     for key, shape in examples.items():
@@ -153,8 +165,9 @@ def official_models(official_dir):
     return functools.cache(lambda name: official_model(official_dir, name))
 
 
-@pytest.mark.parametrize("bug", ["batch_mean_coefficients", "bn_mean_variance_swapped", "classifier_bias_dropped",
-                                 "phi_branch_dropped"])
+@pytest.mark.parametrize(
+    "bug", ["batch_mean_coefficients", "bn_mean_variance_swapped", "classifier_bias_dropped", "phi_branch_dropped"]
+)
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_parity_fails_for_a_converted_model_with_a_bug(official_models, name, bug):
     """Measured: each bug moves every sample's logits by 46× (ResNet-18's classifier bias) to over 1000× the
@@ -189,8 +202,9 @@ def test_authors_checkpoint_layout_loads_for_the_unfixtured_models(tmp_path, nam
 def test_include_top_false_loads_the_backbone_and_a_wrong_checkpoint_lists_mismatches(official_dir, official_models):
     path = official_dir / "mobilenetv2_dcd_w0.5.pth"
     full, _, _ = official_models("dcd_mobilenetv2_050")  # the same checkpoint, with its top
-    backbone = dynzoo.create_model("dcd_mobilenetv2_050", include_top=False, pooling="avg",
-                                   include_preprocessing=False, weights=path)
+    backbone = dynzoo.create_model(
+        "dcd_mobilenetv2_050", include_top=False, pooling="avg", include_preprocessing=False, weights=path
+    )
     assert backbone.output.shape == (None, 1280)
     x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype("float32")
     features = keras.Model(full.input, full.get_layer("avg_pool").output)
@@ -233,10 +247,12 @@ def test_dynamic_models_place_their_layers_like_table_3_4():
     K = 8, sigmoid. Their sizes land within 4% of the paper's (thesis Table 3.4)."""
     from dynzoo.layers import DynamicConv2D
 
-    for name, experts, routing, paper in (("dy_mobilenetv2_100", 4, "softmax", 11.1e6),
-                                          ("dy_mobilenetv2_050", 4, "softmax", 4.0e6),
-                                          ("condconv_mobilenetv2_100", 8, "sigmoid", 27.5e6),
-                                          ("condconv_mobilenetv2_050", 8, "sigmoid", 15.5e6)):
+    for name, experts, routing, paper in (
+        ("dy_mobilenetv2_100", 4, "softmax", 11.1e6),
+        ("dy_mobilenetv2_050", 4, "softmax", 4.0e6),
+        ("condconv_mobilenetv2_100", 8, "sigmoid", 27.5e6),
+        ("condconv_mobilenetv2_050", 8, "sigmoid", 15.5e6),
+    ):
         model = dynzoo.create_model(name)
         layers = [l for l in model._flatten_layers() if isinstance(l, DynamicConv2D)]
         assert {(l.experts, l.routing) for l in layers} == {(experts, routing)}
@@ -282,7 +298,11 @@ def test_float32_tflite_is_builtin_only_and_matches_keras(monkeypatch, name):
         monkeypatch.setattr(mobilenetv2, "load_config", lambda family: {**config, "blocks": config["blocks"][:2]})
     model = logits_model(name, input_shape=(64, 64, 3))
     if "mobilenetv2" in name:
-        assert [layer.name for layer in model.layers if layer.name.startswith("block")] == ["block1", "block2", "block3"]
+        assert [layer.name for layer in model.layers if layer.name.startswith("block")] == [
+            "block1",
+            "block2",
+            "block3",
+        ]
     randomize(model, seed=5)
     flatbuffer = to_tflite(model)
     ops = set(op_names(flatbuffer))
@@ -329,7 +349,16 @@ def test_registered_names():
         return [n for n in dynzoo.list_models() if get_entry(n).family == name]
 
     assert family("mobilenetv2") == [
-        "condconv_mobilenetv2_050", "condconv_mobilenetv2_100", "dcd_mobilenetv2_035", "dcd_mobilenetv2_050",
-        "dcd_mobilenetv2_100", "dy_mobilenetv2_035", "dy_mobilenetv2_050", "dy_mobilenetv2_100",
-        "mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_100"]
+        "condconv_mobilenetv2_050",
+        "condconv_mobilenetv2_100",
+        "dcd_mobilenetv2_035",
+        "dcd_mobilenetv2_050",
+        "dcd_mobilenetv2_100",
+        "dy_mobilenetv2_035",
+        "dy_mobilenetv2_050",
+        "dy_mobilenetv2_100",
+        "mobilenetv2_035",
+        "mobilenetv2_050",
+        "mobilenetv2_100",
+    ]
     assert family("resnet") == ["dcd_resnet10", "dcd_resnet18", "dcd_resnet50", "resnet10", "resnet18", "resnet50"]

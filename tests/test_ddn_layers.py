@@ -41,8 +41,11 @@ def _reference(layer, x, alpha):
             p = layer.kernel_size // 2
             xp = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
             s = [1, layer.strides, layer.strides, 1]
-            y = (tf.nn.depthwise_conv2d(xp, kernels[j], s, "VALID") if layer.kind == "depthwise"
-                 else tf.nn.conv2d(xp, kernels[j], s, "VALID")).numpy()
+            y = (
+                tf.nn.depthwise_conv2d(xp, kernels[j], s, "VALID")
+                if layer.kind == "depthwise"
+                else tf.nn.conv2d(xp, kernels[j], s, "VALID")
+            ).numpy()
         total = total + a * (y + (biases[j] if biases is not None else 0))
     return total
 
@@ -74,17 +77,21 @@ def test_one_expert_is_a_scaled_static_layer_and_the_batch_shares_one_domain():
     static.set_weights([layer.get_weights()[0][0] * alpha[0]])
     np.testing.assert_allclose(np.asarray(layer([x, e])), np.asarray(static(x)), rtol=1e-5, atol=1e-5)
     # the batch's domain is the mean embedding row: the whole batch uses one kernel
-    np.testing.assert_allclose(np.asarray(layer([x, e])), np.asarray(layer([x, np.tile(e.mean(0), (3, 1))])),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(layer([x, e])), np.asarray(layer([x, np.tile(e.mean(0), (3, 1))])), rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"filters": 4, "kind": "pointwise"}, "kind"),
-    ({"kind": "conv"}, "filters"),
-    ({"filters": 4, "kernel_size": 2}, "kernel_size"),
-    ({"filters": 4, "experts": 0}, "experts"),
-    ({"filters": 4, "kind": "dense", "strides": 2}, "strides"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"filters": 4, "kind": "pointwise"}, "kind"),
+        ({"kind": "conv"}, "filters"),
+        ({"filters": 4, "kernel_size": 2}, "kernel_size"),
+        ({"filters": 4, "experts": 0}, "experts"),
+        ({"filters": 4, "kind": "dense", "strides": 2}, "strides"),
+    ],
+)
 def test_bad_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         DomainAwareConv2D(**kwargs)
@@ -104,8 +111,10 @@ def test_keras_round_trip_and_madds(tmp_path):
     x_in, e_in = keras.Input((8, 8, 3)), keras.Input((5,))
     y = DomainAwareConv2D(6, 3, 2, 4, name="dac")([x_in, e_in])
     y = DomainAwareConv2D(None, 3, 1, 4, kind="depthwise")([y, e_in])
-    model = keras.Model([x_in, e_in], DomainAwareConv2D(3, kind="dense", use_bias=True)(
-        [keras.layers.GlobalAveragePooling2D()(y), e_in]))
+    model = keras.Model(
+        [x_in, e_in],
+        DomainAwareConv2D(3, kind="dense", use_bias=True)([keras.layers.GlobalAveragePooling2D()(y), e_in]),
+    )
     rng = np.random.default_rng(3)
     inputs = [rng.normal(size=(2, 8, 8, 3)).astype("float32"), np.tile(rng.normal(size=5), (2, 1)).astype("float32")]
     model.save(tmp_path / "m.keras")
@@ -168,8 +177,9 @@ def test_streaming_embedding_from_images_matches_the_fixed_one():
     from dynzoo.layers.domain import feature_extractor
 
     inputs = keras.Input((32, 32, 3))
-    extractor = feature_extractor(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(
-        keras.layers.Conv2D(4, 3, activation="relu")(inputs))))
+    extractor = feature_extractor(
+        keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs)))
+    )
     rng = np.random.default_rng(4)
     images = {"dark": rng.integers(0, 60, (6, 32, 32, 3)), "bright": rng.integers(150, 255, (6, 32, 32, 3))}
     table = DomainEmbeddings.from_images(extractor, images)

@@ -23,22 +23,30 @@ def _randomise_batchnorm(model, seed=0):
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g.shape),
+                    rng.normal(0, 0.1, b.shape),
+                    rng.normal(0, 0.1, m.shape),
+                    rng.uniform(0.5, 1.5, v.shape),
+                ]
+            )
 
 
 @pytest.fixture(scope="module")
 def static_op_counts():
     """The TFLite op counts of the plain mobilenetv2_035 at 32×32 (the classifier width does not matter)."""
-    return op_counts(to_tflite(create_model("mobilenetv2_035", input_shape=(32, 32, 3), classes=10,
-                                            classifier_activation=None)))
+    return op_counts(
+        to_tflite(create_model("mobilenetv2_035", input_shape=(32, 32, 3), classes=10, classifier_activation=None))
+    )
 
 
 @pytest.fixture(scope="module")
 def ddn_and_static():
     keras.utils.set_random_seed(0)
-    ddn = create_model("ddn_mobilenetv2_035_2x", input_shape=(32, 32, 3), classes=10, embedding_dim=DIM,
-                       classifier_activation=None)
+    ddn = create_model(
+        "ddn_mobilenetv2_035_2x", input_shape=(32, 32, 3), classes=10, embedding_dim=DIM, classifier_activation=None
+    )
     _randomise_batchnorm(ddn)
     static = create_model("mobilenetv2_035", input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     return ddn, static
@@ -47,8 +55,13 @@ def ddn_and_static():
 @pytest.mark.slow
 def test_registered_names_and_parameter_accounting():
     names = list_models("*ddn*") + list_models("fbnet*")
-    assert {"ddn_mobilenetv2_100_2x", "ddn_mobilenetv2_100_4x", "ddn_fbnet_default_2x", "ddn_fbnet_default_4x",
-            "fbnet_default"} <= set(names)
+    assert {
+        "ddn_mobilenetv2_100_2x",
+        "ddn_mobilenetv2_100_4x",
+        "ddn_fbnet_default_2x",
+        "ddn_fbnet_default_4x",
+        "fbnet_default",
+    } <= set(names)
     for k, width in ((2, "100"), (4, "035")):
         ddn = create_model(f"ddn_mobilenetv2_{width}_{k}x", input_shape=(32, 32, 3), embedding_dim=DIM)
         static = create_model(f"mobilenetv2_{width}", input_shape=(32, 32, 3))
@@ -116,9 +129,9 @@ def _write_domain_folder(root, rng):
                     image = rng.uniform(0, 40, (32, 32, 3))
                     pos = rng.integers(6, 26)
                     if cls == "horizontal":
-                        image[pos - 2:pos + 2, 4:28] = 230
+                        image[pos - 2 : pos + 2, 4:28] = 230
                     else:
-                        image[4:28, pos - 2:pos + 2] = 230
+                        image[4:28, pos - 2 : pos + 2] = 230
                     png = tf.io.encode_png(np.clip(image * gain, 0, 255).astype("uint8")).numpy()
                     (folder / f"{i}.png").write_bytes(png)
 
@@ -130,10 +143,17 @@ def trained_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("domains")
     _write_domain_folder(root / "data", np.random.default_rng(0))
-    config = TrainConfig(model="ddn_mobilenetv2_035_2x", dataset="domain_folder", data_dir=str(root / "data"),
-                         recipe="digits", overrides={"epochs": 12, "batch_size": 8, "warmup_epochs": 1, "lr": 0.02,
-                                                     "dropout": 0.0},
-                         lr_scaling="none", model_dir=str(root / "run"), verbose=0, options={"bn_reestimate": True})
+    config = TrainConfig(
+        model="ddn_mobilenetv2_035_2x",
+        dataset="domain_folder",
+        data_dir=str(root / "data"),
+        recipe="digits",
+        overrides={"epochs": 12, "batch_size": 8, "warmup_epochs": 1, "lr": 0.02, "dropout": 0.0},
+        lr_scaling="none",
+        model_dir=str(root / "run"),
+        verbose=0,
+        options={"bn_reestimate": True},
+    )
     return train_domains(config)
 
 
@@ -157,8 +177,11 @@ def test_algorithm1_batches_are_single_domain_and_cover_each_domain():
     from dynzoo.train.domains import DomainData, domain_batch_order, domain_dataset
 
     labels = {"a": np.arange(40) % 10, "b": np.arange(16) % 10, "c": np.arange(3) % 10}
-    data = DomainData({d: np.full((len(y), 32, 32, 3), i, "uint8") for i, (d, y) in enumerate(labels.items())},
-                      {d: y.astype("int32") for d, y in labels.items()}, tuple(map(str, range(10))))
+    data = DomainData(
+        {d: np.full((len(y), 32, 32, 3), i, "uint8") for i, (d, y) in enumerate(labels.items())},
+        {d: y.astype("int32") for d, y in labels.items()},
+        tuple(map(str, range(10))),
+    )
     order = domain_batch_order(data, 8, np.random.default_rng(0))
     counts = {d: sum(1 for dd, _ in order if dd == d) for d in labels}
     assert counts == {"a": 5, "b": 2, "c": 1}  # ∝ domain size; a domain smaller than a batch still gets one
@@ -207,8 +230,21 @@ def test_export_cli_bakes_each_domain_into_the_static_op_list(trained_run, stati
     from dynzoo.layers.domain import DomainEmbeddings
 
     run = trained_run.model_dir
-    assert main(["export", str(run / "model.keras"), "--domain-embedding", str(run / "domain_embeddings_test.json"),
-                 "--domain", "night", "--output", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(run / "model.keras"),
+                "--domain-embedding",
+                str(run / "domain_embeddings_test.json"),
+                "--domain",
+                "night",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     flatbuffer = (tmp_path / "model_night_float32.tflite").read_bytes()
     assert op_counts(flatbuffer) == static_op_counts
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
@@ -233,17 +269,23 @@ def _write_bdd(root, frames):
 
 
 def _frame(name, weather, timeofday, scene):
-    return {"name": name, "attributes": {"weather": weather, "timeofday": timeofday, "scene": scene},
-            "timestamp": 10000, "labels": [{"category": "car", "id": 1,
-                                            "box2d": {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}}]}
+    return {
+        "name": name,
+        "attributes": {"weather": weather, "timeofday": timeofday, "scene": scene},
+        "timestamp": 10000,
+        "labels": [{"category": "car", "id": 1, "box2d": {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}}],
+    }
 
 
 def test_bdd100k_splits_by_weather_and_time_of_day(tmp_path):
     from dynzoo.data.bdd100k import load_bdd100k_domains, split_by_domain
 
-    train = [_frame("a.jpg", "clear", "daytime", "highway"), _frame("b.jpg", "rainy", "night", "city street"),
-             _frame("c.jpg", "clear", "daytime", "residential"), _frame("d.jpg", "partly cloudy", "dawn/dusk",
-                                                                        "undefined")]
+    train = [
+        _frame("a.jpg", "clear", "daytime", "highway"),
+        _frame("b.jpg", "rainy", "night", "city street"),
+        _frame("c.jpg", "clear", "daytime", "residential"),
+        _frame("d.jpg", "partly cloudy", "dawn/dusk", "undefined"),
+    ]
     _write_bdd(tmp_path, {"train": train, "val": [_frame("e.jpg", "rainy", "night", "highway")]})
     domains = split_by_domain(train)
     assert list(domains) == ["dawn-dusk_partly-cloudy", "daytime_clear", "night_rainy"]

@@ -103,8 +103,9 @@ def test_the_three_aggregation_forms_agree_in_value_and_gradient():
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6, err_msg=form)
         np.testing.assert_allclose(grads[0], d_weights, rtol=1e-4, atol=1e-5, err_msg=form)
         for i, g in enumerate(grads[1:]):
-            np.testing.assert_allclose(g, upstream.numpy() * weights.numpy()[:, i, None, None, None], rtol=1e-5,
-                                       atol=1e-6, err_msg=form)
+            np.testing.assert_allclose(
+                g, upstream.numpy() * weights.numpy()[:, i, None, None, None], rtol=1e-5, atol=1e-6, err_msg=form
+            )
 
 
 def test_adjacency_form_uses_its_custom_gradient_and_keeps_no_stack():
@@ -139,8 +140,9 @@ def test_stage_graph_adjacency_and_initial_weights():
     assert adjacency.shape == (2, 4, 4)  # 3 blocks + the output node
     assert np.all(np.triu(adjacency) == 0)  # strictly lower-triangular: edges go forward only
     a = sigmoid(3.0)  # zero router kernels, bias 3, τ = 0: every edge open with α·σ(α − τ)
-    np.testing.assert_allclose(adjacency[:, np.tril_indices(4, -1)[0], np.tril_indices(4, -1)[1]], a * sigmoid(a),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        adjacency[:, np.tril_indices(4, -1)[0], np.tril_indices(4, -1)[1]], a * sigmoid(a), rtol=1e-6
+    )
     _, trained_adjacency = model(x, training=True)
     np.testing.assert_allclose(trained_adjacency, adjacency, rtol=1e-6)  # soft = hard magnitude when all open
 
@@ -178,7 +180,8 @@ def test_chain_wiring_is_the_sequence_of_blocks():
     np.testing.assert_array_equal(y, expected)
     np.testing.assert_array_equal(adjacency[0], np.eye(4, k=-1))
     assert not graph.routers and count_madds(graph, (None, 8, 8, 4)) == sum(
-        count_madds(b, s) for b, s in zip(graph.blocks, [(None, 8, 8, 4)] + [(None, 4, 4, 8)] * 2))
+        count_madds(b, s) for b, s in zip(graph.blocks, [(None, 8, 8, 4)] + [(None, 4, 4, 8)] * 2)
+    )
 
 
 def test_stage_madds_and_parameters():

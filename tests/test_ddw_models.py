@@ -3,7 +3,6 @@ against the spec's recount of the paper's overheads, builder arguments, a short 
 static-α ablation learn), round trips, and builtin-only TFLite exports (float32 with the adjacency matrices,
 int8) with parity."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -47,9 +46,14 @@ def check_chain_equals_static(ddw_name: str, static_name: str):
         np.testing.assert_array_equal(a, np.broadcast_to(np.eye(a.shape[1], k=-1), a.shape))
 
 
-@pytest.mark.parametrize("ddw_name, static_name", [("ddw_resnet18", "resnet18"),
-                                                   ("ddw_mobilenetv2_100", "mobilenetv2_100"),
-                                                   ("ddw_resnet18_static_alpha", "resnet18")])
+@pytest.mark.parametrize(
+    "ddw_name, static_name",
+    [
+        ("ddw_resnet18", "resnet18"),
+        ("ddw_mobilenetv2_100", "mobilenetv2_100"),
+        ("ddw_resnet18_static_alpha", "resnet18"),
+    ],
+)
 def test_chain_edges_reproduce_the_static_network_exactly(ddw_name, static_name):
     check_chain_equals_static(ddw_name, static_name)
 
@@ -70,8 +74,7 @@ def test_a_fresh_mobilenetv2_depends_on_its_input_and_gets_gradients():
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    model = dynzoo.create_model("ddw_mobilenetv2_100", input_shape=(32, 32, 3), classes=10,
-                                classifier_activation=None)
+    model = dynzoo.create_model("ddw_mobilenetv2_100", input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
@@ -96,7 +99,12 @@ def test_resnet18_overheads_match_the_count_of_the_construction():
 def test_mobilenetv2_overheads_and_graphs():
     model = dynzoo.create_model("ddw_mobilenetv2_100")
     assert [(s.name, len(s.blocks) + 1) for s in wired_stages(model)] == [
-        ("graph2", 3), ("graph3", 4), ("graph4", 5), ("graph5", 4), ("graph6", 4)]  # rows with n ≥ 2
+        ("graph2", 3),
+        ("graph3", 4),
+        ("graph4", 5),
+        ("graph5", 4),
+        ("graph6", 4),
+    ]  # rows with n ≥ 2
     params, madds = overheads("ddw_mobilenetv2_100", "mobilenetv2_100", model)
     graphs = [(24, 56, 2), (32, 28, 3), (64, 14, 4), (96, 14, 3), (160, 7, 3)]  # C, H, blocks
     edges = lambda n: n * (n + 1) // 2
@@ -115,13 +123,15 @@ def test_registry_and_builder_arguments():
     names = dynzoo.list_models("ddw_*")
     for base in ("ddw_resnet18", "ddw_resnet50", "ddw_resnet101", "ddw_mobilenetv2_100", "ddw_resnet18_cifar"):
         assert base in names and base + "_static_alpha" in names
-    model = dynzoo.create_model("ddw_resnet18_cifar_static_alpha", width=0.125, input_shape=(16, 16, 3),
-                                include_top=False, pooling="avg")
+    model = dynzoo.create_model(
+        "ddw_resnet18_cifar_static_alpha", width=0.125, input_shape=(16, 16, 3), include_top=False, pooling="avg"
+    )
     assert model.output.shape == (None, 64)  # 512 × 0.125
     routers = [r for s in wired_stages(model) for r in s.routers]
     assert routers and not any(r.dynamic for r in routers) and all(isinstance(r, Router) for r in routers)
-    model = dynzoo.create_model("ddw_resnet101", input_shape=(64, 64, 3), classes=5, width=0.125,
-                                classifier_activation=None)
+    model = dynzoo.create_model(
+        "ddw_resnet101", input_shape=(64, 64, 3), classes=5, width=0.125, classifier_activation=None
+    )
     stage3 = model.get_layer("layer3")
     assert isinstance(stage3, WiredStage) and stage3.nodes == 24 and stage3.edge_count() == 276
     assert model.output.shape == (None, 5)
@@ -134,8 +144,10 @@ def test_registry_and_builder_arguments():
     with pytest.raises(ValueError, match="at least 8"):
         dynzoo.create_model("ddw_resnet18_cifar", input_shape=(20, 6, 3))
     with pytest.raises(ValueError, match="does not match"):
-        load_static_weights(dynzoo.create_model("ddw_resnet18_cifar", width=0.125, input_shape=(16, 16, 3)),
-                            dynzoo.create_model("resnet18", input_shape=(32, 32, 3)))
+        load_static_weights(
+            dynzoo.create_model("ddw_resnet18_cifar", width=0.125, input_shape=(16, 16, 3)),
+            dynzoo.create_model("resnet18", input_shape=(32, 32, 3)),
+        )
 
 
 # --- training on the offline digits ---------------------------------------------------------------
@@ -149,8 +161,7 @@ def train_small(model_name: str):
     keras.utils.set_random_seed(0)
     x, y = digits_arrays("train", TRAIN_SIZE)
     model = dynzoo.create_model(model_name, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3), classes=10, width=0.25)
-    model.compile(optimizer=FusedAdam(5e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=FusedAdam(5e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x.astype("float32"), y, batch_size=64, epochs=2, verbose=0)
     return model
 

@@ -90,7 +90,8 @@ def test_candidate_op_shapes_and_madds(op, strides):
     expected = {
         "sep_conv": out * (k * k * 6 + 36) * 2,
         "dil_conv": 64 * k * k * 6 + out * 36,  # the dilated depthwise runs at stride 1
-        "max_pool": 0, "avg_pool": 0,
+        "max_pool": 0,
+        "avg_pool": 0,
         "skip": out * 36 if strides == 2 else 0,
     }[kind]
     assert layer.compute_madds(x.shape) == expected
@@ -106,8 +107,12 @@ def test_pools_use_pytorch_windows():
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=np.nan)
     for op, reduce in (("max_pool_3x3", np.nanmax), ("avg_pool_3x3", np.nanmean)):
         for strides in (1, 2):
-            expected = np.array([[[reduce(padded[0, i:i + 3, j:j + 3, c]) for c in range(2)]
-                                  for j in range(0, 6, strides)] for i in range(0, 6, strides)])
+            expected = np.array(
+                [
+                    [[reduce(padded[0, i : i + 3, j : j + 3, c]) for c in range(2)] for j in range(0, 6, strides)]
+                    for i in range(0, 6, strides)
+                ]
+            )
             np.testing.assert_allclose(CandidateOp(op, 2, strides)(x)[0], expected, rtol=1e-5, atol=1e-6)
 
 
@@ -216,8 +221,15 @@ def test_unselected_branches_are_not_computed(monkeypatch):
 
 def test_cell_serialization_round_trip(tmp_path):
     inputs = [keras.Input((8, 8, 6)), keras.Input((8, 8, 6))]
-    y, w = DRNetCell(4, reduction=True, node_inputs=[(0, 1), (2, 1), (3, 0), (4, 1)], ops=PAPER_OPS[::-1],
-                     temperature=0.6, threshold=0.7, name="cell")(inputs)
+    y, w = DRNetCell(
+        4,
+        reduction=True,
+        node_inputs=[(0, 1), (2, 1), (3, 0), (4, 1)],
+        ops=PAPER_OPS[::-1],
+        temperature=0.6,
+        threshold=0.7,
+        name="cell",
+    )(inputs)
     model = keras.Model(inputs, [y, w])
     model.get_layer("cell").threshold.assign(0.9)
     path = tmp_path / "cell.keras"
@@ -230,15 +242,18 @@ def test_cell_serialization_round_trip(tmp_path):
     assert loaded.get_layer("cell").node_inputs == ((0, 1), (2, 1), (3, 0), (4, 1))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"channels": 0}, "channels"),
-    ({"channels": 4, "threshold": 1.5}, "threshold"),
-    ({"channels": 4, "temperature": 0}, "temperature"),
-    ({"channels": 4, "ops": ["sep_conv_7x7"]}, "ops"),
-    ({"channels": 4, "ops": ["skip_connect", "skip_connect"]}, "ops"),
-    ({"channels": 4, "node_inputs": [(0, 1), (2, 2)]}, "node_inputs"),
-    ({"channels": 4, "node_inputs": [(0, 3)]}, "node_inputs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"channels": 0}, "channels"),
+        ({"channels": 4, "threshold": 1.5}, "threshold"),
+        ({"channels": 4, "temperature": 0}, "temperature"),
+        ({"channels": 4, "ops": ["sep_conv_7x7"]}, "ops"),
+        ({"channels": 4, "ops": ["skip_connect", "skip_connect"]}, "ops"),
+        ({"channels": 4, "node_inputs": [(0, 1), (2, 2)]}, "node_inputs"),
+        ({"channels": 4, "node_inputs": [(0, 3)]}, "node_inputs"),
+    ],
+)
 def test_cell_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DRNetCell(**kwargs)

@@ -24,8 +24,11 @@ from dynzoo.models.drnet import (
 from dynzoo.profile import trainable_params
 
 # Paper Table 1 (all branches, RouterNets included) and the spec's recount of the backbones (§3.6).
-PAPER = {"drnet_s": (0.57, 84.65, 0.483, 77.9), "drnet_m": (1.86, 267.3, 1.559, 250.8),
-         "drnet_l": (4.41, 603.1, 3.691, 566.0)}
+PAPER = {
+    "drnet_s": (0.57, 84.65, 0.483, 77.9),
+    "drnet_m": (1.86, 267.3, 1.559, 250.8),
+    "drnet_l": (4.41, 603.1, 3.691, 566.0),
+}
 
 
 def sizes(model):
@@ -35,9 +38,12 @@ def sizes(model):
     pools = 0  # the spec's recount charges 3×3 pooling 9 MAdds per output element
     for cell in cells:
         states = cell._state_shapes(_input_shapes(cell))
-        pools += sum(9 * math.prod(op.compute_output_shape(states[src])[1:])
-                     for src, branches in zip(cell.sources, cell.branches) for op in branches
-                     if op.kind in ("max_pool", "avg_pool"))
+        pools += sum(
+            9 * math.prod(op.compute_output_shape(states[src])[1:])
+            for src, branches in zip(cell.sources, cell.branches)
+            for op in branches
+            if op.kind in ("max_pool", "avg_pool")
+        )
     return params, routers, all_branch_madds(model), pools
 
 
@@ -65,8 +71,9 @@ def test_registry_and_builder_arguments():
     assert dynzoo.list_models("drnet_*") == ["drnet_l", "drnet_l_imagenet", "drnet_m", "drnet_s"]
     model = dynzoo.create_model("drnet_s", cells=2, channels=4, include_top=False, pooling="avg")
     assert model.output.shape == (None, 64)  # 2 reduction cells: C = 4 → 8 → 16, 4 nodes concatenated
-    model = dynzoo.create_model("drnet_l_imagenet", cells=2, channels=8, input_shape=(64, 64, 3), classes=7,
-                                classifier_activation=None)
+    model = dynzoo.create_model(
+        "drnet_l_imagenet", cells=2, channels=8, input_shape=(64, 64, 3), classes=7, classifier_activation=None
+    )
     assert model.output.shape == (None, 7)
     assert model.get_layer("cell0").reduction_prev  # the ImageNet stem hands over a reduced x1
     assert dynzoo.create_model("drnet_s", input_shape=(30, 30, 3)).output.shape == (None, 10)  # odd maps: 15, 8
@@ -92,8 +99,11 @@ def test_routing_analysis_counts_the_computed_branches(tiny):
     total = all_branch_madds(tiny)
     costs = branch_cost_table(tiny)
     assert costs.shape == (3, 8, 5)
-    static = sum(count_madds(layer, _input_shapes(layer)) for layer in tiny.layers
-                 if not isinstance(layer, (keras.layers.InputLayer, DRNetCell)))
+    static = sum(
+        count_madds(layer, _input_shapes(layer))
+        for layer in tiny.layers
+        if not isinstance(layer, (keras.layers.InputLayer, DRNetCell))
+    )
     assert total == static + sum(cell.compute_madds(_input_shapes(cell)) for cell in drnet_cells(tiny))
     model = routing_model(tiny)  # traced once; the threshold is a variable
     set_routing(tiny, threshold=1.0)
@@ -142,14 +152,25 @@ def trained():
     x_test, y_test = digits_arrays("test", 16)
     network = DRNet("drnet_s", cells=2, channels=8, input_shape=(16, 16, 3))  # 2 cells trace in 2/3 of 3's time
     steps = math.ceil(len(x_train) / 64)
-    setup = prepare_training("drnet", network, {"routing_threshold": 0.8, "resource_weight": 0.5},
-                             TrainingContext(6, steps, x_test[:64].astype("float32"), verbose=0))
+    setup = prepare_training(
+        "drnet",
+        network,
+        {"routing_threshold": 0.8, "resource_weight": 0.5},
+        TrainingContext(6, steps, x_test[:64].astype("float32"), verbose=0),
+    )
     # constant Adam 5e-3 (``step`` without milestones): a decayed rate leaves the resource stage too little to act
-    recipe = get_recipe("digits").replace(optimizer="adam", lr=5e-3, epochs=6, schedule="step", milestones=[],
-                                          warmup_epochs=0, weight_decay=0.0)
+    recipe = get_recipe("digits").replace(
+        optimizer="adam", lr=5e-3, epochs=6, schedule="step", milestones=[], warmup_epochs=0, weight_decay=0.0
+    )
     compile_for_recipe(setup.model, recipe, recipe.lr, steps, classes=10)
-    history = setup.model.fit(x_train.astype("float32"), keras.utils.to_categorical(y_train, 10), batch_size=64,
-                              epochs=6, verbose=0, callbacks=setup.callbacks)
+    history = setup.model.fit(
+        x_train.astype("float32"),
+        keras.utils.to_categorical(y_train, 10),
+        batch_size=64,
+        epochs=6,
+        verbose=0,
+        callbacks=setup.callbacks,
+    )
     return network, setup, history.history, x_test.astype("float32"), y_test
 
 
@@ -164,8 +185,10 @@ def test_drnet_hook_checks_its_options(tiny):
     from dynzoo.train.hooks import TrainingContext, prepare_training
 
     context = TrainingContext(4, 2, np.zeros((2, 16, 16, 3), "float32"))
-    for options, message in (({"routing_threshold": 0.0}, "routing_threshold"),
-                             ({"resource_weight": -1.0}, "resource_weight")):
+    for options, message in (
+        ({"routing_threshold": 0.0}, "routing_threshold"),
+        ({"resource_weight": -1.0}, "resource_weight"),
+    ):
         with pytest.raises(ValueError, match=message):
             prepare_training("drnet", tiny, options, context)
     with pytest.raises(ValueError, match="applies only to models of the drnet family"):
@@ -176,7 +199,7 @@ def test_drnet_hook_checks_its_options(tiny):
 def test_training_learns_and_routing_saves_madds(trained):
     network, setup, history, x_test, y_test = trained
     assert history["expected_mmadds"][-1] < history["expected_mmadds"][2]  # the resource term acts
-    assert history["temperature"] == pytest.approx([3, 3, 3, 1, 0.5 ** 0.5, 0.5], rel=1e-5)
+    assert history["temperature"] == pytest.approx([3, 3, 3, 1, 0.5**0.5, 0.5], rel=1e-5)
     assert "usage_skip_connect" in history and 0 < history["madds_ratio"][-1] < 1  # branch usage logged
     report = setup.report(network)
     assert report["routing_threshold"] == 0.8 and report["madds_ratio_on_sample"] < 1

@@ -31,20 +31,23 @@ def per_sample_kernel_output(layer, x, g):
         if "routing" in coeffs:
             start = (k - kb) // 2
             for i, basis in enumerate(layer.bases):
-                kernel[start:start + kb, start:start + kb] += coeffs["routing"][b, i] * ops.convert_to_numpy(basis.kernel)
+                kernel[start : start + kb, start : start + kb] += coeffs["routing"][b, i] * ops.convert_to_numpy(
+                    basis.kernel
+                )
         conv = keras.layers.Conv2D(layer.filters, k, layer.strides, padding="valid", use_bias=False)
         conv.build((None, None, None, x.shape[-1]))
         conv.kernel.assign(kernel)
         pad = k // 2
-        outputs.append(ops.convert_to_numpy(conv(np.pad(x[b:b + 1], [(0, 0), (pad, pad), (pad, pad), (0, 0)])))[0])
+        outputs.append(ops.convert_to_numpy(conv(np.pad(x[b : b + 1], [(0, 0), (pad, pad), (pad, pad), (0, 0)])))[0])
     return np.stack(outputs)
 
 
 @pytest.mark.parametrize("residual", ["routing", "attention", "combined"])
 @pytest.mark.parametrize("strides,kernel,basis", [(1, 3, 1), (2, 3, 3), (2, 5, 1)])
 def test_feature_space_form_equals_the_dynamic_kernel(residual, strides, kernel, basis):
-    layer = DynamicResidualConv2D(6, kernel, strides, residual=residual, num_bases=3, basis_kernel_size=basis,
-                                  reduction=2)
+    layer = DynamicResidualConv2D(
+        6, kernel, strides, residual=residual, num_bases=3, basis_kernel_size=basis, reduction=2
+    )
     x = RNG.normal(size=(3, 9, 9, 5)).astype("float32")
     g = RNG.normal(size=(3, 7, 7, 12)).astype("float32")  # the block input drives the coefficients
     layer([x, g])  # builds
@@ -70,18 +73,29 @@ def test_madds_count_every_term():
     layer.build(shape)
     out = 4 * 4 * 16
     hidden = 32 // 4
-    expected = (out * 9 * 32  # W0
-                + 4 * out * 32 + 4 * out  # four 1×1 bases and the π-weighted sum
-                + out  # (1 + Λ) ⊙
-                + 32 * hidden + hidden * 4 + hidden * 16)  # FC1, FC2, FC_Λ
+    expected = (
+        out * 9 * 32  # W0
+        + 4 * out * 32
+        + 4 * out  # four 1×1 bases and the π-weighted sum
+        + out  # (1 + Λ) ⊙
+        + 32 * hidden
+        + hidden * 4
+        + hidden * 16
+    )  # FC1, FC2, FC_Λ
     assert count_madds(layer, shape) == expected
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    ({"num_bases": 0}, "num_bases"), ({"residual": "experts"}, "residual"), ({"kernel_size": 4}, "kernel_size"),
-    ({"kernel_size": 3, "basis_kernel_size": 5}, "basis_kernel_size"), ({"reduction": 0}, "reduction"),
-    ({"filters": 0}, "filters"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"num_bases": 0}, "num_bases"),
+        ({"residual": "experts"}, "residual"),
+        ({"kernel_size": 4}, "kernel_size"),
+        ({"kernel_size": 3, "basis_kernel_size": 5}, "basis_kernel_size"),
+        ({"reduction": 0}, "reduction"),
+        ({"filters": 0}, "filters"),
+    ],
+)
 def test_bad_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         DynamicResidualConv2D(**{"filters": 4, **kwargs})
@@ -116,9 +130,14 @@ def resnet50():
 def test_resnet_keys_follow_the_authors_code(resnet50):
     targets = model_targets(official_layer_prefixes(resnet50))
     # spec §5.4: per block fc.0 (inplanes//16, inplanes), fc.2 (4, inplanes//16), conv_s1..4 (planes, planes, 1, 1)
-    for key, torch_shape in [("layer1.0.fc.0.weight", (4, 64)), ("layer1.0.fc.2.weight", (4, 4)),
-                             ("layer3.2.fc.0.weight", (64, 1024)), ("layer3.2.conv_s4.weight", (256, 256, 1, 1)),
-                             ("layer4.0.conv2.weight", (512, 512, 3, 3)), ("layer2.0.downsample.0.weight", (512, 256, 1, 1))]:
+    for key, torch_shape in [
+        ("layer1.0.fc.0.weight", (4, 64)),
+        ("layer1.0.fc.2.weight", (4, 4)),
+        ("layer3.2.fc.0.weight", (64, 1024)),
+        ("layer3.2.conv_s4.weight", (256, 256, 1, 1)),
+        ("layer4.0.conv2.weight", (512, 512, 3, 3)),
+        ("layer2.0.downsample.0.weight", (512, 256, 1, 1)),
+    ]:
         variable, transform = targets[key]
         assert tuple(variable.shape) == transform(np.zeros(torch_shape)).shape
     assert not any(".conv_s5." in k or "fc_attention" in k for k in targets)
@@ -143,10 +162,13 @@ def test_official_checkpoint_loads(resnet50, tmp_path):
     path = save_zip_checkpoint({"state_dict_G": state, "epoch": 15}, tmp_path / "drt.pth")
     model = dynzoo.create_model("drt_resnet50", input_shape=(64, 64, 3), include_top=False, weights=str(path))
     block = model.get_layer("layer3_1")
-    np.testing.assert_array_equal(ops.convert_to_numpy(block.convs[1].bases[2].kernel),
-                                  state["module.features.layer3.1.conv_s3.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(ops.convert_to_numpy(block.convs[1].trunk.kernel),
-                                  state["module.features.layer3.1.fc.0.weight"].T)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(block.convs[1].bases[2].kernel),
+        state["module.features.layer3.1.conv_s3.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(block.convs[1].trunk.kernel), state["module.features.layer3.1.fc.0.weight"].T
+    )
     with pytest.raises(ValueError, match="include_top=False"):
         dynzoo.create_model("drt_resnet50", input_shape=(64, 64, 3), weights=str(path))
 
@@ -235,10 +257,17 @@ def test_msda_training_learns(tmp_path):  # adversarial: the discriminator and t
     from dynzoo.train import TrainConfig
     from dynzoo.train.msda import train_msda
 
-    result = train_msda(TrainConfig(
-        model="drt_lenet", dataset="digits", overrides={"epochs": 2, "warmup_epochs": 0}, steps_per_epoch=20,
-        model_dir=str(tmp_path), verbose=0,
-        options={"source_domains": "clean,inverted", "target_domain": "noisy", "alignment": "adversarial"}))
+    result = train_msda(
+        TrainConfig(
+            model="drt_lenet",
+            dataset="digits",
+            overrides={"epochs": 2, "warmup_epochs": 0},
+            steps_per_epoch=20,
+            model_dir=str(tmp_path),
+            verbose=0,
+            options={"source_domains": "clean,inverted", "target_domain": "noisy", "alignment": "adversarial"},
+        )
+    )
     assert result.history["alignment"][-1] > 0
     # chance is 0.1; measured (deterministic ops, fixed seeds): source 0.828, target 0.853 (3 epochs × 25 steps
     # gave 0.894 / 0.889 in 1.7× the time)

@@ -42,7 +42,15 @@ CASES = [
     {"filters": 12, "kernel_size": 1, "strides": 1},
     {"filters": 12, "kernel_size": 3, "strides": 1},
     {"filters": 12, "kernel_size": 3, "strides": 2},
-    {"filters": 12, "kernel_size": 5, "strides": 2, "routing": "sigmoid", "reduction": None, "experts": 8, "use_bias": True},
+    {
+        "filters": 12,
+        "kernel_size": 5,
+        "strides": 2,
+        "routing": "sigmoid",
+        "reduction": None,
+        "experts": 8,
+        "use_bias": True,
+    },
     {"depthwise": True, "kernel_size": 3, "strides": 1},
     {"depthwise": True, "kernel_size": 5, "strides": 2, "routing": "sigmoid", "reduction": None},
 ]
@@ -66,7 +74,7 @@ def test_both_formulations_are_exact_and_agree(case):
             conv = SymmetricConv2D(a.filters, a.kernel_size, a.strides, use_bias=False)
         conv.build((None, 9, 9, 8))
         conv.kernel.assign(mixed)
-        expected = np.asarray(conv(x[n:n + 1]))[0] + (pi[n] @ bias if bias is not None else 0)
+        expected = np.asarray(conv(x[n : n + 1]))[0] + (pi[n] @ bias if bias is not None else 0)
         np.testing.assert_allclose(ya[n], expected, rtol=1e-4, atol=1e-4)
 
 

@@ -81,11 +81,13 @@ def test_micronet_exports_in_every_mode(micronet_export):
 # 2×2-pooled expanding and globally pooled projecting DCDConv2D, each in the kernel form (8×8 to 16×16) and
 # the parallel form (2×2 to 4×4), the 2×2 pooling of a 1×1 map, a residual block, the DCDDense classifier —
 # in a third of its graph (conversion time follows the graph's size).
-DCD_BLOCKS = [{"expansion": 1, "filters": 16, "repeats": 1, "stride": 1},
-              {"expansion": 6, "filters": 24, "repeats": 1, "stride": 2},
-              {"expansion": 6, "filters": 32, "repeats": 1, "stride": 2},
-              {"expansion": 6, "filters": 64, "repeats": 1, "stride": 2},
-              {"expansion": 6, "filters": 160, "repeats": 2, "stride": 2}]
+DCD_BLOCKS = [
+    {"expansion": 1, "filters": 16, "repeats": 1, "stride": 1},
+    {"expansion": 6, "filters": 24, "repeats": 1, "stride": 2},
+    {"expansion": 6, "filters": 32, "repeats": 1, "stride": 2},
+    {"expansion": 6, "filters": 64, "repeats": 1, "stride": 2},
+    {"expansion": 6, "filters": 160, "repeats": 2, "stride": 2},
+]
 
 
 @pytest.mark.slow
@@ -96,8 +98,9 @@ def test_dcd_exports_in_float_int8_and_mixed(monkeypatch):
     config = mobilenetv2.load_config
     monkeypatch.setattr(mobilenetv2, "load_config", lambda family: {**config(family), "blocks": DCD_BLOCKS})
     keras.utils.set_random_seed(1)
-    model = dynzoo.create_model("dcd_mobilenetv2_050", input_shape=(SIZE, SIZE, 3), classes=10,
-                                include_preprocessing=False)
+    model = dynzoo.create_model(
+        "dcd_mobilenetv2_050", input_shape=(SIZE, SIZE, 3), classes=10, include_preprocessing=False
+    )
     forms = set()
     for block in (layer for layer in model.layers if layer.name.startswith("block")):
         size = block.input.shape[1]
@@ -152,8 +155,20 @@ def test_a_float_op_in_an_integer_model_is_named_with_its_layer(micronet_export)
     check must list exactly those, by layer."""
     found = float_ops(micronet_export[2]("mixed"))
     assert found and all("dynamic_shift_max" in layer for _, layer in found)
-    assert {op for op, _ in found} <= {"MUL", "ADD", "MAXIMUM", "SUB", "FULLY_CONNECTED", "MEAN", "RESHAPE",
-                                        "SPLIT", "STRIDED_SLICE", "CONCATENATION", "RELU6", "RELU"}
+    assert {op for op, _ in found} <= {
+        "MUL",
+        "ADD",
+        "MAXIMUM",
+        "SUB",
+        "FULLY_CONNECTED",
+        "MEAN",
+        "RESHAPE",
+        "SPLIT",
+        "STRIDED_SLICE",
+        "CONCATENATION",
+        "RELU6",
+        "RELU",
+    }
     assert {"MUL", "MAXIMUM"} <= {op for op, _ in found}
 
 
@@ -281,8 +296,9 @@ def test_compare_latency_times_models_side_by_side_and_reports_errors(tmp_path):
     assert result.ratio["file"] == result.ratio_p10["file"] == result.ratio_p90["file"] == 1.0
     assert 0 < result.ratio_p10["bytes"] <= result.ratio["bytes"] <= result.ratio_p90["bytes"]
     assert len(result.cycle_ms["bytes"]) == 4 and result.ratio_between("bytes", "file") == result.ratio["bytes"]
-    assert result.ratio_between("file", "bytes") == pytest.approx(np.median(
-        np.divide(result.cycle_ms["file"], result.cycle_ms["bytes"])))
+    assert result.ratio_between("file", "bytes") == pytest.approx(
+        np.median(np.divide(result.cycle_ms["file"], result.cycle_ms["bytes"]))
+    )
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(small[: len(small) // 3])
     failed = compare_latency({"small": small, "broken": broken}, cycles=1)
@@ -305,9 +321,18 @@ def test_bundle_with_golden_files_round_trips(tmp_path, micronet_export, mode):
     from dynzoo.export.bundle import golden_image
 
     flatbuffer = micronet_export[2](mode)
-    folder = write_bundle(tmp_path / "b", flatbuffer, labels=[f"digit {i}" for i in range(10)],
-                          source_model="micronet_m0", mode=mode, preprocessing_in_model=True,
-                          mean=IMAGENET_MEAN, std=IMAGENET_STD, output_activation="softmax", golden=True)
+    folder = write_bundle(
+        tmp_path / "b",
+        flatbuffer,
+        labels=[f"digit {i}" for i in range(10)],
+        source_model="micronet_m0",
+        mode=mode,
+        preprocessing_in_model=True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        output_activation="softmax",
+        golden=True,
+    )
     loaded, labels, info = read_bundle(folder)
     assert loaded == flatbuffer and labels[3] == "digit 3" and info["mode"] == mode
     assert info["input"]["height"] == SIZE and info["input"]["color_order"] == "RGB"
@@ -327,10 +352,18 @@ def test_bundle_with_golden_files_round_trips(tmp_path, micronet_export, mode):
 
 def test_preprocess_follows_the_bundle_rules():
     """Resize the shorter side, centre crop, normalise, quantize half away from zero."""
-    info = {"input": {"height": 4, "width": 4, "dtype": "int8", "preprocessing_in_model": False,
-                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0],
-                      "resize": {"method": "bilinear", "resize_shorter": 4, "crop": "center"},
-                      "quantization": {"scale": 0.5, "zero_point": -3}}}
+    info = {
+        "input": {
+            "height": 4,
+            "width": 4,
+            "dtype": "int8",
+            "preprocessing_in_model": False,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.5, 1.0],
+            "resize": {"method": "bilinear", "resize_shorter": 4, "crop": "center"},
+            "quantization": {"scale": 0.5, "zero_point": -3},
+        }
+    }
     image = np.zeros((4, 8, 3), "uint8")
     image[:, 2:6] = 255  # the centre 4 columns are white
     x = preprocess(image, info)
@@ -391,9 +424,29 @@ def test_baking_checks_layer_names():
 def test_cli_export_with_verify_and_bundle(tmp_path, capsys):
     from dynzoo.cli import main
 
-    code = main(["export", "drt_lenet", "--input-size", "32", "--classes", "10", "--mode", "uint8",
-                 "--preprocessing-in-model", "--calibration-size", "16", "--verify", "digits",
-                 "--verify-size", "24", "--bundle", "--golden", "-o", str(tmp_path)])
+    code = main(
+        [
+            "export",
+            "drt_lenet",
+            "--input-size",
+            "32",
+            "--classes",
+            "10",
+            "--mode",
+            "uint8",
+            "--preprocessing-in-model",
+            "--calibration-size",
+            "16",
+            "--verify",
+            "digits",
+            "--verify-size",
+            "24",
+            "--bundle",
+            "--golden",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "drt_lenet_report.json").read_text())
     entry = report["modes"]["uint8"]
@@ -423,8 +476,30 @@ def test_cli_bench_writes_json_markdown_and_plot(tmp_path):
     from dynzoo.cli import main
 
     stem = tmp_path / "bench"
-    assert main(["bench", "drt_lenet", "--input-size", "32", "--threads", "1", "--xnnpack", "on",
-                 "--runs", "5", "--warmup", "1", "--rounds", "1", "--no-baselines", "-o", str(stem)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "drt_lenet",
+                "--input-size",
+                "32",
+                "--threads",
+                "1",
+                "--xnnpack",
+                "on",
+                "--runs",
+                "5",
+                "--warmup",
+                "1",
+                "--rounds",
+                "1",
+                "--no-baselines",
+                "-o",
+                str(stem),
+            ]
+        )
+        == 0
+    )
     bench = json.loads(stem.with_suffix(".json").read_text())
     (row,) = bench["results"]
     assert row["model"] == "drt_lenet" and row["median_ms"] > 0 and row["madds"] > 0
@@ -460,7 +535,7 @@ def test_unequal_strides_equal_the_stride_one_convolution_subsampled(depthwise, 
         y = np.asarray(strided(x))
     dense.build(x.shape)
     dense.set_weights(strided.get_weights())
-    expected = np.asarray(dense(x))[:, ::strides[0], ::strides[1]]
+    expected = np.asarray(dense(x))[:, :: strides[0], :: strides[1]]
     assert y.shape == expected.shape == strided.compute_output_shape(x.shape)
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
     if depthwise:  # exported as one strided CONV_2D, no subsampling slice

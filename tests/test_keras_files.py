@@ -76,8 +76,10 @@ def built() -> dict[str, dict]:
             notop = dynzoo.create_model(name, include_top=False, input_shape=(size, size, 1), pooling="max")
         pooled = notop.layers[-1]
         result[name] = {
-            "config": keras.saving.serialize_keras_object(model), "params": model.count_params(),
-            "top": _output_shape(model), "activation": model.layers[-1].activation.__name__,
+            "config": keras.saving.serialize_keras_object(model),
+            "params": model.count_params(),
+            "top": _output_shape(model),
+            "activation": model.layers[-1].activation.__name__,
             "notop_max": _output_shape(notop),
             "notop": list(pooled.input.shape) if isinstance(pooled, keras.layers.GlobalMaxPooling2D) else None,
             "levels": {level: channels for level, (_, channels) in feature_levels_of(notop).items()},

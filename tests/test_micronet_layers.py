@@ -60,10 +60,12 @@ def test_stem_folds_into_one_convolution_exactly(groups, width):
     np.testing.assert_allclose(run_tflite(flatbuffer, x), one_by_one, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel, strides, expansion, width", [(3, 2, (2, 2), 17), (3, 2, (1, 1), 16),
-                                                              (5, 2, (1, 2), 15), (7, 1, (2, 1), 9)])
-def test_micro_factorized_depthwise_exports_as_one_depthwise_convolution(kernel, strides, expansion, width,
-                                                                         monkeypatch):
+@pytest.mark.parametrize(
+    "kernel, strides, expansion, width", [(3, 2, (2, 2), 17), (3, 2, (1, 1), 16), (5, 2, (1, 2), 15), (7, 1, (2, 1), 9)]
+)
+def test_micro_factorized_depthwise_exports_as_one_depthwise_convolution(
+    kernel, strides, expansion, width, monkeypatch
+):
     """Exported, the k×1 and 1×k pair (BN between, no activation) is one k×k depthwise convolution and a
     per-column bias: the same outputs as the layers one by one (random BN statistics; odd and even widths),
     in Keras and in TFLite; without the border columns' correction they differ."""
@@ -121,8 +123,9 @@ def _shift_max_reference(layer: DynamicShiftMax, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("channels", [24, 120])  # K·C within / beyond MATRIX_FORM_MAX_WIDTH
-@pytest.mark.parametrize("fusions, init_a, init_b", [(2, (1.0, 1.0), (0.0, 0.0)), (2, (1.0, 0.5), (0.0, 0.5)),
-                                                      (1, (1.0, 0.0), (0.0, 0.0))])
+@pytest.mark.parametrize(
+    "fusions, init_a, init_b", [(2, (1.0, 1.0), (0.0, 0.0)), (2, (1.0, 0.5), (0.0, 0.5)), (1, (1.0, 0.0), (0.0, 0.0))]
+)
 def test_dynamic_shift_max_matches_reference(fusions, init_a, init_b, channels):
     x = RNG.normal(size=(3, 5, 4, channels)).astype("float32")
     layer = DynamicShiftMax(fusions, reduction=4, shift_groups=6, init_a=init_a, init_b=init_b)
@@ -180,13 +183,14 @@ def _depthwise_reference(x, kernel, strides):
     out = np.zeros((x.shape[0], oh, ow, c, m), "float32")
     for i in range(oh):
         for j in range(ow):
-            patch = xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            patch = xp[:, i * sh : i * sh + kh, j * sw : j * sw + kw, :]
             out[:, i, j] = np.einsum("bhwc,hwcm->bcm", patch, kernel)
     return out.reshape(x.shape[0], oh, ow, c * m)
 
 
-@pytest.mark.parametrize("kernel, strides", [((3, 1), (2, 1)), ((1, 3), (1, 2)), ((5, 1), (2, 1)),
-                                             ((3, 3), (2, 2)), ((1, 5), (1, 1))])
+@pytest.mark.parametrize(
+    "kernel, strides", [((3, 1), (2, 1)), ((1, 3), (1, 2)), ((5, 1), (2, 1)), ((3, 3), (2, 2)), ((1, 5), (1, 1))]
+)
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
 def test_symmetric_depthwise_matches_pytorch_arithmetic(kernel, strides, size):
     x = RNG.normal(size=(2, *size, 3)).astype("float32")
@@ -228,11 +232,11 @@ def test_micro_factorized_pointwise_connects_every_input_once():
     # count input→output paths through the block-diagonal Q, the shuffle and P
     dense_q = np.zeros((16, 8))
     for g in range(2):
-        dense_q[g * 8:(g + 1) * 8, g * 4:(g + 1) * 4] = q[0, 0, :, g * 4:(g + 1) * 4] != 0
+        dense_q[g * 8 : (g + 1) * 8, g * 4 : (g + 1) * 4] = q[0, 0, :, g * 4 : (g + 1) * 4] != 0
     perm = shuffle_indices(8, 2)
     dense_p = np.zeros((8, 16))
     for g in range(4):
-        dense_p[g * 2:(g + 1) * 2, g * 4:(g + 1) * 4] = p[0, 0, :, g * 4:(g + 1) * 4] != 0
+        dense_p[g * 2 : (g + 1) * 2, g * 4 : (g + 1) * 4] = p[0, 0, :, g * 4 : (g + 1) * 4] != 0
     paths = dense_q[:, perm] @ dense_p
     assert (paths == 1).all()
 
@@ -274,10 +278,28 @@ def test_layers_reject_bad_arguments(build, message):
     [
         DynamicShiftMax(2, 4, 4, init_a=(1.0, 0.5), init_b=(0.0, 0.5)),
         ChannelShuffle([4, 2]),
-        MicroBlock("BC", 16, kernel_size=3, strides=1, expansion=(1, 4), expand_groups=(4, 4),
-                   squeeze_groups=(4, 4), activations=(2, 2, 1), reduction=8),
-        MicroBlock("A", 12, kernel_size=3, strides=2, expansion=(2, 2), expand_groups=(0, 8),
-                   squeeze_groups=(4, 4), activations=(2, 2, 1), reduction=8),
+        MicroBlock(
+            "BC",
+            16,
+            kernel_size=3,
+            strides=1,
+            expansion=(1, 4),
+            expand_groups=(4, 4),
+            squeeze_groups=(4, 4),
+            activations=(2, 2, 1),
+            reduction=8,
+        ),
+        MicroBlock(
+            "A",
+            12,
+            kernel_size=3,
+            strides=2,
+            expansion=(2, 2),
+            expand_groups=(0, 8),
+            squeeze_groups=(4, 4),
+            activations=(2, 2, 1),
+            reduction=8,
+        ),
         MicroFactorizedPointwise(16, 8),
     ],
     ids=lambda l: type(l).__name__,
@@ -319,17 +341,28 @@ def _assert_forms_agree(layer_or_model, x, target, rtol, training=True):
         np.testing.assert_allclose(np.asarray(c), e, rtol=0, atol=rtol * np.abs(e).max())
 
 
-@pytest.mark.parametrize("make, channels", [
-    (lambda: SymmetricConv2D(12, 1, groups=3, use_bias=True), 12),  # grouped 1×1: one einsum when computed
-    (lambda: SymmetricConv2D(8, 1, groups=4), 12),
-    # unequal-stride depthwise, computed with a block-diagonal kernel (few channels) or folded (many)
-    (lambda: SymmetricDepthwiseConv2D((3, 1), (2, 1), depth_multiplier=2), 12),
-    (lambda: SymmetricDepthwiseConv2D((1, 5), (1, 2), use_bias=True), 12),
-    (lambda: SymmetricDepthwiseConv2D((5, 1), (2, 1), depth_multiplier=2, use_bias=True), 20),
-    (lambda: SymmetricDepthwiseConv2D((1, 3), (1, 2), depth_multiplier=2), 20),
-    (lambda: SymmetricDepthwiseConv2D((3, 3), (2, 1)), 20),
-], ids=["pointwise_g3_bias", "pointwise_g4", "depthwise_3x1_s2x1_m2", "depthwise_1x5_s1x2_bias",
-        "folded_5x1_s2x1_m2_bias", "folded_1x3_s1x2_m2", "depthwise_3x3_s2x1_wide"])
+@pytest.mark.parametrize(
+    "make, channels",
+    [
+        (lambda: SymmetricConv2D(12, 1, groups=3, use_bias=True), 12),  # grouped 1×1: one einsum when computed
+        (lambda: SymmetricConv2D(8, 1, groups=4), 12),
+        # unequal-stride depthwise, computed with a block-diagonal kernel (few channels) or folded (many)
+        (lambda: SymmetricDepthwiseConv2D((3, 1), (2, 1), depth_multiplier=2), 12),
+        (lambda: SymmetricDepthwiseConv2D((1, 5), (1, 2), use_bias=True), 12),
+        (lambda: SymmetricDepthwiseConv2D((5, 1), (2, 1), depth_multiplier=2, use_bias=True), 20),
+        (lambda: SymmetricDepthwiseConv2D((1, 3), (1, 2), depth_multiplier=2), 20),
+        (lambda: SymmetricDepthwiseConv2D((3, 3), (2, 1)), 20),
+    ],
+    ids=[
+        "pointwise_g3_bias",
+        "pointwise_g4",
+        "depthwise_3x1_s2x1_m2",
+        "depthwise_1x5_s1x2_bias",
+        "folded_5x1_s2x1_m2_bias",
+        "folded_1x3_s1x2_m2",
+        "depthwise_3x3_s2x1_wide",
+    ],
+)
 def test_compute_form_equals_the_export_form_with_gradients(make, channels):
     """The form Keras trains (einsum; a block-diagonal or folded depthwise convolution) and the one
     convolution that is exported give the same outputs and the same input and weight gradients, to float
@@ -379,8 +412,9 @@ def test_batch_normalization_trains_as_keras_does():
         layer.build(x.shape)
         layer.set_weights([rng.normal(1.0, 0.2, size=(8,)).astype("float32") for _ in range(4)])
     layer.set_weights(fused.get_weights())
-    (y_fused, *grads_fused), (y_plain, *grads_plain) = (_value_and_gradients(layer, x, target, True)
-                                                        for layer in (fused, plain))
+    (y_fused, *grads_fused), (y_plain, *grads_plain) = (
+        _value_and_gradients(layer, x, target, True) for layer in (fused, plain)
+    )
     np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5)
     for f, p in zip(grads_fused, grads_plain):
         np.testing.assert_allclose(f, p, rtol=0, atol=1e-5 * np.abs(p).max())

@@ -44,8 +44,12 @@ def to_state_dict(model) -> dict[str, np.ndarray]:
             state[prefix + "weight"] = layer.kernel.numpy().T
             state[prefix + "bias"] = layer.bias.numpy()
         elif isinstance(layer, keras.layers.BatchNormalization):
-            for key, var in (("weight", layer.gamma), ("bias", layer.beta), ("running_mean", layer.moving_mean),
-                             ("running_var", layer.moving_variance)):
+            for key, var in (
+                ("weight", layer.gamma),
+                ("bias", layer.beta),
+                ("running_mean", layer.moving_mean),
+                ("running_var", layer.moving_variance),
+            ):
                 state[prefix + key] = var.numpy()
             state[prefix + "num_batches_tracked"] = np.array(0, "int64")
 
@@ -73,8 +77,11 @@ def test_sizes_equal_the_official_modules(name):
     assert abs(profile.madds - madds) / madds < 0.01
     # the official state dict: every parameter and BN buffer, num_batches_tracked included
     assert len(to_state_dict(model)) == keys
-    assert len([k for p in official_layer_prefixes(model) for k in official_targets(*p)]) + sum(
-        isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(model)) == keys
+    assert (
+        len([k for p in official_layer_prefixes(model) for k in official_targets(*p)])
+        + sum(isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(model))
+        == keys
+    )
 
 
 def _all_layers(model):
@@ -112,8 +119,9 @@ def official_m0(official_dir):
     return model, *official_io(official_dir, "micronet_m0")
 
 
-@pytest.mark.parametrize("bug", ["batch_mean_coefficients", "bn_mean_variance_swapped", "classifier_bias_dropped",
-                                 "channel_shuffle_skipped"])
+@pytest.mark.parametrize(
+    "bug", ["batch_mean_coefficients", "bn_mean_variance_swapped", "classifier_bias_dropped", "channel_shuffle_skipped"]
+)
 def test_parity_fails_for_a_converted_model_with_a_bug(official_m0, bug):
     """Each bug moves every sample's logits by 14× (batch-mean coefficients) to over 500× the tolerance."""
     model, x, expected = official_m0
@@ -136,8 +144,9 @@ def test_checkpoint_in_the_official_layout_loads_for_every_model(tmp_path, name)
     """M1/M3 have no fixture: write our weights as an official checkpoint, load it into a fresh model."""
     source = logits_model(name, input_shape=(64, 64, 3))
     randomize(source)
-    path = save_zip_checkpoint({"state_dict": {f"module.{k}": v for k, v in to_state_dict(source).items()}},
-                               tmp_path / f"{name}.pth.tar")
+    path = save_zip_checkpoint(
+        {"state_dict": {f"module.{k}": v for k, v in to_state_dict(source).items()}}, tmp_path / f"{name}.pth.tar"
+    )
     loaded = logits_model(name, input_shape=(64, 64, 3), weights=path)
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x, training=False), source(x, training=False), rtol=1e-6, atol=1e-6)
@@ -146,8 +155,13 @@ def test_checkpoint_in_the_official_layout_loads_for_every_model(tmp_path, name)
 @pytest.mark.slow
 def test_include_top_false_loads_the_backbone(official_dir):
     full = logits_model("micronet_m0", weights=official_dir / "micronet_m0.pth")
-    backbone = dynzoo.create_model("micronet_m0", include_top=False, pooling="avg", include_preprocessing=False,
-                                   weights=official_dir / "micronet_m0.pth")
+    backbone = dynzoo.create_model(
+        "micronet_m0",
+        include_top=False,
+        pooling="avg",
+        include_preprocessing=False,
+        weights=official_dir / "micronet_m0.pth",
+    )
     assert backbone.output.shape == (None, 384)
     x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype("float32")
     features = keras.Model(full.input, full.get_layer("avg_pool").output)
@@ -168,8 +182,9 @@ def test_keras_file_round_trip_is_exact(tmp_path, name):
 
 @pytest.mark.slow
 def test_a_training_step_reduces_the_loss_and_reaches_every_weight():
-    model = dynzoo.create_model("micronet_m0", input_shape=(32, 32, 3), classes=10, dropout_rate=0.0,
-                                classifier_activation=None)
+    model = dynzoo.create_model(
+        "micronet_m0", input_shape=(32, 32, 3), classes=10, dropout_rate=0.0, classifier_activation=None
+    )
     rng = np.random.default_rng(4)
     x = rng.uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=16)
@@ -230,8 +245,9 @@ def test_the_full_integer_export_form_is_exact(official_dir, tmp_path, monkeypat
     friendly = exportable(model, "int8")
     with export_form(integer=True):
         assert relative(friendly(x, training=False)) <= 1e-5
-    flatbuffer = convert(friendly, "float32", saved_model=save_for_conversion(friendly, tmp_path / "saved",
-                                                                              integer=True))
+    flatbuffer = convert(
+        friendly, "float32", saved_model=save_for_conversion(friendly, tmp_path / "saved", integer=True)
+    )
     assert not {"MAXIMUM", "BATCH_MATMUL", "HARD_SWISH"} & set(op_names(flatbuffer))
     assert relative(run_tflite(flatbuffer, x)) <= 1e-5
     monkeypatch.setattr(shift_max, "partner_indices", lambda channels, groups: np.arange(channels))  # no shift
@@ -244,8 +260,11 @@ def transpose_input_ranks(flatbuffer: bytes) -> list[int]:
 
     schema, model = read_model(flatbuffer)
     graph = model.subgraphs[0]
-    return [len(graph.tensors[op.inputs[0]].shape) for op in graph.operators
-            if operator_name(schema, model, op) == "TRANSPOSE"]
+    return [
+        len(graph.tensors[op.inputs[0]].shape)
+        for op in graph.operators
+        if operator_name(schema, model, op) == "TRANSPOSE"
+    ]
 
 
 @pytest.mark.parametrize("size", [64, 96, 256])
@@ -289,15 +308,21 @@ def test_keras_name_and_numpy_integers_are_accepted():
     integers work where ints do, as they come out of label arrays."""
     model = dynzoo.create_model("micronet_m0", name="backbone", classes=np.int64(5), input_shape=(32, 32, 3))
     assert model.name == "backbone" and model.output.shape == (None, 5)
-    model = dynzoo.create_model("micronet_m0", input_shape=(None, None, 3), input_tensor=keras.Input((32, 32, 3)),
-                                include_preprocessing=np.bool_(False))
+    model = dynzoo.create_model(
+        "micronet_m0",
+        input_shape=(None, None, 3),
+        input_tensor=keras.Input((32, 32, 3)),
+        include_preprocessing=np.bool_(False),
+    )
     assert model.input.shape == (None, 32, 32, 3) and model.get_layer("stem") is not None
 
 
 def test_truncated_checkpoint_is_a_clear_error(official_dir, tmp_path):
     data = (official_dir / "micronet_m0.pth").read_bytes()
-    for name, content in (("cut.pth", data[: len(data) // 2]),
-                          ("cut_legacy.pth", (official_dir / "micronet_m0_legacy.pth").read_bytes()[:-1000])):
+    for name, content in (
+        ("cut.pth", data[: len(data) // 2]),
+        ("cut_legacy.pth", (official_dir / "micronet_m0_legacy.pth").read_bytes()[:-1000]),
+    ):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(CheckpointError, match="truncated|corrupted|not a readable"):
             dynzoo.create_model("micronet_m0", weights=tmp_path / name)

@@ -34,8 +34,10 @@ from dynzoo.registry import get_entry
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.onnx,
-    pytest.mark.skipif(not all(importlib.util.find_spec(p) for p in ("tf2onnx", "onnxruntime")),
-                       reason="tf2onnx and onnxruntime are not installed (pip install '.[onnx]')"),
+    pytest.mark.skipif(
+        not all(importlib.util.find_spec(p) for p in ("tf2onnx", "onnxruntime")),
+        reason="tf2onnx and onnxruntime are not installed (pip install '.[onnx]')",
+    ),
 ]
 
 
@@ -44,8 +46,10 @@ def _inputs(model, batch: int, seed: int) -> list[np.ndarray]:
     (DDN's domain embedding)."""
     rng = np.random.default_rng(seed)
     shapes = [(batch, *(d or 64 for d in tensor.shape[1:])) for tensor in model.inputs]
-    return [rng.uniform(0, 255, shape).astype("float32") if len(shape) == 4 else
-            rng.normal(size=shape).astype("float32") for shape in shapes]
+    return [
+        rng.uniform(0, 255, shape).astype("float32") if len(shape) == 4 else rng.normal(size=shape).astype("float32")
+        for shape in shapes
+    ]
 
 
 def _calibrate_batchnorm(model, inputs) -> None:

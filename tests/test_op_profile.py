@@ -58,8 +58,9 @@ def micronet() -> tuple[keras.Model, bytes]:
 def _run_single(single: bytes, feeds: list[np.ndarray]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=single,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(
+        model_content=single, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     interpreter.allocate_tensors()
     details = interpreter.get_input_details()
     assert len(details) == len(feeds)
@@ -150,7 +151,7 @@ def test_profile_totals_tables_and_files(tiny, tmp_path):
     assert [r.us for r in layers] == sorted((r.us for r in layers), reverse=True)
     assert {r.layer for r in layers} >= {"stem", "pointwise", "classifier"}
     # the PAD is timed with the convolution it feeds (XNNPACK folds it in)
-    (pad, conv), = op_profile.pad_pairs(flatbuffer).items()
+    ((pad, conv),) = op_profile.pad_pairs(flatbuffer).items()
     assert profile.ops[pad].op == "PAD" and profile.ops[conv].op == "CONV_2D" and profile.ops[pad].with_op == conv
     assert f"(with #{conv})" in profile.table()
     md, js, png = profile.write(tmp_path / "tiny", header="a header line")
@@ -170,8 +171,9 @@ def test_cli_profile_writes_markdown_json_and_plot(tiny, tmp_path, capsys):
     path = tmp_path / "tiny_int8.tflite"
     path.write_bytes(tiny[1]["int8"])
     stem = tmp_path / "out" / "tiny"
-    assert main(["bench", "--profile", str(path), "--runs", "4", "--warmup", "1", "--rounds", "1",
-                 "-o", str(stem)]) == 0
+    assert (
+        main(["bench", "--profile", str(path), "--runs", "4", "--warmup", "1", "--rounds", "1", "-o", str(stem)]) == 0
+    )
     out = capsys.readouterr().out
     assert "Sum of the per-op times" in out and "tiny_profile.md" in out
     for suffix in (".md", ".json", ".png"):
@@ -182,8 +184,30 @@ def test_cli_profile_writes_markdown_json_and_plot(tiny, tmp_path, capsys):
 
     # a .keras file is exported in --mode first (int8: calibrated on noise)
     tiny[0].save(tmp_path / "tiny.keras")
-    assert main(["bench", "--profile", str(tmp_path / "tiny.keras"), "--mode", "int8", "--calibration-size", "4",
-                 "--runs", "4", "--warmup", "1", "--rounds", "1", "--xnnpack", "off", "-o", str(tmp_path / "k")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--profile",
+                str(tmp_path / "tiny.keras"),
+                "--mode",
+                "int8",
+                "--calibration-size",
+                "4",
+                "--runs",
+                "4",
+                "--warmup",
+                "1",
+                "--rounds",
+                "1",
+                "--xnnpack",
+                "off",
+                "-o",
+                str(tmp_path / "k"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "k_profile.json").read_text())
     assert data["model"] == "tiny_int8" and data["xnnpack"] is False and data["partitions"] == 0
     assert {op["dtype"] for op in data["ops"]} <= {"int8", "int32"} and not any(op["xnnpack"] for op in data["ops"])

@@ -10,9 +10,11 @@ import tensorflow as tf
 
 from dynzoo.train.optimizers import FusedAdam, FusedSGD
 
-CASES = [(keras.optimizers.Adam, FusedAdam, {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99}),
-         (keras.optimizers.SGD, FusedSGD, {"learning_rate": 0.1, "momentum": 0.9}),
-         (keras.optimizers.SGD, FusedSGD, {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True})]
+CASES = [
+    (keras.optimizers.Adam, FusedAdam, {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99}),
+    (keras.optimizers.SGD, FusedSGD, {"learning_rate": 0.1, "momentum": 0.9}),
+    (keras.optimizers.SGD, FusedSGD, {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
+]
 
 
 def train(optimizer, steps: int = 5) -> list[np.ndarray]:
@@ -66,8 +68,11 @@ def test_the_fused_step_has_fewer_ops():
     def count(optimizer) -> int:
         variables = [keras.Variable(np.ones((2, 2), "float32")) for _ in range(20)]
         optimizer.build(variables)
-        graph = tf.function(lambda: optimizer.apply_gradients(
-            [(tf.ones((2, 2)), v) for v in variables])).get_concrete_function().graph
+        graph = (
+            tf.function(lambda: optimizer.apply_gradients([(tf.ones((2, 2)), v) for v in variables]))
+            .get_concrete_function()
+            .graph
+        )
         return len(graph.get_operations())
 
     keras_ops, fused_ops = count(keras.optimizers.Adam()), count(FusedAdam())

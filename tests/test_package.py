@@ -34,20 +34,36 @@ def test_builders_have_the_keras_applications_signature():
     from dynzoo.models import MicroNetM0
     from dynzoo.registry import get_entry
 
-    expected = ["input_shape", "include_top", "weights", "input_tensor", "pooling", "classes",
-                "classifier_activation", "include_preprocessing", "dropout_rate", "name"]
+    expected = [
+        "input_shape",
+        "include_top",
+        "weights",
+        "input_tensor",
+        "pooling",
+        "classes",
+        "classifier_activation",
+        "include_preprocessing",
+        "dropout_rate",
+        "name",
+    ]
     assert list(inspect.signature(MicroNetM0).parameters) == [*expected, "feature_levels"]
     assert inspect.signature(MicroNetM0).parameters["feature_levels"].kind is inspect.Parameter.KEYWORD_ONLY
     assert MicroNetM0(input_shape=(64, 64, 3)).name == "micronet_m0"
     for name in dynzoo.list_models():  # every family, also those added later
         builder = get_entry(name).builder
-        assert list(inspect.signature(builder).parameters)[:len(expected)] == expected, name
+        assert list(inspect.signature(builder).parameters)[: len(expected)] == expected, name
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "dynzoo.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO.parent, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dynzoo.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO.parent,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -103,19 +119,30 @@ def test_saved_models_of_every_family_load_after_import_dynzoo_alone(tmp_path):
     keras.utils.set_random_seed(0)
     model = dynzoo.create_model("dcd_mobilenetv2_035", input_shape=(32, 32, 3), classes=3)
     model.save(tmp_path / "model.keras")
-    script = ("import sys, keras, dynzoo\n"
-              "model = keras.models.load_model(sys.argv[1], compile=False)\n"
-              "print(model.name)\n")
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")], capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300, check=False)
+    script = (
+        "import sys, keras, dynzoo\nmodel = keras.models.load_model(sys.argv[1], compile=False)\nprint(model.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "dcd_mobilenetv2_035"
 
 
-@pytest.mark.parametrize("argv, env, shown", [(["dynzoo", "quickstart"], {}, False),
-                                              (["dynzoo", "--verbose", "quickstart"], {}, True),
-                                              (["dynzoo", "quickstart"], {"DYNZOO_VERBOSE": "1"}, True),
-                                              (["python", "script.py"], {}, True)])
+@pytest.mark.parametrize(
+    "argv, env, shown",
+    [
+        (["dynzoo", "quickstart"], {}, False),
+        (["dynzoo", "--verbose", "quickstart"], {}, True),
+        (["dynzoo", "quickstart"], {"DYNZOO_VERBOSE": "1"}, True),
+        (["python", "script.py"], {}, True),
+    ],
+)
 def test_the_command_hides_native_log_lines_unless_asked(argv, env, shown, monkeypatch, capfd):
     """The ``dynzoo`` command raises TensorFlow's C++ log level and hides what native code writes to stderr
     around the converter and the interpreter; ``--verbose`` or ``DYNZOO_VERBOSE=1`` keep them, and a program that

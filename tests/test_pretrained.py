@@ -73,8 +73,7 @@ def test_imagenet_weights_end_to_end(m0_server, m0_io, official_dir, monkeypatch
     # cache also serves the variant that takes RGB in [0, 255]
     monkeypatch.setenv("DYNZOO_OFFLINE", "1")
     with monkeypatch.context() as patch:
-        patch.setattr("dynzoo.models.micronet.load_official_checkpoint",
-                      lambda *a, **k: pytest.fail("converted twice"))
+        patch.setattr("dynzoo.models.micronet.load_official_checkpoint", lambda *a, **k: pytest.fail("converted twice"))
         model = dynzoo.create_model("micronet_m0", weights="imagenet", classifier_activation=None)
     rgb = (x * np.array([0.229, 0.224, 0.225]) + np.array([0.485, 0.456, 0.406])) * 255.0
     assert_close(model(rgb.astype("float32"), training=False), expected, rel=1e-4)
@@ -93,8 +92,7 @@ def test_include_top_false_loads_the_backbone(m0_server, m0_io):
     backbone = logits_model(weights="imagenet", include_top=False)
     assert not any(layer.name.startswith(("head_", "logits_")) for layer in backbone.layers)
     assert_close(backbone(x, training=False), np.asarray(features))
-    assert [p.name.rsplit("-", 1)[1] for p in converted_files()] == [
-        "notop.weights.h5", "top.weights.h5"]
+    assert [p.name.rsplit("-", 1)[1] for p in converted_files()] == ["notop.weights.h5", "top.weights.h5"]
 
 
 def test_classes_other_than_1000_need_include_top_false():

@@ -74,9 +74,15 @@ def test_the_fake_quantized_graph_reaches_inside_the_dynamic_layers(trained, dig
     with quantizer.active(observing=True):
         graph(digits[2][:16], training=False)
     labels = set(quantizer.labels.values())
-    assert {"dynamic_shift_max/a", "dynamic_shift_max/matrix", "dynamic_shift_max/fusion2", "dcd_conv2d/kernel",
-            "dcd_conv2d/phi",
-            "dynamic_shift_max_quant/output", "dense_quant/output"} <= labels, labels
+    assert {
+        "dynamic_shift_max/a",
+        "dynamic_shift_max/matrix",
+        "dynamic_shift_max/fusion2",
+        "dcd_conv2d/kernel",
+        "dcd_conv2d/phi",
+        "dynamic_shift_max_quant/output",
+        "dense_quant/output",
+    } <= labels, labels
     # fused into the op before them by the converter: the conv's and the DCD layer's outputs, before their BN
     assert "conv2d_quant/output" not in labels and "dcd_conv2d_quant/output" not in labels
 
@@ -100,11 +106,13 @@ def test_qat_fine_tunes_and_the_int8_export_follows_it(trained, digits):
 
 def test_qat_checks_its_arguments(trained, digits):
     x, y = digits[0][:8], digits[1][:8]
-    for kwargs, message in (({"images": x[..., :1]}, "`images` must have shape"),
-                            ({"labels": y[:4]}, "`labels` must be 8 integer"),
-                            ({"labels": y + 10}, r"`labels` must lie in \[0, 10\)"),
-                            ({"epochs": 0}, "`epochs` must be an integer >= 1"),
-                            ({"learning_rate": 0.0}, "`learning_rate` must be > 0")):
+    for kwargs, message in (
+        ({"images": x[..., :1]}, "`images` must have shape"),
+        ({"labels": y[:4]}, "`labels` must be 8 integer"),
+        ({"labels": y + 10}, r"`labels` must lie in \[0, 10\)"),
+        ({"epochs": 0}, "`epochs` must be an integer >= 1"),
+        ({"learning_rate": 0.0}, "`learning_rate` must be > 0"),
+    ):
         arguments = {"images": x, "labels": y, **kwargs}
         with pytest.raises(ValueError, match=message):
             quantization_aware_training(trained, arguments.pop("images"), arguments.pop("labels"), **arguments)

@@ -41,8 +41,11 @@ def _percent(cell: str) -> float:
 
 # What TensorFlow, absl and LiteRT write from C++: "I0000 00:00:…", "W1202 12:00:…", absl's first-line
 # notice, the delegate's and the calibrator's lines.
-NATIVE_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
-                             r"INFO: Created TensorFlow Lite|fully_quantize: )", re.MULTILINE)
+NATIVE_LOG_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
+    r"INFO: Created TensorFlow Lite|fully_quantize: )",
+    re.MULTILINE,
+)
 
 
 @pytest.mark.slow
@@ -117,21 +120,32 @@ def _require_browser() -> None:
     there; .ci/run runs it), else skip (fail under CI)."""
     from dynzoo.serve_demo import SITE
 
-    missing = [what for what, ok in (
-        ("node", shutil.which("node")), ("chromium", shutil.which("chromium")),
-        ("web_demo/node_modules", (WEB_DEMO / "node_modules" / "playwright-core").is_dir()),
-        ("the built page installed with dynzoo", (SITE / "index.html").is_file())) if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("node", shutil.which("node")),
+            ("chromium", shutil.which("chromium")),
+            ("web_demo/node_modules", (WEB_DEMO / "node_modules" / "playwright-core").is_dir()),
+            ("the built page installed with dynzoo", (SITE / "index.html").is_file()),
+        )
+        if not ok
+    ]
     if missing:
-        skip_or_fail_under_ci(f"web demo test: missing {', '.join(missing)} (run web_demo/install.sh, then "
-                              "pip install .)")
+        skip_or_fail_under_ci(
+            f"web demo test: missing {', '.join(missing)} (run web_demo/install.sh, then pip install .)"
+        )
 
 
 def _start_serve_demo(bundles: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`dynzoo serve-demo` (the installed command) on a free port, its stderr in ``log`` (a file: a pipe
     nobody reads could fill up); (the process, the URL it printed)."""
     with open(log, "w") as stderr:
-        process = subprocess.Popen([str(Path(sys.executable).with_name("dynzoo")), "serve-demo", "--bundles",
-                                    str(bundles), "--port", "0"], stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dynzoo")), "serve-demo", "--bundles", str(bundles), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     deadline = threading.Timer(120, process.kill)  # a command that never prints its URL fails the test
     deadline.start()
     printed = []
@@ -152,16 +166,20 @@ def _bad_bundles(root: Path, good: Path) -> list[dict]:
     broken, misfit = root / "broken", root / "misfit"
     for folder in (broken, misfit):
         folder.mkdir()
-    (broken / "model_info.json").write_text("{\"format_version\": 1,")
+    (broken / "model_info.json").write_text('{"format_version": 1,')
     info = json.loads(files["model_info.json"].read_text())
     info["input"]["height"] = info["input"]["width"] = info["input"]["resize"]["resize_shorter"] = 40
     (misfit / "model_info.json").write_text(json.dumps(info))
     return [
         {"label": "missing", "files": [str(files["model.tflite"]), str(files["labels.txt"])]},
-        {"label": "broken", "files": [str(files["model.tflite"]), str(files["labels.txt"]),
-                                      str(broken / "model_info.json")]},
-        {"label": "misfit", "files": [str(files["model.tflite"]), str(files["labels.txt"]),
-                                      str(misfit / "model_info.json")]},
+        {
+            "label": "broken",
+            "files": [str(files["model.tflite"]), str(files["labels.txt"]), str(broken / "model_info.json")],
+        },
+        {
+            "label": "misfit",
+            "files": [str(files["model.tflite"]), str(files["labels.txt"]), str(misfit / "model_info.json")],
+        },
     ]
 
 
@@ -176,22 +194,33 @@ def browser_run(quickstart_run, tmp_path_factory):
     for mode in ("float32", "int8"):
         shutil.copytree(quickstart_run[1] / f"micronet_m0_digits_{mode}", bundles / f"micronet_m0_digits_{mode}")
     # DCD-ResNet-10 at 32×32: the registered DCD network that converts fastest (about 7 s)
-    assert dynzoo_main(["export", "dcd_resnet10", "--input-size", "32", "--bundle", "--golden",
-                        "-o", str(root / "dcd")]) == 0
+    assert (
+        dynzoo_main(["export", "dcd_resnet10", "--input-size", "32", "--bundle", "--golden", "-o", str(root / "dcd")])
+        == 0
+    )
     shutil.move(root / "dcd" / DCD_BUNDLE, bundles / DCD_BUNDLE)
-    spec = {"bundlesDir": str(bundles), "bundles": sorted(p.name for p in bundles.iterdir()), "runs": 5,
-            "screenshot": "micronet_m0_digits_int8", "bad": _bad_bundles(root, bundles / "micronet_m0_digits_float32")}
+    spec = {
+        "bundlesDir": str(bundles),
+        "bundles": sorted(p.name for p in bundles.iterdir()),
+        "runs": 5,
+        "screenshot": "micronet_m0_digits_int8",
+        "bad": _bad_bundles(root, bundles / "micronet_m0_digits_float32"),
+    }
     (root / "spec.json").write_text(json.dumps(spec))
     server, url = _start_serve_demo(bundles, root / "serve-demo.log")
     try:
-        done = subprocess.run(["node", str(WEB_DEMO / "test" / "browser_check.mjs"), url, str(root / "spec.json"),
-                               str(root)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            ["node", str(WEB_DEMO / "test" / "browser_check.mjs"), url, str(root / "spec.json"), str(root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         server.kill()
         server.wait()
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     assert result["failure"] is None, result["failure"] + "\n" + "\n".join(result["console"][-20:])
     # the screenshot, kept as the test's artifact (README, "Web demo")
     artifacts = REPO / "test-artifacts"
@@ -262,5 +291,7 @@ def test_the_web_demo_runs_bundles_in_chromium_like_the_python_runtime(browser_r
     # Bad bundles get one clear line naming the file and the problem.
     assert result["bad"]["missing"] == "bundle dropped: model_info.json: missing"
     assert result["bad"]["broken"].startswith("bundle dropped: model_info.json: invalid JSON")
-    assert result["bad"]["misfit"] == ("bundle dropped: model.tflite: its input is float32 [1,32,32,3] but "
-                                       "model_info.json describes float32 [1,40,40,3]")
+    assert result["bad"]["misfit"] == (
+        "bundle dropped: model.tflite: its input is float32 [1,32,32,3] but "
+        "model_info.json describes float32 [1,40,40,3]"
+    )

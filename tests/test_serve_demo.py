@@ -67,12 +67,23 @@ def test_serves_the_page_the_bundles_and_their_list_with_isolation_headers(serve
     assert status == 200 and body == b"{}"
 
 
-@pytest.mark.parametrize("path", ["/bundles/", "/wasm/", "/bundles/../secret.txt", "/bundles/%2e%2e/secret.txt",
-                                  "/../secret.txt", "/bundles/m0_int8/missing.json"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/bundles/",
+        "/wasm/",
+        "/bundles/../secret.txt",
+        "/bundles/%2e%2e/secret.txt",
+        "/../secret.txt",
+        "/bundles/m0_int8/missing.json",
+    ],
+)
 def test_no_listings_and_nothing_outside_the_two_folders(served, path):
     url, _ = served
     request = f"{url}{path}"
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as connection:  # the raw path, unnormalised
+    with socket.create_connection(
+        ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    ) as connection:  # the raw path, unnormalised
         connection.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
         reply = b"".join(iter(lambda: connection.recv(65536), b""))
     assert reply.startswith(b"HTTP/1.0 404"), (request, reply[:200])

@@ -34,15 +34,35 @@ def test_every_recipe_is_valid_and_micronet_follows_the_official_scripts():
     assert {"micronet_m0", "micronet_m3", "dcd_mobilenetv2_100", "dcd_resnet50", "digits"} <= set(recipes)
     m0, m2, m3 = recipes["micronet_m0"], recipes["micronet_m2"], recipes["micronet_m3"]
     # thesis spec §4.1 / §7 item 11: the code's lr 0.2 at batch 512, cosine over 600 epochs.
-    assert (m0.optimizer, m0.momentum, m0.nesterov, m0.lr, m0.batch_size, m0.epochs, m0.schedule) == \
-        ("sgd", 0.9, False, 0.2, 512, 600, "cos")
+    assert (m0.optimizer, m0.momentum, m0.nesterov, m0.lr, m0.batch_size, m0.epochs, m0.schedule) == (
+        "sgd",
+        0.9,
+        False,
+        0.2,
+        512,
+        600,
+        "cos",
+    )
     assert (m0.weight_decay, m0.dropout, m0.label_smoothing, m0.warmup_epochs) == (3e-5, 0.05, 0.0, 0)
     assert (m2.dropout, m3.dropout, m3.weight_decay, m3.warmup_epochs) == (0.1, 0.1, 4e-5, 5)
     dcd = recipes["dcd_mobilenetv2_100"]
-    assert (dcd.lr, dcd.batch_size, dcd.weight_decay, dcd.label_smoothing, dcd.dropout, dcd.mixup,
-            dcd.mixup_ramp_epochs) == (0.1, 512, 2e-5, 0.1, 0.2, 0.2, 100)
+    assert (
+        dcd.lr,
+        dcd.batch_size,
+        dcd.weight_decay,
+        dcd.label_smoothing,
+        dcd.dropout,
+        dcd.mixup,
+        dcd.mixup_ramp_epochs,
+    ) == (0.1, 512, 2e-5, 0.1, 0.2, 0.2, 100)
     r50 = recipes["dcd_resnet50"]
-    assert (r50.schedule, r50.milestones, r50.gamma, r50.epochs, r50.weight_decay) == ("step", (30, 60, 90), 0.1, 120, 1e-4)
+    assert (r50.schedule, r50.milestones, r50.gamma, r50.epochs, r50.weight_decay) == (
+        "step",
+        (30, 60, 90),
+        0.1,
+        120,
+        1e-4,
+    )
 
 
 def test_default_recipe_follows_dataset_then_model():
@@ -65,17 +85,20 @@ def test_recipe_errors_name_the_key(tmp_path):
         get_recipe("digits").replace(epoch=3)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"lr": "0.1"}, r"`lr` must be a number, got '0.1' \(str\)"),
-    ({"milestones": [1, "2"]}, r"`milestones` must be a list of integers, got \[1, '2'\]"),
-    ({"momentum": None}, r"`momentum` must be a number, got None"),
-    ({"epochs": 1.5}, r"`epochs` must be an integer, got 1.5"),
-    ({"batch_size": 4.0}, r"`batch_size` must be an integer, got 4.0"),
-    ({"flip": "false"}, r"`flip` must be true or false \(a JSON boolean, not a string\), got 'false'"),
-    ({"nesterov": "false"}, r"`nesterov` must be true or false .*, got 'false'"),
-    ({"crop_scale": [0.5]}, r"`crop_scale` must be a list of two numbers, got \[0.5\]"),
-    ({"epochs": True}, r"`epochs` must be an integer, got True"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lr": "0.1"}, r"`lr` must be a number, got '0.1' \(str\)"),
+        ({"milestones": [1, "2"]}, r"`milestones` must be a list of integers, got \[1, '2'\]"),
+        ({"momentum": None}, r"`momentum` must be a number, got None"),
+        ({"epochs": 1.5}, r"`epochs` must be an integer, got 1.5"),
+        ({"batch_size": 4.0}, r"`batch_size` must be an integer, got 4.0"),
+        ({"flip": "false"}, r"`flip` must be true or false \(a JSON boolean, not a string\), got 'false'"),
+        ({"nesterov": "false"}, r"`nesterov` must be true or false .*, got 'false'"),
+        ({"crop_scale": [0.5]}, r"`crop_scale` must be a list of two numbers, got \[0.5\]"),
+        ({"epochs": True}, r"`epochs` must be an integer, got True"),
+    ],
+)
 def test_recipe_files_are_type_checked(values, message, tmp_path):
     """JSON values of the wrong type are refused with the file, the key and what is allowed; before,
     strings gave TypeErrors, 1.5 epochs failed inside TensorFlow and "false" turned flips on."""
@@ -103,13 +126,16 @@ def test_label_smoothing_puts_eps_over_n_minus_1_on_wrong_classes():
     expected = -(target * log_p).sum(-1).mean()
     ours = float(SmoothedCrossEntropy(eps)(labels, logits))
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
-    keras_eps_over_n = float(keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(labels, logits))
+    keras_eps_over_n = float(
+        keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(labels, logits)
+    )
     assert abs(ours - keras_eps_over_n) > 1e-4  # Keras spreads ε/N, not the authors' ε/(N−1)
 
 
 def test_coupled_weight_decay_adds_wd_times_w_to_every_gradient():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+    )
     x = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
     y = np.eye(2, dtype="float32")[[0, 1] * 4]
     wd, base = 0.01, SmoothedCrossEntropy()
@@ -130,9 +156,10 @@ def test_schedules_per_iteration():
     step = RecipeSchedule(0.1, steps_per_epoch=5, epochs=120, schedule="step", milestones=(30, 60, 90))
     assert [round(float(step(e * 5)), 7) for e in (0, 29, 30, 60, 95)] == [0.1, 0.1, 0.01, 0.001, 0.0001]
     exp = RecipeSchedule(0.1, steps_per_epoch=5, epochs=250, schedule="exp", gamma=0.97)
-    assert float(exp(12)) == pytest.approx(0.1 * 0.97 ** 2)
-    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cos)).get_config() == \
-        cos.get_config()
+    assert float(exp(12)) == pytest.approx(0.1 * 0.97**2)
+    assert (
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cos)).get_config() == cos.get_config()
+    )
 
 
 # ---------------------------------------------------------------- bad input, before any training
@@ -148,25 +175,33 @@ def bad_folders(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs=abc"], "flag --epochs=abc: invalid literal for int"),
-    (["--strategy=horovod"], "flag --strategy=horovod: value should be one of"),
-    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
-    (["--dataset=imagenet_2012"], "unknown dataset 'imagenet_2012'. Did you mean 'imagenet2012'"),
-    (["--dataset=folder", "--data_dir={tmp}/empty"], "no images"),
-    (["--dataset=folder", "--data_dir={tmp}/broken"], "unreadable image file .*x.png"),
-    (["--recipe={tmp}/recipe.json"], "unknown recipe key\\(s\\) 'warmup'"),
-    (["--recipe=micronet_m9"], "unknown recipe 'micronet_m9'"),
-    (["--model=micronet_m9"], "unknown model 'micronet_m9'"),
-    (["--lr=-1"], "recipe `lr` must be > 0"),
-    (["--crop_scale=0.5,big"], "--crop_scale: expected comma-separated floats"),
-    (["--strategy=multi_worker"], "TF_CONFIG"),
-    (["--routing_threshold=0.8"], "option `routing_threshold` applies only to models of the drnet family; this "
-                                  "model is of the 'micronet' family"),
-    (["--model=drnet_s", "--routing_threshold=1.5"], "`routing_threshold` must be a number in \\(0, 1\\], got 1.5"),
-    (["--model=ddn_mobilenetv2_035_2x", "--task=domains", "--dataset=digits_domains", "--embedding_scale=0"],
-     "`embedding_scale` must be > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs=abc"], "flag --epochs=abc: invalid literal for int"),
+        (["--strategy=horovod"], "flag --strategy=horovod: value should be one of"),
+        (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+        (["--dataset=imagenet_2012"], "unknown dataset 'imagenet_2012'. Did you mean 'imagenet2012'"),
+        (["--dataset=folder", "--data_dir={tmp}/empty"], "no images"),
+        (["--dataset=folder", "--data_dir={tmp}/broken"], "unreadable image file .*x.png"),
+        (["--recipe={tmp}/recipe.json"], "unknown recipe key\\(s\\) 'warmup'"),
+        (["--recipe=micronet_m9"], "unknown recipe 'micronet_m9'"),
+        (["--model=micronet_m9"], "unknown model 'micronet_m9'"),
+        (["--lr=-1"], "recipe `lr` must be > 0"),
+        (["--crop_scale=0.5,big"], "--crop_scale: expected comma-separated floats"),
+        (["--strategy=multi_worker"], "TF_CONFIG"),
+        (
+            ["--routing_threshold=0.8"],
+            "option `routing_threshold` applies only to models of the drnet family; this "
+            "model is of the 'micronet' family",
+        ),
+        (["--model=drnet_s", "--routing_threshold=1.5"], "`routing_threshold` must be a number in \\(0, 1\\], got 1.5"),
+        (
+            ["--model=ddn_mobilenetv2_035_2x", "--task=domains", "--dataset=digits_domains", "--embedding_scale=0"],
+            "`embedding_scale` must be > 0, got 0.0",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_error_before_training(argv, message, bad_folders, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     model_dir = bad_folders / "run"
@@ -217,15 +252,29 @@ def test_runs_on_other_folders_keep_their_results_and_are_never_resumed_by_mista
     run's finished checkpoint, trained 0 steps and overwrote its model and summary."""
     monkeypatch.chdir(tmp_path)
     first, second = (_image_folder(tmp_path / name, 4, 4, seed) for seed, name in enumerate(("first", "second")))
-    common = ["--model=resnet10", "--dataset=folder", "--recipe=digits", "--input_size=32", "--batch_size=4", "--epochs=1", "--warmup_epochs=0",
-              "--steps_per_epoch=1", "--validation_freq=0", "--verbose=0"]
+    common = [
+        "--model=resnet10",
+        "--dataset=folder",
+        "--recipe=digits",
+        "--input_size=32",
+        "--batch_size=4",
+        "--epochs=1",
+        "--warmup_epochs=0",
+        "--steps_per_epoch=1",
+        "--validation_freq=0",
+        "--verbose=0",
+    ]
 
     def train(*argv):
         return dynzoo_main(["train", *common, *argv])
 
     assert train(f"--data_dir={first}") == 0 and train(f"--data_dir={second}") == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert len(runs) == 2 and runs[0].startswith("resnet10_folder_first-") and runs[1].startswith("resnet10_folder_second-")
+    assert (
+        len(runs) == 2
+        and runs[0].startswith("resnet10_folder_first-")
+        and runs[1].startswith("resnet10_folder_second-")
+    )
     summaries = {name: json.loads((tmp_path / "runs" / name / "summary.json").read_text()) for name in runs}
     assert all(s["resumed_from_step"] == 0 for s in summaries.values()), summaries
     run = tmp_path / "runs" / runs[0]
@@ -264,8 +313,17 @@ def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_pat
     good = (data / "train" / "a" / "0.jpg").read_bytes()
     bad = data / "train" / "a" / "truncated.jpg"
     bad.write_bytes(good[: len(good) // 2])
-    common = ["--model=resnet10", "--dataset=folder", f"--data_dir={data}", "--recipe=digits", "--input_size=32",
-              "--batch_size=10", "--epochs=1", "--warmup_epochs=0", "--verbose=0"]
+    common = [
+        "--model=resnet10",
+        "--dataset=folder",
+        f"--data_dir={data}",
+        "--recipe=digits",
+        "--input_size=32",
+        "--batch_size=10",
+        "--epochs=1",
+        "--warmup_epochs=0",
+        "--verbose=0",
+    ]
 
     # checked when the folder is opened (50 images: below the default limit; --check_images forces it)
     for extra in ([], ["--check_images"]):
@@ -305,8 +363,19 @@ def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_pat
 def _train_cmd(model_dir, *extra):
     # The trainer's mechanics are the same for every model: ResNet-10 has the graph that traces fastest
     # (a run takes about a third of MicroNet-M0's, whose Dynamic Shift-Max ops dominate tracing).
-    return [sys.executable, "-m", "dynzoo.train", "--model=resnet10", "--dataset=digits", "--input_size=32",
-            "--validation_freq=0", "--verbose=0", "--deterministic", f"--model_dir={model_dir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dynzoo.train",
+        "--model=resnet10",
+        "--dataset=digits",
+        "--input_size=32",
+        "--validation_freq=0",
+        "--verbose=0",
+        "--deterministic",
+        f"--model_dir={model_dir}",
+        *extra,
+    ]
 
 
 def _env():
@@ -333,10 +402,15 @@ def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path):
     # No dropout: each replica would draw its own masks.
     common = ["--batch_size=32", "--steps_per_epoch=2", "--epochs=1", "--warmup_epochs=0", "--dropout=0"]
     runs = {
-        "one": subprocess.Popen(_train_cmd(tmp_path / "one", *common), env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-        "two": subprocess.Popen(_train_cmd(tmp_path / "two", *common, "--strategy=mirrored", "--logical_cpus=2"),
-                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+        "one": subprocess.Popen(
+            _train_cmd(tmp_path / "one", *common), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ),
+        "two": subprocess.Popen(
+            _train_cmd(tmp_path / "two", *common, "--strategy=mirrored", "--logical_cpus=2"),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ),
     }
     for process in runs.values():
         _wait(process)
@@ -364,10 +438,15 @@ def _workers(model_dir, *extra, verbose=0):
     cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
     for s in sockets:
         s.close()
-    return [subprocess.Popen(
-        [*_train_cmd(model_dir, *extra, "--strategy=multi_worker"), f"--verbose={verbose}"],
-        env={**_env(), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    return [
+        subprocess.Popen(
+            [*_train_cmd(model_dir, *extra, "--strategy=multi_worker"), f"--verbose={verbose}"],
+            env={**_env(), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
 
 
 @pytest.mark.slow
@@ -379,10 +458,20 @@ def test_two_worker_processes_killed_and_restarted_train_as_two_replicas_in_one_
     Against one device itself only the first steps agree: synchronized BatchNorm over 16-image replicas
     amplifies float32 rounding to 6 % of a tensor's scale after 4 steps and 80 % after 12 (measured), in
     both distributed runs alike."""
-    common = ["--batch_size=32", "--steps_per_epoch=6", "--epochs=2", "--checkpoint_every=2", "--warmup_epochs=0",
-              "--dropout=0"]  # no dropout: each replica would draw its own masks
-    reference = subprocess.Popen(_train_cmd(tmp_path / "mirrored", *common, "--strategy=mirrored", "--logical_cpus=2"),
-                                 env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    common = [
+        "--batch_size=32",
+        "--steps_per_epoch=6",
+        "--epochs=2",
+        "--checkpoint_every=2",
+        "--warmup_epochs=0",
+        "--dropout=0",
+    ]  # no dropout: each replica would draw its own masks
+    reference = subprocess.Popen(
+        _train_cmd(tmp_path / "mirrored", *common, "--strategy=mirrored", "--logical_cpus=2"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     run_dir = tmp_path / "cluster"
     chief, other = _workers(run_dir, *common)
     deadline = time.monotonic() + 240
@@ -416,11 +505,13 @@ def test_two_worker_processes_killed_and_restarted_train_as_two_replicas_in_one_
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     # 2 epochs × 6 steps, a checkpoint every 2 steps (and at each epoch end).
     common = ["--batch_size=32", "--steps_per_epoch=6", "--epochs=2", "--checkpoint_every=2"]
-    reference = subprocess.Popen(_train_cmd(tmp_path / "reference", *common), env=_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reference = subprocess.Popen(
+        _train_cmd(tmp_path / "reference", *common), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     victim_dir = tmp_path / "victim"
-    victim = subprocess.Popen(_train_cmd(victim_dir, *common), env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(
+        _train_cmd(victim_dir, *common), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     while (checkpoint_step(victim_dir) or 0) < 8:  # step 8 is inside epoch 2 (steps 6–11)
         assert victim.poll() is None, victim.communicate()[1].decode()[-3000:]
@@ -433,8 +524,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert 8 <= killed_at < 12, killed_at  # interrupted: the run had not finished
     assert not (victim_dir / "summary.json").exists()
 
-    resumed = subprocess.run(_train_cmd(victim_dir, *common, "--verbose=1"), env=_env(), capture_output=True,
-                             timeout=240, check=False)
+    resumed = subprocess.run(
+        _train_cmd(victim_dir, *common, "--verbose=1"), env=_env(), capture_output=True, timeout=240, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     assert f"resuming at step {killed_at}" in resumed.stdout.decode()
     _wait(reference)
@@ -447,5 +539,6 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     logs = {run: list(csv.DictReader((tmp_path / run / "log.csv").open())) for run in ("reference", "victim")}
     assert [row["epoch"] for row in logs["victim"]] == ["0", "1"]
     for key in ("loss", "top1"):
-        np.testing.assert_allclose(float(logs["victim"][1][key]), float(logs["reference"][1][key]), rtol=1e-5,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            float(logs["victim"][1][key]), float(logs["reference"][1][key]), rtol=1e-5, err_msg=key
+        )

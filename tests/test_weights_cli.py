@@ -34,8 +34,13 @@ def test_list_shows_every_official_entry(capsys):
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| ") and ":" in line.split("|")[1]]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "dcd_mobilenetv2_100:imagenet", "dcd_resnet50:imagenet", "micronet_m0:imagenet",
-        "micronet_m1:imagenet", "micronet_m2:imagenet", "micronet_m3:imagenet"]
+        "dcd_mobilenetv2_100:imagenet",
+        "dcd_resnet50:imagenet",
+        "micronet_m0:imagenet",
+        "micronet_m1:imagenet",
+        "micronet_m2:imagenet",
+        "micronet_m3:imagenet",
+    ]
     assert "| 46.6 | not pinned | http://www.svcl.ucsd.edu/projects/micronet/assets/micronet-m0.pth | no | MIT |" in out
     assert "| 77.9 | not pinned | manual | no | MIT |" in out
     code, out, _ = run(capsys, "list", "micronet_m3")
@@ -79,17 +84,26 @@ def test_errors_are_one_line(monkeypatch, capsys):
 
 def test_convert_an_official_checkpoint(official_dir, tmp_path, capsys):
     out_file = tmp_path / "m0.weights.h5"
-    code, out, _ = run(capsys, "convert", str(official_dir / "micronet_m0.pth"), "--model", "micronet_m0",
-                       "--out", str(out_file))
+    code, out, _ = run(
+        capsys, "convert", str(official_dir / "micronet_m0.pth"), "--model", "micronet_m0", "--out", str(out_file)
+    )
     assert code == 0 and out.startswith(f"{out_file} sha256={hashlib.sha256(out_file.read_bytes()).hexdigest()}")
     data = np.load(official_dir / "micronet_m0_io.npz")
-    model = dynzoo.create_model("micronet_m0", weights=str(out_file), include_preprocessing=False,
-                                classifier_activation=None)
+    model = dynzoo.create_model(
+        "micronet_m0", weights=str(out_file), include_preprocessing=False, classifier_activation=None
+    )
     got = np.asarray(model(data["input_nchw"].transpose(0, 2, 3, 1), training=False))
     np.testing.assert_allclose(got, data["logits"], rtol=0, atol=1e-5 * np.abs(data["logits"]).max())
 
-    code, _, err = run(capsys, "convert", str(official_dir / "micronet_m0.pth"), "--model", "micronet_m0",
-                       "--out", str(tmp_path / "m0.h5"))
+    code, _, err = run(
+        capsys,
+        "convert",
+        str(official_dir / "micronet_m0.pth"),
+        "--model",
+        "micronet_m0",
+        "--out",
+        str(tmp_path / "m0.h5"),
+    )
     assert code == 2 and "--out must end with .weights.h5" in err
 
 
@@ -104,16 +118,33 @@ def test_publish_our_own_weights_like_anyone_elses(tmp_path, monkeypatch, capsys
 
     published = tmp_path / "published"
     published.mkdir()
-    code, out, _ = run(capsys, "publish", str(tmp_path / "trained.keras"), "--tag", "digits",
-                       "--out-dir", str(published), "--url", "http://example.invalid/weights",
-                       "--licence", "Apache-2.0", "--top1", "97.1")
+    code, out, _ = run(
+        capsys,
+        "publish",
+        str(tmp_path / "trained.keras"),
+        "--tag",
+        "digits",
+        "--out-dir",
+        str(published),
+        "--url",
+        "http://example.invalid/weights",
+        "--licence",
+        "Apache-2.0",
+        "--top1",
+        "97.1",
+    )
     assert code == 0
     (h5,) = published.glob("*.weights.h5")
     sha = hashlib.sha256(h5.read_bytes()).hexdigest()
     assert h5.name == f"micronet_m0-digits-{sha[:8]}.weights.h5"
     entry = get_weights("micronet_m0", "digits")
     assert (entry.format, entry.sha256, entry.size, entry.num_classes, entry.input_size) == (
-        "keras_weights_h5", sha, h5.stat().st_size, 10, (32, 32, 3))
+        "keras_weights_h5",
+        sha,
+        h5.stat().st_size,
+        10,
+        (32, 32, 3),
+    )
     assert entry.urls == (f"http://example.invalid/weights/{h5.name}",) and entry.top1 == 97.1
 
     x = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
@@ -147,8 +178,17 @@ def test_publish_into_another_manifest(tmp_path, capsys):
     model.save(tmp_path / "m.keras")
     manifest = tmp_path / "weights.json"
     shutil.copy(dynzoo.registry.config_dir() / "weights.json", manifest)
-    code, out, _ = run(capsys, "publish", str(tmp_path / "m.keras"), "--tag", "tiny", "--out-dir",
-                       str(tmp_path), "--manifest", str(manifest))
+    code, out, _ = run(
+        capsys,
+        "publish",
+        str(tmp_path / "m.keras"),
+        "--tag",
+        "tiny",
+        "--out-dir",
+        str(tmp_path),
+        "--manifest",
+        str(manifest),
+    )
     assert code == 0 and "no --url given" in out
     data = json.loads(manifest.read_text())
     assert set(data["weights"]["micronet_m0"]) == {"imagenet", "tiny"}  # merged, nothing lost

@@ -37,8 +37,11 @@ def server():
 
 def cache_files():
     folder = download.dynzoo_home() / "downloads"
-    return sorted(p.name for p in folder.iterdir()
-                  if not p.name.endswith((".lock", ".first-seen.json"))) if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if not p.name.endswith((".lock", ".first-seen.json")))
+        if folder.exists()
+        else []
+    )
 
 
 def test_good_download_is_cached_and_verified(server, capsys):
@@ -180,8 +183,7 @@ def test_two_processes_download_the_same_file_once(server, tmp_path):
     )
     # the module is loaded on its own (standard library only), so each process starts in milliseconds
     command = [sys.executable, "-c", script, download.__file__, url, SHA]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     paths = {json.loads(out) for out, _ in results}

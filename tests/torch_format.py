@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-_STORAGE_NAMES = {np.dtype("float32"): "FloatStorage", np.dtype("float16"): "HalfStorage",
-                  np.dtype("int64"): "LongStorage"}
+_STORAGE_NAMES = {
+    np.dtype("float32"): "FloatStorage",
+    np.dtype("float16"): "HalfStorage",
+    np.dtype("int64"): "LongStorage",
+}
 
 
 @contextlib.contextmanager
@@ -56,8 +59,16 @@ class RawTensor:
     holding ``array`` (whose declared element count is ``numel``, by default its size); a ``state``
     is applied to the rebuilt tensor by the BUILD opcode."""
 
-    def __init__(self, key: str, array: np.ndarray, offset: int, size: tuple, stride: tuple,
-                 numel: int | None = None, state: dict | None = None):
+    def __init__(
+        self,
+        key: str,
+        array: np.ndarray,
+        offset: int,
+        size: tuple,
+        stride: tuple,
+        numel: int | None = None,
+        state: dict | None = None,
+    ):
         self.storage = _Storage(key, np.asarray(array), numel)
         self.offset, self.size, self.stride, self.state = offset, size, stride, state
 
@@ -76,16 +87,23 @@ def _dump_pickle(obj, legacy: bool = False) -> tuple[bytes, dict[str, np.ndarray
             def reducer_override(self, o):
                 if isinstance(o, RawTensor):
                     storages.setdefault(o.storage.key, o.storage.array)
-                    return utils._rebuild_tensor_v2, (
-                        o.storage, o.offset, o.size, o.stride, False, collections.OrderedDict()
-                    ), o.state
+                    return (
+                        utils._rebuild_tensor_v2,
+                        (o.storage, o.offset, o.size, o.stride, False, collections.OrderedDict()),
+                        o.state,
+                    )
                 if isinstance(o, np.ndarray):
                     array = np.require(o, requirements="C")
                     key = str(len(storages))
                     storages[key] = array
                     strides = tuple(s // array.itemsize for s in array.strides) if array.ndim else ()
                     return utils._rebuild_tensor_v2, (
-                        _Storage(key, array), 0, array.shape, strides, False, collections.OrderedDict()
+                        _Storage(key, array),
+                        0,
+                        array.shape,
+                        strides,
+                        False,
+                        collections.OrderedDict(),
                     )
                 return NotImplemented
 
@@ -98,9 +116,15 @@ def _in_order(array: np.ndarray, byteorder: str = "little") -> bytes:
     return array.astype(array.dtype.newbyteorder(">" if byteorder == "big" else "<")).tobytes()
 
 
-def save_zip_checkpoint(obj, path: str | Path, pickle_bytes: bytes | None = None, *,
-                        byteorder: str = "little", compress_type: int = zipfile.ZIP_STORED,
-                        extra_members: dict[str, bytes] | None = None) -> Path:
+def save_zip_checkpoint(
+    obj,
+    path: str | Path,
+    pickle_bytes: bytes | None = None,
+    *,
+    byteorder: str = "little",
+    compress_type: int = zipfile.ZIP_STORED,
+    extra_members: dict[str, bytes] | None = None,
+) -> Path:
     """Write ``obj`` (dicts of NumPy arrays and :class:`RawTensor`) as torch.save's zip format. For
     crafted files: ``pickle_bytes`` replaces the data.pkl, ``byteorder`` is written as given, the
     storages (in the order ``byteorder`` names, little-endian for any other value) are compressed
@@ -124,9 +148,11 @@ def save_legacy_checkpoint(obj, path: str | Path, *, written_numel: dict[str, in
     count and raw bytes. ``written_numel`` overrides the count written before a storage's bytes."""
     data, storages = _dump_pickle(obj, legacy=True)
     with open(path, "wb") as f:
-        for header in (0x1950A86A20F9469CFC6C, 1001,
-                       {"protocol_version": 1001, "little_endian": True,
-                        "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        for header in (
+            0x1950A86A20F9469CFC6C,
+            1001,
+            {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}},
+        ):
             pickle.dump(header, f, protocol=2)
         f.write(data)
         pickle.dump(list(storages), f, protocol=2)

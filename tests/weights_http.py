@@ -68,7 +68,7 @@ class WeightServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 for start in range(0, len(body), 1 << 16):
-                    self.wfile.write(body[start:start + (1 << 16)])
+                    self.wfile.write(body[start : start + (1 << 16)])
                     if route.chunk_delay:
                         self.wfile.flush()
                         time.sleep(route.chunk_delay)
@@ -114,9 +114,28 @@ def self_signed_certificate(folder) -> tuple[str, str]:
     if not shutil.which("openssl"):
         pytest.skip("the openssl command is needed to make a test certificate")
     cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

@@ -12,6 +12,12 @@ from dynzoo.data.pipeline import (
 from dynzoo.data.sources import Source, open_source
 
 __all__ = [
-    "DIGITS_LABELS", "Augmentation", "Source", "digits_arrays", "eval_dataset", "open_source",
-    "resize_and_center_crop", "train_dataset",
+    "DIGITS_LABELS",
+    "Augmentation",
+    "Source",
+    "digits_arrays",
+    "eval_dataset",
+    "open_source",
+    "resize_and_center_crop",
+    "train_dataset",
 ]

@@ -38,8 +38,9 @@ def label_file(data_dir: str | os.PathLike, split: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise ValueError(f"`data_dir`: no BDD100K labels for split {split!r}; looked for "
-                     f"{', '.join(str(p) for p in candidates)}.")
+    raise ValueError(
+        f"`data_dir`: no BDD100K labels for split {split!r}; looked for {', '.join(str(p) for p in candidates)}."
+    )
 
 
 def read_frames(data_dir: str | os.PathLike, split: str) -> list[dict]:
@@ -88,9 +89,13 @@ def image_dir(data_dir: str | os.PathLike, split: str) -> Path:
     return Path(data_dir) / "images" / "100k" / SPLITS[split]
 
 
-def load_bdd100k_domains(data_dir: str | os.PathLike, split: str, image_size: int,
-                         attributes: Sequence[str] = ("timeofday", "weather"), target: str = "scene",
-                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], tuple[str, ...]]:
+def load_bdd100k_domains(
+    data_dir: str | os.PathLike,
+    split: str,
+    image_size: int,
+    attributes: Sequence[str] = ("timeofday", "weather"),
+    target: str = "scene",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], tuple[str, ...]]:
     """``(images, labels, class names)`` of ``split`` grouped by domain: ``images[d]`` uint8
     (N, S, S, 3) resized to ``image_size``, ``labels[d]`` int32 indices of the ``target`` attribute's
     values. Every image file must exist (a ValueError names the first missing one)."""
@@ -98,8 +103,10 @@ def load_bdd100k_domains(data_dir: str | os.PathLike, split: str, image_size: in
 
     attributes = check_attributes(attributes)
     if target not in ATTRIBUTES or target in attributes:
-        raise ValueError(f"`target` must be an attribute of {list(ATTRIBUTES)} not used for the domains "
-                         f"{list(attributes)}, got {target!r}.")
+        raise ValueError(
+            f"`target` must be an attribute of {list(ATTRIBUTES)} not used for the domains "
+            f"{list(attributes)}, got {target!r}."
+        )
     folder = image_dir(data_dir, split)
     classes = ATTRIBUTES[target]
     images, labels = {}, {}

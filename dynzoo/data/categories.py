@@ -15,16 +15,106 @@ import numpy as np
 
 # CIFAR-100 fine labels in label-index order (alphabetical), and each superclass's five members.
 CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
-    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
-    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
-    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
-    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
-    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
-    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
-    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
-    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
-    "willow_tree", "wolf", "woman", "worm",
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
 )
 CIFAR100_SUPERCLASSES = {  # in coarse-label index order
     "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
@@ -49,8 +139,13 @@ CIFAR100_SUPERCLASSES = {  # in coarse-label index order
     "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
 }
 # Digits 0–9 paired by stroke shape (our choice: the paper has no digits experiment).
-DIGITS_CATEGORIES = {"loops": (0, 8), "strokes": (1, 7), "open_curves": (2, 3), "closed_top": (4, 9),
-                     "round_bottom": (5, 6)}
+DIGITS_CATEGORIES = {
+    "loops": (0, 8),
+    "strokes": (1, 7),
+    "open_curves": (2, 3),
+    "closed_top": (4, 9),
+    "round_bottom": (5, 6),
+}
 
 
 def _cifar100_map() -> np.ndarray:
@@ -66,8 +161,9 @@ def _digits_map() -> np.ndarray:
 BUILTIN_MAPS = {"cifar100": _cifar100_map, "digits": _digits_map}
 
 
-def category_map(mapping: str | Sequence[int] | Mapping[int, int] | np.ndarray,
-                 num_classes: int | None = None) -> np.ndarray:
+def category_map(
+    mapping: str | Sequence[int] | Mapping[int, int] | np.ndarray, num_classes: int | None = None
+) -> np.ndarray:
     """The class → category map as an int32 array ``m`` (``m[class] = category``), checked.
 
     Args:
@@ -94,16 +190,19 @@ def category_map(mapping: str | Sequence[int] | Mapping[int, int] | np.ndarray,
         except (TypeError, ValueError):
             raise ValueError(f"`category_map`: class keys must be integers, got {list(mapping)[:5]}.") from None
         if sorted(items) != list(range(len(items))):
-            raise ValueError(f"`category_map` must give a category for every class 0…{len(items) - 1} "
-                             f"(missing: {sorted(set(range(max(items) + 1)) - set(items))[:10]}).")
+            raise ValueError(
+                f"`category_map` must give a category for every class 0…{len(items) - 1} "
+                f"(missing: {sorted(set(range(max(items) + 1)) - set(items))[:10]})."
+            )
         mapping = [items[k] for k in range(len(items))]
     try:
         values = np.asarray(mapping)
     except (TypeError, ValueError):
         raise ValueError(f"`category_map` must be a list of integer categories, got {source!r}.") from None
     if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.integer):
-        raise ValueError(f"`category_map` must be a non-empty list of integer categories (one per class), "
-                         f"got {source!r}.")
+        raise ValueError(
+            f"`category_map` must be a non-empty list of integer categories (one per class), got {source!r}."
+        )
     if num_classes is not None and values.size != num_classes:
         raise ValueError(f"`category_map` covers {values.size} classes but the model has {num_classes}.")
     used = np.unique(values)

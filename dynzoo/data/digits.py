@@ -19,7 +19,10 @@ def _split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")  # 0…16 → 0…255
     x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target.astype("int32"), test_size=TEST_FRACTION, random_state=SPLIT_SEED,
+        images,
+        digits.target.astype("int32"),
+        test_size=TEST_FRACTION,
+        random_state=SPLIT_SEED,
         stratify=digits.target,
     )
     return {"train": (x_train, y_train), "test": (x_test, y_test)}

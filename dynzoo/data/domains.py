@@ -48,8 +48,9 @@ def apply_domain(images: np.ndarray, domain: str | Sequence[str], seed: int = 0)
     return np.clip(np.round(out), 0, 255).astype("uint8")
 
 
-def domain_digits(domain: str | Sequence[str], split: str = "train", image_size: int = 32,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def domain_digits(
+    domain: str | Sequence[str], split: str = "train", image_size: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The fixed digits ``split`` (see :func:`~dynzoo.data.digits.digits_arrays`) under ``domain``:
     ``(images uint8 (N, S, S, 3), labels int32 (N,))``. Train and test draw their random parts from
     different streams of ``seed``."""
@@ -61,6 +62,7 @@ def domain_digits(domain: str | Sequence[str], split: str = "train", image_size:
 
 # ---------------------------------------------------------------------------------------------------
 # Transforms.
+
 
 def _per_image(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
     return rng.uniform(low, high, (n, 1, 1, 1)).astype("float32")
@@ -100,7 +102,8 @@ register_transform("rain", lambda x, rng: x + rng.normal(0.0, 30.0, x.shape).ast
 register_transform("blur", lambda x, rng: _box_blur(x, max(1, x.shape[1] // 16)))
 register_transform("fog", lambda x, rng: x * 0.45 + _per_image(rng, len(x), 150.0, 200.0) * 0.55)
 register_transform("inverted", lambda x, rng: 255.0 - x)
-register_transform("colour_background",
-                   lambda x, rng: x + (1.0 - x / 255.0) * rng.uniform(0, 200, (len(x), 1, 1, 3)).astype("float32"))
+register_transform(
+    "colour_background", lambda x, rng: x + (1.0 - x / 255.0) * rng.uniform(0, 200, (len(x), 1, 1, 3)).astype("float32")
+)
 register_transform("rotated", lambda x, rng: _rotate(x, rng, 30.0))
 register_transform("noisy", lambda x, rng: x + rng.normal(0.0, 45.0, x.shape).astype("float32"))

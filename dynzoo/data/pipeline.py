@@ -62,9 +62,15 @@ def _random_crop(image: tf.Tensor, encoded: bool, seed: tf.Tensor, aug: Augmenta
 
     def window(shape):
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
-            min_object_covered=0.0, aspect_ratio_range=aug.crop_ratio, area_range=aug.crop_scale,
-            max_attempts=10, use_image_if_no_bounding_boxes=True)
+            shape,
+            bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=aug.crop_ratio,
+            area_range=aug.crop_scale,
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
         return begin, size
 
     if not encoded:
@@ -83,8 +89,9 @@ def _random_crop(image: tf.Tensor, encoded: bool, seed: tf.Tensor, aug: Augmenta
     return tf.cond(tf.io.is_jpeg(image), jpeg, other)
 
 
-def resize_and_center_crop(image: tf.Tensor, image_size: int, crop_fraction: float,
-                           method: str = "bilinear") -> tf.Tensor:
+def resize_and_center_crop(
+    image: tf.Tensor, image_size: int, crop_fraction: float, method: str = "bilinear"
+) -> tf.Tensor:
     """Resize the shorter side to ``round(image_size / crop_fraction)`` (``method``, no antialiasing,
     longer side rounded) and crop the centre ``image_size`` square; float32 out."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -104,8 +111,10 @@ def _mixup(images, labels, alpha, seeds):
     g2 = tf.random.stateless_gamma([], seed=seeds[1], alpha=safe_alpha)
     lam = tf.where(alpha > 0, g1 / (g1 + g2), 1.0)
     partner = tf.argsort(tf.random.stateless_uniform([tf.shape(images)[0]], seed=seeds[2]))
-    return (lam * images + (1 - lam) * tf.gather(images, partner),
-            lam * labels + (1 - lam) * tf.gather(labels, partner))
+    return (
+        lam * images + (1 - lam) * tf.gather(images, partner),
+        lam * labels + (1 - lam) * tf.gather(labels, partner),
+    )
 
 
 def train_dataset(
@@ -128,13 +137,18 @@ def train_dataset(
     Yields ``(images float32 (B, S, S, 3) in [0, 255], one-hot labels float32 (B, classes))``.
     """
     if steps_per_epoch < 1 or steps_per_epoch * batch_size > source.num_examples:
-        raise ValueError(f"`steps_per_epoch` must be in [1, {source.num_examples // batch_size}] for "
-                         f"{source.num_examples} examples and batch {batch_size}, got {steps_per_epoch}.")
+        raise ValueError(
+            f"`steps_per_epoch` must be in [1, {source.num_examples // batch_size}] for "
+            f"{source.num_examples} examples and batch {batch_size}, got {steps_per_epoch}."
+        )
     n, classes = source.num_examples, source.num_classes
     # A streamed source (TFDS) is opened and shuffled here, eagerly: a tensor seed inside the traced epoch
     # function fails once a global seed is set. It reshuffles on every pass, i.e. every epoch.
-    stream = None if source.random_access else source.examples(None).shuffle(
-        SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    stream = (
+        None
+        if source.random_access
+        else source.examples(None).shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    )
 
     def one_epoch(epoch):
         if source.random_access:
@@ -152,16 +166,21 @@ def train_dataset(
             image.set_shape((image_size, image_size, 3))
             return image, tf.one_hot(label, classes)
 
-        batches = (examples.enumerate()
-                   .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                   .batch(batch_size, drop_remainder=True)
-                   .take(steps_per_epoch))
+        batches = (
+            examples.enumerate()
+            .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size, drop_remainder=True)
+            .take(steps_per_epoch)
+        )
         if mixup > 0:
-            alpha = mixup * (tf.minimum(1.0, tf.cast(epoch, tf.float32) / mixup_ramp_epochs)
-                             if mixup_ramp_epochs > 0 else 1.0)
+            alpha = mixup * (
+                tf.minimum(1.0, tf.cast(epoch, tf.float32) / mixup_ramp_epochs) if mixup_ramp_epochs > 0 else 1.0
+            )
             batches = batches.enumerate().map(
                 lambda step, batch: _mixup(*batch, alpha, [_seed(seed, epoch, step, tag) for tag in (2, 3, 4)]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
         return batches
 
     start_epoch, skip = divmod(start_step, steps_per_epoch)
@@ -169,8 +188,9 @@ def train_dataset(
     return stream.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def eval_dataset(source: Source, image_size: int, batch_size: int, *, crop_fraction: float | None = None,
-                 one_hot: bool = False) -> tf.data.Dataset:
+def eval_dataset(
+    source: Source, image_size: int, batch_size: int, *, crop_fraction: float | None = None, one_hot: bool = False
+) -> tf.data.Dataset:
     """The split in its stored order: resize + centre crop (``crop_fraction`` default: the source's),
     batched. Yields ``(images float32 (B, S, S, 3) in [0, 255], labels)``, the labels int32 or, with
     ``one_hot``, float32 one-hot vectors."""
@@ -184,11 +204,13 @@ def eval_dataset(source: Source, image_size: int, batch_size: int, *, crop_fract
         return image, (tf.one_hot(label, classes) if one_hot else label)
 
     order = tf.range(source.num_examples, dtype=tf.int64) if source.random_access else None
-    return (source.examples(order)
-            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-            .with_options(_options()))
+    return (
+        source.examples(order)
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(_options())
+    )
 
 
 def _options() -> tf.data.Options:

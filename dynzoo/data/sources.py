@@ -72,9 +72,16 @@ class Source:
         return len(self.class_names)
 
 
-def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None, *,
-                image_size: int = 224, manual_dir: str | os.PathLike | None = None,
-                check_images: bool | None = None, skip_bad_images: bool = False) -> Source:
+def open_source(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    image_size: int = 224,
+    manual_dir: str | os.PathLike | None = None,
+    check_images: bool | None = None,
+    skip_bad_images: bool = False,
+) -> Source:
     """Open ``split`` (``"train"`` or ``"test"``) of the dataset ``name``.
 
     ``name`` is ``"digits"`` (offline, scikit-learn's handwritten digits resized to ``image_size``),
@@ -110,11 +117,18 @@ def _digits_source(split: str, image_size: int) -> Source:
 
     def examples(order):
         images_t, labels_t = tf.constant(images), tf.constant(labels)
-        return tf.data.Dataset.from_tensor_slices(order).map(
-            lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)))
+        return tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)))
 
-    return Source(DIGITS, split, DIGITS_LABELS, len(labels), encoded=False, random_access=True,
-                  examples=examples, default_crop_fraction=1.0)
+    return Source(
+        DIGITS,
+        split,
+        DIGITS_LABELS,
+        len(labels),
+        encoded=False,
+        random_access=True,
+        examples=examples,
+        default_crop_fraction=1.0,
+    )
 
 
 def _folder_split_dir(root: Path, split: str) -> Path:
@@ -122,8 +136,10 @@ def _folder_split_dir(root: Path, split: str) -> Path:
     for candidate in names:
         if (root / candidate).is_dir():
             return root / candidate
-    raise ValueError(f"`data_dir`: {os.fspath(root)!r} has no {' or '.join(repr(n) for n in names)} "
-                     "sub-folder (expected data_dir/<split>/<class>/<image>).")
+    raise ValueError(
+        f"`data_dir`: {os.fspath(root)!r} has no {' or '.join(repr(n) for n in names)} "
+        "sub-folder (expected data_dir/<split>/<class>/<image>)."
+    )
 
 
 def image_problem(path: str | os.PathLike, decode: bool = False) -> str | None:
@@ -188,8 +204,9 @@ def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.n
         raise ValueError(f"`data_dir`: no such folder {os.fspath(split_dir)!r}.")
     class_names = tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
     if not class_names:
-        raise ValueError(f"`data_dir`: {os.fspath(split_dir)!r} has no class sub-folders "
-                         "(expected <split>/<class>/<image>).")
+        raise ValueError(
+            f"`data_dir`: {os.fspath(split_dir)!r} has no class sub-folders (expected <split>/<class>/<image>)."
+        )
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         for path in sorted((split_dir / class_name).rglob("*")):
@@ -197,8 +214,7 @@ def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.n
                 paths.append(os.fspath(path))
                 labels.append(label)
     if not paths:
-        raise ValueError(f"`data_dir`: no images ({', '.join(IMAGE_EXTENSIONS)}) under "
-                         f"{os.fspath(split_dir)!r}.")
+        raise ValueError(f"`data_dir`: no images ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(split_dir)!r}.")
     return class_names, paths, np.asarray(labels, dtype="int32")
 
 
@@ -211,8 +227,9 @@ def _folder_source(root: Path, split: str, check_images: bool | None, skip_bad_i
     decode = skip_bad_images or (len(paths) <= CHECK_IMAGES_LIMIT if check_images is None else check_images)
     bad = find_bad_images(paths, decode)
     if bad and not skip_bad_images:
-        raise bad_images_error(bad, " Remove or fix them, or leave them out (`dynzoo train` and `dynzoo eval` "
-                                    "take --skip_bad_images).")
+        raise bad_images_error(
+            bad, " Remove or fix them, or leave them out (`dynzoo train` and `dynzoo eval` take --skip_bad_images)."
+        )
     if bad:
         keep = [i for i, path in enumerate(paths) if path not in bad]
         paths, labels = [paths[i] for i in keep], labels[keep]
@@ -221,34 +238,52 @@ def _folder_source(root: Path, split: str, check_images: bool | None, skip_bad_i
     if split == "test":  # the test classes must be the training classes, in the same order
         train_dir = root / "train"
         if train_dir.is_dir():
-            train_classes = tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir()
-                                         and not p.name.startswith(".")))
+            train_classes = tuple(
+                sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            )
             if train_classes != class_names:
-                raise ValueError(f"`data_dir`: the test classes {list(class_names)} differ from the training "
-                                 f"classes {list(train_classes)}.")
+                raise ValueError(
+                    f"`data_dir`: the test classes {list(class_names)} differ from the training "
+                    f"classes {list(train_classes)}."
+                )
 
     def examples(order):
         paths_t, labels_t = tf.constant(paths), tf.constant(labels)
         return tf.data.Dataset.from_tensor_slices(order).map(
             lambda i: (tf.io.read_file(tf.gather(paths_t, i)), tf.gather(labels_t, i)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
 
-    return Source(FOLDER, split, class_names, len(paths), encoded=True, random_access=True, examples=examples,
-                  files=tuple(paths), skipped=tuple(bad))
+    return Source(
+        FOLDER,
+        split,
+        class_names,
+        len(paths),
+        encoded=True,
+        random_access=True,
+        examples=examples,
+        files=tuple(paths),
+        skipped=tuple(bad),
+    )
 
 
 def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise ValueError(f"unknown dataset {name!r}: the built-in datasets are {DIGITS!r} and {FOLDER!r}; "
-                         "TensorFlow Datasets names need `pip install dynzoo[datasets]`.") from None
+        raise ValueError(
+            f"unknown dataset {name!r}: the built-in datasets are {DIGITS!r} and {FOLDER!r}; "
+            "TensorFlow Datasets names need `pip install dynzoo[datasets]`."
+        ) from None
     known = tfds.list_builders(with_community_datasets=False)
     if name.split(":")[0].split("/")[0] not in known:
         close = difflib.get_close_matches(name, [DIGITS, FOLDER, *known], n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Use {DIGITS!r} (offline), {FOLDER!r} with "
-                         "--data_dir, or a TensorFlow Datasets name.")
+        raise ValueError(
+            f"unknown dataset {name!r}.{hint} Use {DIGITS!r} (offline), {FOLDER!r} with "
+            "--data_dir, or a TensorFlow Datasets name."
+        )
     builder = tfds.builder(name, data_dir=os.fspath(data_dir) if data_dir else None)
     info = builder.info
     if "image" not in info.features or "label" not in info.features:
@@ -261,21 +296,26 @@ def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:
         import tensorflow as tf
 
         # TFDS stores images encoded: keep the bytes so the pipeline decodes only the crop it keeps.
-        ds = builder.as_dataset(split=tfds_split, as_supervised=True, shuffle_files=False,
-                                decoders={"image": tfds.decode.SkipDecoding()})
+        ds = builder.as_dataset(
+            split=tfds_split, as_supervised=True, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+        )
         return ds.map(lambda image, label: (image, tf.cast(label, tf.int32)))
 
     try:
         tfds_split, records = _first_readable(read, [n for n in names if not info.splits or n in info.splits])
     except (AssertionError, ValueError, OSError):  # TFDS asserts when the data was never prepared
         if not (name.startswith("imagenet2012") or manual_dir is not None):
-            raise ValueError(f"dataset {name!r} is not prepared under {builder.data_dir!r}; prepare it once "
-                             "with internet access (`tfds build` or `tfds.load`) and pass --data_dir.") from None
+            raise ValueError(
+                f"dataset {name!r} is not prepared under {builder.data_dir!r}; prepare it once "
+                "with internet access (`tfds build` or `tfds.load`) and pass --data_dir."
+            ) from None
         manual = Path(manual_dir) if manual_dir else Path(builder.data_dir_root) / "downloads" / "manual"
         if not manual.is_dir():
-            raise ValueError(f"dataset {name!r} is not prepared under {builder.data_dir!r} and its manual "
-                             f"download folder {os.fspath(manual)!r} does not exist; put the archives there "
-                             "(see the TFDS catalogue) or pass --manual_dir.") from None
+            raise ValueError(
+                f"dataset {name!r} is not prepared under {builder.data_dir!r} and its manual "
+                f"download folder {os.fspath(manual)!r} does not exist; put the archives there "
+                "(see the TFDS catalogue) or pass --manual_dir."
+            ) from None
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
         info = builder.info
         tfds_split, records = _first_readable(read, [n for n in names if n in info.splits])
@@ -284,9 +324,16 @@ def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:
     else:  # only TFDS's mock data has no split metadata: count it
         num_examples = int(records.reduce(np.int64(0), lambda count, *_: count + 1))
     height = info.features["image"].shape[0]
-    return Source(name, split, tuple(info.features["label"].names), num_examples, encoded=True,
-                  random_access=False, examples=lambda order: read(tfds_split),
-                  default_crop_fraction=1.0 if height is not None and height <= 64 else 0.875)
+    return Source(
+        name,
+        split,
+        tuple(info.features["label"].names),
+        num_examples,
+        encoded=True,
+        random_access=False,
+        examples=lambda order: read(tfds_split),
+        default_crop_fraction=1.0 if height is not None and height <= 64 else 0.875,
+    )
 
 
 def _first_readable(read, splits):

@@ -106,9 +106,7 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
 def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> None:
     if value % divisor:
-        raise ValueError(
-            f"`{name}` ({value}) must be divisible by `{divisor_name}` ({divisor})."
-        )
+        raise ValueError(f"`{name}` ({value}) must be divisible by `{divisor_name}` ({divisor}).")
 
 
 def channels_of(input_shape: Sequence[int | None], layer_name: str) -> int:
@@ -153,10 +151,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _fused_training(self, inputs, training, mask) -> bool:
         return (
-            training and self.trainable and mask is None and keras.backend.backend() == "tensorflow"
-            and not self.renorm and not self.synchronized and len(inputs.shape) == 4
-            and self.axis in (-1, 3) and self.center and self.scale
-            and inputs.dtype == "float32" and self.compute_dtype == "float32"
+            training
+            and self.trainable
+            and mask is None
+            and keras.backend.backend() == "tensorflow"
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.center
+            and self.scale
+            and inputs.dtype == "float32"
+            and self.compute_dtype == "float32"
         )
 
     def call(self, inputs, training=None, mask=None):
@@ -165,8 +171,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
         import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is installed
 
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=self.gamma, offset=self.beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
-            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            x=inputs,
+            scale=self.gamma,
+            offset=self.beta,
+            mean=tf.zeros([0]),
+            variance=tf.zeros([0]),
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=True,
+        )
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), variance.dtype)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # unbiased → biased, as Keras keeps it
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))

@@ -49,8 +49,7 @@ def _check_input_shapes(input_shape, hidden: int, layer: str):
             raise ValueError(f"{layer} takes `x` or `[x, h_prev]`, got {len(input_shape)} inputs.")
         x_shape, h_shape = tuple(input_shape[0]), tuple(input_shape[1])
         if len(h_shape) != 2 or h_shape[-1] != hidden:
-            raise ValueError(f"{layer}: `h_prev` must have shape (batch, {hidden}) (`hidden`={hidden}), "
-                             f"got {h_shape}.")
+            raise ValueError(f"{layer}: `h_prev` must have shape (batch, {hidden}) (`hidden`={hidden}), got {h_shape}.")
         history = True
     else:
         x_shape, history = tuple(input_shape), False
@@ -90,8 +89,9 @@ class ContextAwareGroupController(keras.layers.Layer):
         self.embed = keras.layers.Dense(self.hidden, activation="relu", name="embed")  # W1
         self.history = keras.layers.Dense(self.hidden, activation="relu", name="history")  # W2
         bias = [0.0, self.on_bias] * self.groups
-        self.logits_fc = keras.layers.Dense(2 * self.groups, bias_initializer=keras.initializers.Constant(bias),
-                                            name="logits_fc")  # W3
+        self.logits_fc = keras.layers.Dense(
+            2 * self.groups, bias_initializer=keras.initializers.Constant(bias), name="logits_fc"
+        )  # W3
 
     def build(self, input_shape):
         x_shape, self.uses_history = _check_input_shapes(input_shape, self.hidden, "ContextAwareGroupController")
@@ -195,8 +195,9 @@ class GroupBranch(SequenceBlock):
 
     def make_steps(self, in_channels: int):
         def conv(filters, kernel, strides, name):
-            return SymmetricConv2D(filters, kernel, strides, use_bias=False, kernel_initializer=conv_initializer(),
-                                   name=name)
+            return SymmetricConv2D(
+                filters, kernel, strides, use_bias=False, kernel_initializer=conv_initializer(), name=name
+            )
 
         w, s = self.width, self.strides
         if self.kind == "bottleneck":
@@ -211,8 +212,13 @@ class GroupBranch(SequenceBlock):
         return steps
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "width": self.width,
-                "out_channels": self.out_channels, "strides": self.strides}
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "width": self.width,
+            "out_channels": self.out_channels,
+            "strides": self.strides,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -247,9 +253,20 @@ class CDBBlock(keras.layers.Layer):
         seed: seed of the gate noise.
     """
 
-    def __init__(self, kind: str, width: int, out_channels: int, groups: int = 2, strides: int = 1,
-                 hidden: int = 32, noise_stddev: float = 1.0, on_bias: float = 1.0, conditional: bool = True,
-                 seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        kind: str,
+        width: int,
+        out_channels: int,
+        groups: int = 2,
+        strides: int = 1,
+        hidden: int = 32,
+        noise_stddev: float = 1.0,
+        on_bias: float = 1.0,
+        conditional: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kind = check_choice("kind", kind, BLOCK_KINDS)
         self.width = check_int("width", width)
@@ -261,8 +278,10 @@ class CDBBlock(keras.layers.Layer):
         self.seed = seed
         self.controller = ContextAwareGroupController(self.groups, self.hidden, on_bias, name="controller")
         self.gate = GroupGate(noise_stddev, seed, name="gate")
-        self.branches = [GroupBranch(self.kind, self.width, self.out_channels, self.strides, name=f"group{n}")
-                         for n in range(self.groups)]
+        self.branches = [
+            GroupBranch(self.kind, self.width, self.out_channels, self.strides, name=f"group{n}")
+            for n in range(self.groups)
+        ]
 
     def build(self, input_shape):
         x_shape, _ = _check_input_shapes(input_shape, self.hidden, "CDBBlock")
@@ -272,9 +291,17 @@ class CDBBlock(keras.layers.Layer):
             branch.build(x_shape)
         self.shortcut = None
         if self.strides != 1 or x_shape[-1] != self.out_channels:
-            self.shortcut = [keras.layers.Conv2D(self.out_channels, 1, strides=self.strides, use_bias=False,
-                                                 kernel_initializer=conv_initializer(), name="shortcut_conv"),
-                             batchnorm("shortcut_bn")]
+            self.shortcut = [
+                keras.layers.Conv2D(
+                    self.out_channels,
+                    1,
+                    strides=self.strides,
+                    use_bias=False,
+                    kernel_initializer=conv_initializer(),
+                    name="shortcut_conv",
+                ),
+                batchnorm("shortcut_bn"),
+            ]
             self.shortcut[0].build(x_shape)
             self.shortcut[1].build(self._output_shape(x_shape))
 
@@ -291,9 +318,11 @@ class CDBBlock(keras.layers.Layer):
         for n, branch in enumerate(self.branches):
             scale = ops.reshape(gates[:, n], (-1, 1, 1, 1))
             if skip_off:
-                y = ops.cond(ops.any(ops.greater(gates[:, n], 0.0)),
-                             lambda y=y, branch=branch, scale=scale: y + scale * branch(x, training=False),
-                             lambda y=y: y)
+                y = ops.cond(
+                    ops.any(ops.greater(gates[:, n], 0.0)),
+                    lambda y=y, branch=branch, scale=scale: y + scale * branch(x, training=False),
+                    lambda y=y: y,
+                )
             else:
                 y = y + scale * branch(x, training=training)
         return [ops.relu(y), h, gates]
@@ -322,10 +351,19 @@ class CDBBlock(keras.layers.Layer):
         return self.static_madds(input_shape) + self.groups * self.group_madds(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "width": self.width, "out_channels": self.out_channels,
-                "groups": self.groups, "strides": self.strides, "hidden": self.hidden,
-                "noise_stddev": self.gate.noise_stddev, "on_bias": self.controller.on_bias,
-                "conditional": self.conditional, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "width": self.width,
+            "out_channels": self.out_channels,
+            "groups": self.groups,
+            "strides": self.strides,
+            "hidden": self.hidden,
+            "noise_stddev": self.gate.noise_stddev,
+            "on_bias": self.controller.on_bias,
+            "conditional": self.conditional,
+            "seed": self.seed,
+        }
 
 
 def group_width(kind: str, base_width: int, out_channels: int, in_channels: int, groups: int) -> int:
@@ -339,7 +377,6 @@ def group_width(kind: str, base_width: int, out_channels: int, in_channels: int,
     if kind == "basic":
         return max(1, round(base_width / groups))
     c = out_channels
-    target = (in_channels + c) * base_width + 9 * base_width ** 2
+    target = (in_channels + c) * base_width + 9 * base_width**2
     a, b = 9 * groups, (in_channels + c) * groups
     return max(1, round((-b + math.sqrt(b * b + 4 * a * target)) / (2 * a)))
-

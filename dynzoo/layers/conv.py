@@ -185,13 +185,13 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
         multiplier = self.kernel.shape[-1]
         if self.kernel.shape[2] > DENSE_DEPTHWISE_MAX_CHANNELS:
             if kh == 1 and sh == 1:
-                y = ops.depthwise_conv(ops.reshape(x, (-1, 1, width, channels)), self.kernel, strides=sw,
-                                       padding="valid")
+                y = ops.depthwise_conv(
+                    ops.reshape(x, (-1, 1, width, channels)), self.kernel, strides=sw, padding="valid"
+                )
                 return ops.reshape(y, (-1, height, ops.shape(y)[2], channels * multiplier))
             if kw == 1 and sw == 1:
                 columns = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, 1, height, channels))
-                y = ops.depthwise_conv(columns, ops.transpose(self.kernel, (1, 0, 2, 3)), strides=sh,
-                                       padding="valid")
+                y = ops.depthwise_conv(columns, ops.transpose(self.kernel, (1, 0, 2, 3)), strides=sh, padding="valid")
                 y = ops.reshape(y, (-1, width, ops.shape(y)[2], channels * multiplier))
                 return ops.transpose(y, (0, 2, 1, 3))
         return ops.conv(x, self._block_diagonal_kernel(), strides=self.requested_strides, padding="valid")

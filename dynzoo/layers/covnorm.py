@@ -43,8 +43,10 @@ class CovNormAdapter(keras.layers.Layer):
     def __init__(self, rank_in: int | None = None, rank_out: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if (rank_in is None) != (rank_out is None):
-            raise ValueError(f"`rank_in` and `rank_out` must both be None (full adapter) or both integers, "
-                             f"got {rank_in!r} and {rank_out!r}.")
+            raise ValueError(
+                f"`rank_in` and `rank_out` must both be None (full adapter) or both integers, "
+                f"got {rank_in!r} and {rank_out!r}."
+            )
         self.rank_in = None if rank_in is None else check_int("rank_in", rank_in)
         self.rank_out = None if rank_out is None else check_int("rank_out", rank_out)
 
@@ -68,13 +70,11 @@ class CovNormAdapter(keras.layers.Layer):
             return
         kx, ky = self.rank_in, self.rank_out
         self.whitening = self.add_weight(name="whitening", shape=(d, kx), initializer="orthogonal", trainable=False)
-        self.whitening_bias = self.add_weight(name="whitening_bias", shape=(kx,), initializer="zeros",
-                                              trainable=False)
+        self.whitening_bias = self.add_weight(name="whitening_bias", shape=(kx,), initializer="zeros", trainable=False)
         self.mini_adaptation = self.add_weight(name="mini_adaptation", shape=(kx, ky), initializer="zeros")
         self.mini_bias = self.add_weight(name="mini_bias", shape=(ky,), initializer="zeros")
         self.colouring = self.add_weight(name="colouring", shape=(ky, d), initializer="orthogonal", trainable=False)
-        self.colouring_bias = self.add_weight(name="colouring_bias", shape=(d,), initializer="zeros",
-                                              trainable=False)
+        self.colouring_bias = self.add_weight(name="colouring_bias", shape=(d,), initializer="zeros", trainable=False)
 
     def transfer(self, u):
         """A(u): the adapter's transfer term on BN1's output."""
@@ -101,8 +101,10 @@ class CovNormAdapter(keras.layers.Layer):
             raise ValueError("set_covnorm needs a CovNorm adapter (rank_in and rank_out given).")
         px, py = input_pca.components, output_pca.components
         if px.shape != (self.rank_in, self.channels) or py.shape != (self.rank_out, self.channels):
-            raise ValueError(f"PCA components {px.shape} / {py.shape} do not match rank_in×d "
-                             f"{(self.rank_in, self.channels)} / rank_out×d {(self.rank_out, self.channels)}.")
+            raise ValueError(
+                f"PCA components {px.shape} / {py.shape} do not match rank_in×d "
+                f"{(self.rank_in, self.channels)} / rank_out×d {(self.rank_out, self.channels)}."
+            )
         self.whitening.assign(px.T)
         self.whitening_bias.assign(-input_pca.mean @ px.T)
         self.colouring.assign(py)
@@ -142,6 +144,7 @@ class CovNormAdapter(keras.layers.Layer):
 
 # ---------------------------------------------------------------------------------------------------
 # Statistics and PCA (Algorithm 1, step 2; eq. 2.10 for the joint variant).
+
 
 @dataclass(frozen=True)
 class FeatureStatistics:

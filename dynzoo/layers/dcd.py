@@ -55,7 +55,7 @@ def mobilenetv2_latent_dim(in_channels: int, out_channels: int) -> tuple[int, in
     mul, reduction = (4, 8) if in_channels < out_channels else (1, 2)
     features = in_channels * mul
     latent = min(features // reduction, out_channels // reduction)
-    while latent ** 2 > 2 * features:
+    while latent**2 > 2 * features:
         reduction *= 2
         latent = min(features // reduction, out_channels // reduction)
     return max(latent, 4), 2 if mul == 4 else 1
@@ -63,7 +63,7 @@ def mobilenetv2_latent_dim(in_channels: int, out_channels: int) -> tuple[int, in
 
 def official_squeeze(features: int, latent_dim: int, fc_squeeze: int, minimum: int | None = 4) -> int:
     """``max(features, L²) // fc_squeeze``, at least ``minimum`` (None: no minimum, as DCD-ResNet-50)."""
-    squeeze = max(features, latent_dim ** 2) // fc_squeeze
+    squeeze = max(features, latent_dim**2) // fc_squeeze
     return squeeze if minimum is None else max(squeeze, minimum)
 
 
@@ -97,8 +97,9 @@ def adaptive_pool(x, pool_size: int, channel_major: bool = True):
         width = ops.shape(x)[2] if width is None else width
         rows = [(0, -(-height // 2)), (height // 2, height)]
         cols = [(0, -(-width // 2)), (width // 2, width)]
-        cells = ops.stack([ops.stack([ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], 1)
-                           for r0, r1 in rows], 1)
+        cells = ops.stack(
+            [ops.stack([ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], 1) for r0, r1 in rows], 1
+        )
     if channel_major:
         cells = ops.transpose(cells, (0, 3, 1, 2))
     return ops.reshape(cells, (-1, x.shape[-1] * 4))
@@ -126,8 +127,9 @@ def _dense(units: int, name: str, use_bias: bool = False) -> keras.layers.Dense:
 
 def _conv1x1(filters: int, name: str, strides: int = 1) -> keras.layers.Conv2D:
     # A strided unpadded 1×1 conv samples (s·i, s·j): the centres of PyTorch's k//2-padded k×k windows.
-    return keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                               kernel_initializer=conv_initializer(), name=name)
+    return keras.layers.Conv2D(
+        filters, 1, strides=strides, use_bias=False, kernel_initializer=conv_initializer(), name=name
+    )
 
 
 class _DCDBase(keras.layers.Layer):
@@ -161,8 +163,15 @@ class _DCDBase(keras.layers.Layer):
 
     def _branch_madds(self, features: int) -> int:
         sq = self.squeeze_dim
-        return sum(f * o for f, o in ((features, sq), (sq, sq), (sq, self.fc_phi.units if self.fc_phi else 0),
-                                       (sq, self.fc_scale.units if self.fc_scale else 0)))
+        return sum(
+            f * o
+            for f, o in (
+                (features, sq),
+                (sq, sq),
+                (sq, self.fc_phi.units if self.fc_phi else 0),
+                (sq, self.fc_scale.units if self.fc_scale else 0),
+            )
+        )
 
     def _branch(self, pooled):
         """(Λ (B, C_out) or None, Φ flat (B, phi_size) or None)."""
@@ -175,7 +184,7 @@ class _DCDBase(keras.layers.Layer):
     def _phi_blocks(self, phi, size: int):
         """Split the flat Φ head into per-block row-major (B, L, L) matrices (``Φ[i, j] = out[i·L + j]``)."""
         per = size * size
-        return [ops.reshape(phi[:, b * per:(b + 1) * per], (-1, size, size)) for b in range(self.blocks)]
+        return [ops.reshape(phi[:, b * per : (b + 1) * per], (-1, size, size)) for b in range(self.blocks)]
 
     def _fuse(self, u_flat, phi, training):
         """``BN2(Φ u) + u`` on (B, N, B·L) latent pixels; block b uses its own Φ_b (eq. 3.7)."""
@@ -262,10 +271,22 @@ class DCDConv2D(_DCDBase):
     Per-sample coefficients: :meth:`coefficients`.
     """
 
-    def __init__(self, filters: int | None = None, kernel_size: int = 1, strides: int = 1,
-                 latent_dim: int | None = None, squeeze: int | None = None, reduction: int = 16,
-                 pool_size: int = 1, attention: bool = True, channel_fusion: bool = True, blocks: int = 1,
-                 depthwise: bool = False, inference_form: str = "auto", **kwargs):
+    def __init__(
+        self,
+        filters: int | None = None,
+        kernel_size: int = 1,
+        strides: int = 1,
+        latent_dim: int | None = None,
+        squeeze: int | None = None,
+        reduction: int = 16,
+        pool_size: int = 1,
+        attention: bool = True,
+        channel_fusion: bool = True,
+        blocks: int = 1,
+        depthwise: bool = False,
+        inference_form: str = "auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.depthwise = bool(depthwise)
         self.inference_form = check_choice("inference_form", inference_form, INFERENCE_FORMS)
@@ -286,8 +307,9 @@ class DCDConv2D(_DCDBase):
         if not self.depthwise and self.filters is not None:
             check_divisible("filters", self.filters, self.blocks, "blocks")
         if self.inference_form == "kernel" and not (self.foldable and self.kernel_size == 1 and self.strides == 1):
-            raise ValueError("`inference_form='kernel'` needs a 1×1 form (kernel_size=1, strides=1, "
-                             "depthwise=False, blocks=1).")
+            raise ValueError(
+                "`inference_form='kernel'` needs a 1×1 form (kernel_size=1, strides=1, depthwise=False, blocks=1)."
+            )
 
     @property
     def foldable(self) -> bool:
@@ -300,30 +322,34 @@ class DCDConv2D(_DCDBase):
         k, s = self.kernel_size, self.strides
         if self.depthwise:
             if self.filters not in (None, cin):
-                raise ValueError(f"`filters` must be None or the input channels ({cin}) when depthwise, "
-                                 f"got {self.filters}.")
+                raise ValueError(
+                    f"`filters` must be None or the input channels ({cin}) when depthwise, got {self.filters}."
+                )
             cout = cin
             allowed = k * k - 1
             latent = self.latent_dim or (k * k) // 2
             if not 1 <= latent <= allowed:
-                raise ValueError(f"`latent_dim` (L_k) must be in [1, {allowed}] (L_k < k²) for kernel_size {k}, "
-                                 f"got {latent}.")
-            self.conv = SymmetricDepthwiseConv2D(k, s, use_bias=False, depthwise_initializer=conv_initializer(),
-                                                 name="conv")
+                raise ValueError(
+                    f"`latent_dim` (L_k) must be in [1, {allowed}] (L_k < k²) for kernel_size {k}, got {latent}."
+                )
+            self.conv = SymmetricDepthwiseConv2D(
+                k, s, use_bias=False, depthwise_initializer=conv_initializer(), name="conv"
+            )
         else:
             cout = self.filters
             check_divisible("input channels", cin, self.blocks, "blocks")
             allowed = min(cin, cout) // self.blocks
             latent = self.latent_dim or min(text_latent_dim(cin // self.blocks), allowed)
             if self.channel_fusion and latent > allowed:
-                raise ValueError(f"`latent_dim` must be at most min(C_in, filters)/blocks = {allowed} "
-                                 f"(C_in={cin}, filters={cout}, blocks={self.blocks}), got {latent}.")
-            self.conv = SymmetricConv2D(cout, k, s, use_bias=False, kernel_initializer=conv_initializer(),
-                                        name="conv")
+                raise ValueError(
+                    f"`latent_dim` must be at most min(C_in, filters)/blocks = {allowed} "
+                    f"(C_in={cin}, filters={cout}, blocks={self.blocks}), got {latent}."
+                )
+            self.conv = SymmetricConv2D(cout, k, s, use_bias=False, kernel_initializer=conv_initializer(), name="conv")
         self.conv.build(input_shape)
         self.latent_dim_, self.in_channels, self.out_channels = latent, cin, cout
-        phi_size = self.blocks * latent ** 2 if self.channel_fusion else 0
-        self._build_branch(cin * self.pool_size ** 2, cout, phi_size)
+        phi_size = self.blocks * latent**2 if self.channel_fusion else 0
+        self._build_branch(cin * self.pool_size**2, cout, phi_size)
         if self.channel_fusion and self.depthwise:
             self.basis = self.add_weight(name="basis", shape=(k, k, 1, latent), initializer=conv_initializer())
             self.p_weight = self.add_weight(name="p", shape=(cin, latent), initializer=dense_initializer())
@@ -466,7 +492,9 @@ class DCDConv2D(_DCDBase):
         z = ops.depthwise_conv(x, ops.tile(self.basis, (1, 1, c, 1)), strides=s, padding="valid")
         weights = ops.matmul(ops.expand_dims(self.p_weight, 0), ops.reshape(phi, (-1, lk, lk)))  # (B, C, L_k)
         zf = flatten_spatial(z)  # (B, H'W', C·L_k), channel c·L_k + j
-        zf = ops.reshape(zf, (-1, zf.shape[1], c, lk)) if zf.shape[1] else ops.reshape(zf, (ops.shape(zf)[0], -1, c, lk))
+        zf = (
+            ops.reshape(zf, (-1, zf.shape[1], c, lk)) if zf.shape[1] else ops.reshape(zf, (ops.shape(zf)[0], -1, c, lk))
+        )
         out = ops.sum(zf * ops.expand_dims(weights, 1), axis=-1)  # (B, H'W', C)
         return unflatten_spatial(out, z)
 
@@ -480,7 +508,7 @@ class DCDConv2D(_DCDBase):
         if not self.built:
             self.build(input_shape)
         _, h, w, _ = self.compute_output_shape(input_shape)
-        pixels, k2 = h * w, self.kernel_size ** 2
+        pixels, k2 = h * w, self.kernel_size**2
         cin, cout, lat, b = self.in_channels, self.out_channels, self.latent_dim_, self.blocks
         static = pixels * k2 * (cin if not self.depthwise else 1) * cout
         dynamic = pixels * cout if self.attention else 0
@@ -488,7 +516,7 @@ class DCDConv2D(_DCDBase):
             dynamic += pixels * cin * lat * (k2 + 1) + cin * lat * lat
         elif self.channel_fusion:
             dynamic += pixels * (cin * lat + b * lat * lat + lat * cout)
-        return static + dynamic + self._branch_madds(cin * self.pool_size ** 2)
+        return static + dynamic + self._branch_madds(cin * self.pool_size**2)
 
     def official_children(self):
         """Sub-module names of the official ``DYModule`` (ResNet's ``q``/``p`` are renamed by its loader)."""
@@ -534,8 +562,17 @@ class DCDDense(_DCDBase):
     Input/output: (B, C_in) → (B, units).
     """
 
-    def __init__(self, units: int, latent_dim: int = 32, squeeze: int | None = 32, reduction: int = 16,
-                 attention: bool = True, channel_fusion: bool = True, use_bias: bool = True, **kwargs):
+    def __init__(
+        self,
+        units: int,
+        latent_dim: int = 32,
+        squeeze: int | None = 32,
+        reduction: int = 16,
+        attention: bool = True,
+        channel_fusion: bool = True,
+        use_bias: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = check_int("units", units)
         self.use_bias = bool(use_bias)
@@ -552,7 +589,7 @@ class DCDDense(_DCDBase):
         self.latent_dim_, self.in_channels = latent, cin
         self.cls = _dense(self.units, "cls", use_bias=self.use_bias)
         self.cls.build((None, cin))
-        self._build_branch(cin, self.units, latent ** 2 if self.channel_fusion else 0)
+        self._build_branch(cin, self.units, latent**2 if self.channel_fusion else 0)
         if self.channel_fusion:
             self.cls_q, self.cls_p = _dense(latent, "cls_q"), _dense(self.units, "cls_p")
             self.cls_q.build((None, cin))
@@ -605,7 +642,10 @@ def resnet_dcd_settings(in_channels: int, bottleneck: bool) -> dict:
     pooling, no squeeze minimum)."""
     if bottleneck:
         latent = math.isqrt(in_channels)
-        return {"latent_dim": latent, "squeeze": official_squeeze(in_channels, latent, 16, minimum=None),
-                "pool_size": 1}
+        return {
+            "latent_dim": latent,
+            "squeeze": official_squeeze(in_channels, latent, 16, minimum=None),
+            "pool_size": 1,
+        }
     latent = math.isqrt(4 * in_channels)
     return {"latent_dim": latent, "squeeze": official_squeeze(4 * in_channels, latent, 16), "pool_size": 2}

@@ -53,8 +53,16 @@ class DomainAwareConv2D(keras.layers.Layer):
     Mixing factors: :meth:`mixing_factors` (K,).
     """
 
-    def __init__(self, filters: int | None = None, kernel_size: int = 1, strides: int = 1, experts: int = 2,
-                 kind: str = "conv", use_bias: bool = False, **kwargs):
+    def __init__(
+        self,
+        filters: int | None = None,
+        kernel_size: int = 1,
+        strides: int = 1,
+        experts: int = 2,
+        kind: str = "conv",
+        use_bias: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kind = check_choice("kind", kind, KINDS)
         if filters is None and kind != "depthwise":
@@ -70,35 +78,50 @@ class DomainAwareConv2D(keras.layers.Layer):
         self.use_bias = bool(use_bias)
 
     def _split_shapes(self, input_shape):
-        if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
-                and isinstance(input_shape[0], (list, tuple))):
+        if not (
+            isinstance(input_shape, (list, tuple))
+            and len(input_shape) == 2
+            and isinstance(input_shape[0], (list, tuple))
+        ):
             raise ValueError(f"{self.name}: `inputs` must be [x, embedding], got shape {input_shape}.")
         x_shape, e_shape = (tuple(s) for s in input_shape)
         rank = 2 if self.kind == "dense" else 4
         if len(x_shape) != rank or len(e_shape) != 2:
-            raise ValueError(f"{self.name}: `inputs` must be [x of rank {rank}, embedding (B, D)], "
-                             f"got shapes {x_shape} and {e_shape}.")
+            raise ValueError(
+                f"{self.name}: `inputs` must be [x of rank {rank}, embedding (B, D)], "
+                f"got shapes {x_shape} and {e_shape}."
+            )
         return x_shape, e_shape
 
     def build(self, input_shape):
         x_shape, e_shape = self._split_shapes(input_shape)
         cin = channels_of(x_shape, "DomainAwareConv2D")
         if self.kind == "depthwise" and self.filters not in (None, cin):
-            raise ValueError(f"`filters` must be None or the input channels ({cin}) for kind='depthwise', "
-                             f"got {self.filters}.")
+            raise ValueError(
+                f"`filters` must be None or the input channels ({cin}) for kind='depthwise', got {self.filters}."
+            )
         self.in_channels = cin
         self.out_channels = cin if self.kind == "depthwise" else self.filters
         k = self.kernel_size
-        shape = {"conv": (k, k, cin, self.out_channels), "depthwise": (k, k, cin, 1),
-                 "dense": (cin, self.out_channels)}[self.kind]
+        shape = {
+            "conv": (k, k, cin, self.out_channels),
+            "depthwise": (k, k, cin, 1),
+            "dense": (cin, self.out_channels),
+        }[self.kind]
         init = dense_initializer() if self.kind == "dense" else conv_initializer()
         self.kernel = self.add_weight(  # each expert initialised as a whole kernel (CondConv's rule)
-            name="kernel", shape=(self.experts, *shape),
-            initializer=lambda full, dtype=None: ops.stack([init(full[1:], dtype) for _ in range(full[0])]))
-        self.bias = (self.add_weight(name="bias", shape=(self.experts, self.out_channels), initializer="zeros")
-                     if self.use_bias else None)
-        self.controller = keras.layers.Dense(self.experts, activation="sigmoid",
-                                             kernel_initializer=dense_initializer(), name="controller")
+            name="kernel",
+            shape=(self.experts, *shape),
+            initializer=lambda full, dtype=None: ops.stack([init(full[1:], dtype) for _ in range(full[0])]),
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.experts, self.out_channels), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        self.controller = keras.layers.Dense(
+            self.experts, activation="sigmoid", kernel_initializer=dense_initializer(), name="controller"
+        )
         self.controller.build((None, channels_of(e_shape, "DomainAwareConv2D embedding")))
 
     def mixing_factors(self, embedding):
@@ -158,14 +181,21 @@ class DomainAwareConv2D(keras.layers.Layer):
         if not self.built:
             self.build(input_shape)
         out = self.compute_output_shape(input_shape)
-        per_output = (1 if self.kind == "depthwise" else self.in_channels) * self.kernel_size ** 2
+        per_output = (1 if self.kind == "depthwise" else self.in_channels) * self.kernel_size**2
         static = int(np.prod([d for d in out[1:]])) * per_output
         mixing = self.experts * int(np.prod(self.kernel.shape[1:]))
         return static + mixing + self.controller.kernel.shape[0] * self.experts
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "experts": self.experts, "kind": self.kind, "use_bias": self.use_bias}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "experts": self.experts,
+            "kind": self.kind,
+            "use_bias": self.use_bias,
+        }
 
 
 def domain_aware_layers(model: keras.Model) -> list[DomainAwareConv2D]:
@@ -187,8 +217,10 @@ def mixing_factor_table(model: keras.Model, embedding) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------
 # Domain embeddings.
 
-def feature_extractor(extractor: str | keras.Model = "mobilenetv2_035", input_size: int = 32,
-                      weights: str | None = None, seed: int = 0) -> keras.Model:
+
+def feature_extractor(
+    extractor: str | keras.Model = "mobilenetv2_035", input_size: int = 32, weights: str | None = None, seed: int = 0
+) -> keras.Model:
     """A frozen image → (B, D) feature model: a registered zoo model (or a Keras backbone) with global
     average pooling, called in inference mode. A name builds ``create_model(name, include_top=False,
     pooling="avg", weights=weights)``; without weights the initialisation is fixed by ``seed`` (the
@@ -197,8 +229,9 @@ def feature_extractor(extractor: str | keras.Model = "mobilenetv2_035", input_si
         from dynzoo.registry import create_model
 
         keras.utils.set_random_seed(seed)
-        extractor = create_model(extractor, input_shape=(input_size, input_size, 3), include_top=False,
-                                 pooling="avg", weights=weights)
+        extractor = create_model(
+            extractor, input_shape=(input_size, input_size, 3), include_top=False, pooling="avg", weights=weights
+        )
     if len(extractor.outputs) != 1 or len(extractor.outputs[0].shape) != 2:
         raise ValueError(f"`extractor` must output pooled (B, D) features, got {extractor.outputs}.")
     extractor.trainable = False
@@ -208,8 +241,12 @@ def feature_extractor(extractor: str | keras.Model = "mobilenetv2_035", input_si
 def image_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """e(x) (N, D) of uint8 or float [0, 255] images, in inference mode."""
     images = np.asarray(images, "float32")
-    return np.concatenate([ops.convert_to_numpy(extractor(images[i:i + batch_size], training=False))
-                           for i in range(0, len(images), batch_size)])
+    return np.concatenate(
+        [
+            ops.convert_to_numpy(extractor(images[i : i + batch_size], training=False))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 class DomainEmbeddings:
@@ -243,8 +280,9 @@ class DomainEmbeddings:
         self.std = np.maximum(stack.std(0), 1e-3) if std is None else np.asarray(std, "float32")
 
     @classmethod
-    def from_images(cls, extractor: keras.Model, images: Mapping[str, np.ndarray], batch_size: int = 128,
-                    scale: float = 1.0):
+    def from_images(
+        cls, extractor: keras.Model, images: Mapping[str, np.ndarray], batch_size: int = 128, scale: float = 1.0
+    ):
         """Embeddings of ``{domain: images}`` through ``extractor`` (see :func:`feature_extractor`)."""
         return cls({d: image_features(extractor, x, batch_size).mean(0) for d, x in images.items()}, scale=scale)
 
@@ -276,8 +314,16 @@ class DomainEmbeddings:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        path.write_text(json.dumps({"domains": {k: v.tolist() for k, v in self.raw.items()},
-                                    "mean": self.mean.tolist(), "std": self.std.tolist(), "scale": self.scale}))
+        path.write_text(
+            json.dumps(
+                {
+                    "domains": {k: v.tolist() for k, v in self.raw.items()},
+                    "mean": self.mean.tolist(),
+                    "std": self.std.tolist(),
+                    "scale": self.scale,
+                }
+            )
+        )
         return path
 
     @classmethod
@@ -286,8 +332,10 @@ class DomainEmbeddings:
             data = json.loads(Path(path).read_text())
             return cls(data["domains"], data["mean"], data["std"], data.get("scale", 1.0))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"`domain embedding` file {os.fspath(path)!r} is not a DomainEmbeddings JSON "
-                             f"({{'domains': {{name: [...]}}, 'mean': [...], 'std': [...]}}): {e}") from None
+            raise ValueError(
+                f"`domain embedding` file {os.fspath(path)!r} is not a DomainEmbeddings JSON "
+                f"({{'domains': {{name: [...]}}, 'mean': [...], 'std': [...]}}): {e}"
+            ) from None
 
 
 class StreamingDomainEmbedding:
@@ -308,7 +356,7 @@ class StreamingDomainEmbedding:
     def update(self, features: np.ndarray) -> None:
         """Push frame features (N, D) (oldest first)."""
         features = np.asarray(features, "float64").reshape(-1, self.embeddings.dim)
-        for row in features[-self.window:]:
+        for row in features[-self.window :]:
             self._buffer[self._count % self.window] = row
             self._count += 1
 
@@ -326,4 +374,4 @@ class StreamingDomainEmbedding:
         """The standardised running-mean embedding (D,)."""
         if not self._count:
             raise ValueError("no frame seen yet: call update() first.")
-        return self.embeddings.standardise(self._buffer[:self.frames].mean(0))
+        return self.embeddings.standardise(self._buffer[: self.frames].mean(0))

@@ -64,9 +64,20 @@ class DynamicConv2D(keras.layers.Layer):
     Per-sample coefficients: :meth:`coefficients` (B, K).
     """
 
-    def __init__(self, filters: int | None = None, kernel_size: int = 1, strides: int = 1, experts: int = 4,
-                 routing: str = "softmax", temperature: float = 1.0, reduction: int | None = 4,
-                 depthwise: bool = False, use_bias: bool = False, formulation: str = "branches", **kwargs):
+    def __init__(
+        self,
+        filters: int | None = None,
+        kernel_size: int = 1,
+        strides: int = 1,
+        experts: int = 4,
+        routing: str = "softmax",
+        temperature: float = 1.0,
+        reduction: int | None = 4,
+        depthwise: bool = False,
+        use_bias: bool = False,
+        formulation: str = "branches",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.depthwise = bool(depthwise)
         if filters is None and not self.depthwise:
@@ -88,23 +99,31 @@ class DynamicConv2D(keras.layers.Layer):
     def build(self, input_shape):
         cin = channels_of(input_shape, "DynamicConv2D")
         if self.depthwise and self.filters not in (None, cin):
-            raise ValueError(f"`filters` must be None or the input channels ({cin}) when depthwise, "
-                             f"got {self.filters}.")
+            raise ValueError(
+                f"`filters` must be None or the input channels ({cin}) when depthwise, got {self.filters}."
+            )
         self.in_channels = cin
         self.out_channels = cin if self.depthwise else self.filters
         k = self.kernel_size
         per_expert = (k, k, cin, 1) if self.depthwise else (k, k, cin, self.out_channels)
-        self.kernel = self.add_weight(name="kernel", shape=(self.experts, *per_expert),
-                                      initializer=conv_initializer())
+        self.kernel = self.add_weight(name="kernel", shape=(self.experts, *per_expert), initializer=conv_initializer())
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.experts, self.out_channels), initializer="zeros")
-        self.temperature = self.add_weight(name="temperature", shape=(), trainable=False,
-                                           initializer=keras.initializers.Constant(self.initial_temperature))
+        self.temperature = self.add_weight(
+            name="temperature",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(self.initial_temperature),
+        )
         self.hidden = None
         if self.reduction is not None:
-            self.hidden = keras.layers.Dense(max(cin // self.reduction, 4), activation="relu",
-                                             kernel_initializer=dense_initializer(), name="attention_hidden")
+            self.hidden = keras.layers.Dense(
+                max(cin // self.reduction, 4),
+                activation="relu",
+                kernel_initializer=dense_initializer(),
+                name="attention_hidden",
+            )
             self.hidden.build((None, cin))
         self.logits = keras.layers.Dense(self.experts, kernel_initializer=dense_initializer(), name="attention")
         self.logits.build((None, self.hidden.units if self.hidden else cin))
@@ -141,18 +160,18 @@ class DynamicConv2D(keras.layers.Layer):
         else:
             stacked = ops.reshape(ops.transpose(self.kernel, (1, 2, 3, 0, 4)), (k, k, self.in_channels, -1))
             y = ops.conv(x, stacked, strides=s, padding="valid")
-            outs = [y[..., e * cout:(e + 1) * cout] for e in range(self.experts)]
+            outs = [y[..., e * cout : (e + 1) * cout] for e in range(self.experts)]
         pi = ops.reshape(pi, (-1, 1, 1, self.experts))
         total = outs[0] * pi[..., 0:1]
         for e in range(1, self.experts):
-            total = total + outs[e] * pi[..., e:e + 1]
+            total = total + outs[e] * pi[..., e : e + 1]
         return total
 
     def _shifted_slices(self, inputs):
         """The k² input slices that a k×k conv with stride s multiplies by each kernel tap, (i, j) order."""
         x, k, s = self._padded(inputs), self.kernel_size, self.strides
         h, w = (torch_output_size(n, k, s) for n in inputs.shape[1:3])
-        return [x[:, i:i + s * (h - 1) + 1:s, j:j + s * (w - 1) + 1:s, :] for i in range(k) for j in range(k)]
+        return [x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s, :] for i in range(k) for j in range(k)]
 
     def _aggregated(self, inputs, pi):
         k, cin, cout = self.kernel_size, self.in_channels, self.out_channels
@@ -178,7 +197,7 @@ class DynamicConv2D(keras.layers.Layer):
         if not self.built:
             self.build(input_shape)
         _, h, w, cout = self.compute_output_shape(input_shape)
-        k2, K = self.kernel_size ** 2, self.experts
+        k2, K = self.kernel_size**2, self.experts
         per_output = k2 * (1 if self.depthwise else self.in_channels)
         static = h * w * cout * per_output
         if self.formulation == "branches":
@@ -206,8 +225,9 @@ class DynamicConv2D(keras.layers.Layer):
 
 def dynamic_conv_layers(model: keras.Model) -> list[DynamicConv2D]:
     """Every DynamicConv2D inside ``model``, nested ones included."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, DynamicConv2D)]
+    return [
+        layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, DynamicConv2D)
+    ]
 
 
 class TemperatureAnnealing(keras.callbacks.Callback):

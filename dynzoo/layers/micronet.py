@@ -51,8 +51,9 @@ class GroupPointwiseConv(SequenceBlock):
 
     def make_steps(self, in_channels):
         check_divisible("input channels", in_channels, self.groups, "groups")
-        conv = SymmetricConv2D(self.filters, 1, groups=self.groups, use_bias=False,
-                               kernel_initializer=conv_initializer())  # trains as one or G matrix products
+        conv = SymmetricConv2D(
+            self.filters, 1, groups=self.groups, use_bias=False, kernel_initializer=conv_initializer()
+        )  # trains as one or G matrix products
         return [("conv.0", conv), ("conv.1", batchnorm())]
 
     def get_config(self):
@@ -140,11 +141,19 @@ class MicroFactorizedDepthwise(SequenceBlock):
         e1, e2 = self.expansion
         init = conv_initializer()
         return [
-            ("conv.0", SymmetricDepthwiseConv2D((k, 1), (s, 1), depth_multiplier=e1, use_bias=False,
-                                                depthwise_initializer=init)),
+            (
+                "conv.0",
+                SymmetricDepthwiseConv2D(
+                    (k, 1), (s, 1), depth_multiplier=e1, use_bias=False, depthwise_initializer=init
+                ),
+            ),
             ("conv.1", batchnorm()),
-            ("conv.2", SymmetricDepthwiseConv2D((1, k), (1, s), depth_multiplier=e2, use_bias=False,
-                                                depthwise_initializer=init)),
+            (
+                "conv.2",
+                SymmetricDepthwiseConv2D(
+                    (1, k), (1, s), depth_multiplier=e2, use_bias=False, depthwise_initializer=init
+                ),
+            ),
             ("conv.3", batchnorm()),
         ]
 
@@ -211,8 +220,12 @@ class MicroStem(SequenceBlock):
         return [
             ("stem.0.conv.0", SymmetricConv2D(g1, (3, 1), (2, 1), use_bias=False, kernel_initializer=init)),
             ("stem.0.conv.1", batchnorm()),
-            ("stem.0.conv.2", SymmetricDepthwiseConv2D((1, 3), (1, 2), depth_multiplier=g2, use_bias=False,
-                                                       depthwise_initializer=init)),
+            (
+                "stem.0.conv.2",
+                SymmetricDepthwiseConv2D(
+                    (1, 3), (1, 2), depth_multiplier=g2, use_bias=False, depthwise_initializer=init
+                ),
+            ),
             ("stem.0.conv.3", batchnorm()),
             (None, ChannelShuffle(g1)),
             (None, keras.layers.ReLU(6.0)),

@@ -58,8 +58,17 @@ class DynamicResidualConv2D(keras.layers.Layer):
     Per-sample coefficients: :meth:`coefficients` → {"routing": π (B, K), "attention": Λ (B, C_out)}.
     """
 
-    def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, residual: str = "routing",
-                 num_bases: int = 4, basis_kernel_size: int = 1, reduction: int = 16, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        strides: int = 1,
+        residual: str = "routing",
+        num_bases: int = 4,
+        basis_kernel_size: int = 1,
+        reduction: int = 16,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = check_int("filters", filters)
         self.kernel_size = check_int("kernel_size", kernel_size)
@@ -72,8 +81,9 @@ class DynamicResidualConv2D(keras.layers.Layer):
             if k % 2 == 0:
                 raise ValueError(f"`{name}` must be odd (PyTorch's k//2 padding), got {k}.")
         if self.basis_kernel_size > self.kernel_size:
-            raise ValueError(f"`basis_kernel_size` must be at most `kernel_size` ({self.kernel_size}), "
-                             f"got {self.basis_kernel_size}.")
+            raise ValueError(
+                f"`basis_kernel_size` must be at most `kernel_size` ({self.kernel_size}), got {self.basis_kernel_size}."
+            )
         self.routes = self.residual in ("routing", "combined")
         self.attends = self.residual in ("attention", "combined")
 
@@ -82,8 +92,7 @@ class DynamicResidualConv2D(keras.layers.Layer):
         """(x shape, context shape) of a single input or an ``[x, context]`` pair."""
         if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
             if len(input_shape) != 2:
-                raise ValueError("DynamicResidualConv2D takes `x` or `[x, context]`, got "
-                                 f"{len(input_shape)} inputs.")
+                raise ValueError(f"DynamicResidualConv2D takes `x` or `[x, context]`, got {len(input_shape)} inputs.")
             return tuple(input_shape[0]), tuple(input_shape[1])
         return tuple(input_shape), tuple(input_shape)
 
@@ -97,34 +106,51 @@ class DynamicResidualConv2D(keras.layers.Layer):
         cin = channels_of(x_shape, "DynamicResidualConv2D")
         cg = channels_of(g_shape, "DynamicResidualConv2D (context)")
         self.hidden = max(cg // self.reduction, MIN_HIDDEN)
-        self.conv = SymmetricConv2D(self.filters, self.kernel_size, self.strides, use_bias=False,
-                                    kernel_initializer=conv_initializer(), name="conv")
+        self.conv = SymmetricConv2D(
+            self.filters,
+            self.kernel_size,
+            self.strides,
+            use_bias=False,
+            kernel_initializer=conv_initializer(),
+            name="conv",
+        )
         self.conv.build(x_shape)
-        self.trunk = keras.layers.Dense(self.hidden, use_bias=False, kernel_initializer=dense_initializer(),
-                                        name="fc1")
+        self.trunk = keras.layers.Dense(self.hidden, use_bias=False, kernel_initializer=dense_initializer(), name="fc1")
         self.trunk.build((None, cg))
         self.bases, self.routing_head, self.attention_head = [], None, None
         if self.routes:
-            self.routing_head = keras.layers.Dense(self.num_bases, use_bias=False,
-                                                   kernel_initializer=dense_initializer(), name="fc2")
+            self.routing_head = keras.layers.Dense(
+                self.num_bases, use_bias=False, kernel_initializer=dense_initializer(), name="fc2"
+            )
             self.routing_head.build((None, self.hidden))
             # One layer per Φ_i keeps the authors' names (conv_s1 … conv_sK); call() runs them as one conv.
-            self.bases = [SymmetricConv2D(self.filters, self.basis_kernel_size, self.strides, use_bias=False,
-                                          kernel_initializer=conv_initializer(), name=f"conv_s{i}")
-                          for i in range(1, self.num_bases + 1)]
+            self.bases = [
+                SymmetricConv2D(
+                    self.filters,
+                    self.basis_kernel_size,
+                    self.strides,
+                    use_bias=False,
+                    kernel_initializer=conv_initializer(),
+                    name=f"conv_s{i}",
+                )
+                for i in range(1, self.num_bases + 1)
+            ]
             for basis in self.bases:
                 basis.build(x_shape)
         if self.attends:
-            self.attention_head = keras.layers.Dense(self.filters, kernel_initializer=dense_initializer(),
-                                                     name="fc_attention")
+            self.attention_head = keras.layers.Dense(
+                self.filters, kernel_initializer=dense_initializer(), name="fc_attention"
+            )
             self.attention_head.build((None, self.hidden))
         self._channels = (cin, cg)
 
     def _check(self, x, g):
         cin, cg = self._channels
         if x.shape[-1] != cin or g.shape[-1] != cg:
-            raise ValueError(f"DynamicResidualConv2D was built for C_in={cin}, C_context={cg}; got inputs "
-                             f"{tuple(x.shape)} and {tuple(g.shape)}.")
+            raise ValueError(
+                f"DynamicResidualConv2D was built for C_in={cin}, C_context={cg}; got inputs "
+                f"{tuple(x.shape)} and {tuple(g.shape)}."
+            )
 
     def coefficients(self, inputs) -> dict:
         """The per-sample coefficients: ``{"routing": π (B, K)}``, ``{"attention": Λ (B, C_out)}`` or both."""
@@ -159,7 +185,7 @@ class DynamicResidualConv2D(keras.layers.Layer):
             pi = coeffs["routing"]
             c = self.filters
             for i in range(self.num_bases):
-                y = y + responses[..., i * c:(i + 1) * c] * pi[:, i, None, None, None]
+                y = y + responses[..., i * c : (i + 1) * c] * pi[:, i, None, None, None]
         return y
 
     def compute_output_shape(self, input_shape):
@@ -193,6 +219,13 @@ class DynamicResidualConv2D(keras.layers.Layer):
         return children
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "residual": self.residual, "num_bases": self.num_bases,
-                "basis_kernel_size": self.basis_kernel_size, "reduction": self.reduction}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "residual": self.residual,
+            "num_bases": self.num_bases,
+            "basis_kernel_size": self.basis_kernel_size,
+            "reduction": self.reduction,
+        }

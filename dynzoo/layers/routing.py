@@ -70,7 +70,9 @@ def threshold_select(probs, threshold):
     other = ops.expand_dims(probs, -2)  # (..., 1, n): p_b'
     this = ops.expand_dims(probs, -1)  # (..., n, 1): p_b
     earlier = ops.convert_to_tensor([[1.0 if j < i else 0.0 for j in range(n)] for i in range(n)], probs.dtype)
-    ranked_before = ops.cast(ops.greater(other, this), probs.dtype) + ops.cast(ops.equal(other, this), probs.dtype) * earlier
+    ranked_before = (
+        ops.cast(ops.greater(other, this), probs.dtype) + ops.cast(ops.equal(other, this), probs.dtype) * earlier
+    )
     before = ops.sum(ranked_before * other, axis=-1)
     threshold = ops.cast(threshold, probs.dtype)
     mask = ops.cast(ops.logical_or(ops.less(before, threshold), ops.greater_equal(threshold, 1.0)), probs.dtype)
@@ -124,7 +126,9 @@ class FactorizedReduce(keras.layers.Layer):
         self.filters = check_int("filters", filters, minimum=2)
         split = (self.filters // 2, self.filters - self.filters // 2)
         self.convs = [
-            keras.layers.Conv2D(f, 1, strides=2, use_bias=False, kernel_initializer=conv_initializer(), name=f"conv_{i}")
+            keras.layers.Conv2D(
+                f, 1, strides=2, use_bias=False, kernel_initializer=conv_initializer(), name=f"conv_{i}"
+            )
             for i, f in enumerate(split)
         ]
         self.bn = batchnorm(name="bn")
@@ -189,13 +193,29 @@ class CandidateOp(keras.layers.Layer):
             return keras.layers.Conv2D(c, 1, use_bias=False, kernel_initializer=conv_initializer())
 
         if self.kind == "sep_conv":
-            return [keras.layers.ReLU(), SymmetricDepthwiseConv2D(k, s, use_bias=False, depthwise_initializer=conv_initializer()),
-                    pw(), batchnorm(), keras.layers.ReLU(),
-                    SymmetricDepthwiseConv2D(k, 1, use_bias=False, depthwise_initializer=conv_initializer()), pw(), batchnorm()]
+            return [
+                keras.layers.ReLU(),
+                SymmetricDepthwiseConv2D(k, s, use_bias=False, depthwise_initializer=conv_initializer()),
+                pw(),
+                batchnorm(),
+                keras.layers.ReLU(),
+                SymmetricDepthwiseConv2D(k, 1, use_bias=False, depthwise_initializer=conv_initializer()),
+                pw(),
+                batchnorm(),
+            ]
         if self.kind == "dil_conv":
-            return [keras.layers.ReLU(), keras.layers.DepthwiseConv2D(k, padding="same", dilation_rate=self.dilation,
-                                                                        use_bias=False, depthwise_initializer=conv_initializer()),
-                    pw(), batchnorm()]
+            return [
+                keras.layers.ReLU(),
+                keras.layers.DepthwiseConv2D(
+                    k,
+                    padding="same",
+                    dilation_rate=self.dilation,
+                    use_bias=False,
+                    depthwise_initializer=conv_initializer(),
+                ),
+                pw(),
+                batchnorm(),
+            ]
         if self.kind == "max_pool":
             return [keras.layers.MaxPooling2D(3, strides=1, padding="same")]
         if self.kind == "avg_pool":
@@ -261,8 +281,15 @@ class RouterNet(keras.layers.Layer):
         width_multiplier: channels of the blocks, as a multiple of C (2).
     """
 
-    def __init__(self, connections: int = 8, num_ops: int = 5, blocks: int = 2, kernel_size: int = 5,
-                 width_multiplier: int = 2, **kwargs):
+    def __init__(
+        self,
+        connections: int = 8,
+        num_ops: int = 5,
+        blocks: int = 2,
+        kernel_size: int = 5,
+        width_multiplier: int = 2,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.connections = check_int("connections", connections)
         self.num_ops = check_int("num_ops", num_ops)
@@ -271,7 +298,11 @@ class RouterNet(keras.layers.Layer):
         self.width_multiplier = check_int("width_multiplier", width_multiplier)
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(input_shape[0], (list, tuple)):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not isinstance(input_shape[0], (list, tuple))
+        ):
             raise ValueError(f"RouterNet takes the two cell inputs [x0, x1], got input shape {input_shape}.")
         if tuple(input_shape[0][1:]) != tuple(input_shape[1][1:]):
             raise ValueError(f"RouterNet: x0 and x1 must have the same shape, got {input_shape}.")
@@ -280,13 +311,17 @@ class RouterNet(keras.layers.Layer):
         self.steps = []
         for _ in range(self.blocks):
             self.steps += [
-                keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer=conv_initializer()), batchnorm(),
+                keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer=conv_initializer()),
+                batchnorm(),
                 keras.layers.ReLU(),
                 SymmetricDepthwiseConv2D(self.kernel_size, 2, use_bias=False, depthwise_initializer=conv_initializer()),
-                batchnorm(), keras.layers.ReLU(),
+                batchnorm(),
+                keras.layers.ReLU(),
             ]
-        self.steps += [keras.layers.GlobalAveragePooling2D(),
-                       keras.layers.Dense(self.connections * self.num_ops, kernel_initializer=dense_initializer())]
+        self.steps += [
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(self.connections * self.num_ops, kernel_initializer=dense_initializer()),
+        ]
         shape = tuple(input_shape[0])
         for layer in self.steps:
             layer.build(shape)
@@ -309,8 +344,14 @@ class RouterNet(keras.layers.Layer):
         return total
 
     def get_config(self):
-        return {**super().get_config(), "connections": self.connections, "num_ops": self.num_ops,
-                "blocks": self.blocks, "kernel_size": self.kernel_size, "width_multiplier": self.width_multiplier}
+        return {
+            **super().get_config(),
+            "connections": self.connections,
+            "num_ops": self.num_ops,
+            "blocks": self.blocks,
+            "kernel_size": self.kernel_size,
+            "width_multiplier": self.width_multiplier,
+        }
 
 
 class GumbelTemperatureSchedule(keras.callbacks.Callback):
@@ -329,8 +370,14 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
         floor: the lowest τ (> 0).
     """
 
-    def __init__(self, initial: float = 3.0, hold_epochs: int = 0, restart: float = 1.0,
-                 decay: float = math.exp(-0.0006), floor: float = 0.5):
+    def __init__(
+        self,
+        initial: float = 3.0,
+        hold_epochs: int = 0,
+        restart: float = 1.0,
+        decay: float = math.exp(-0.0006),
+        floor: float = 0.5,
+    ):
         super().__init__()
         for name, value in (("initial", initial), ("restart", restart), ("floor", floor)):
             if not (isinstance(value, (int, float)) and value > 0):
@@ -357,8 +404,11 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
 
 def routed_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of ``model`` (nested ones too) that routes between branches."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if hasattr(layer, "temperature") and hasattr(layer, "threshold") and hasattr(layer, "branch_madds")]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if hasattr(layer, "temperature") and hasattr(layer, "threshold") and hasattr(layer, "branch_madds")
+    ]
 
 
 def set_routing(model: keras.Model, threshold: float | None = None, temperature: float | None = None) -> None:

@@ -92,8 +92,9 @@ def shift_to_partners(x, groups: int):
     return ops.reshape(_rotate(grid, (3, 4)), (-1, shape[1], shape[2], channels))
 
 
-def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int] | None = None,
-                          quantize=lambda x, tag: x):
+def shift_max_matrix_form(
+    x, a, b, shift_groups: int, output_order: Sequence[int] | None = None, quantize=lambda x, tag: x
+):
     """``max_k (a_k ⊙ x + b_k ⊙ x̂)`` as ``max_k (x · M_k)``, one BATCH_MATMUL with a per-sample
     (C, K·C) matrix ``[M_1 | … | M_K]``, ``M_k = diag(a_k) + Π diag(b_k)`` (Π the partner permutation).
 
@@ -113,8 +114,10 @@ def shift_max_matrix_form(x, a, b, shift_groups: int, output_order: Sequence[int
     partner[partner_indices(c, shift_groups)[order], np.arange(c)] = 1.0
     # the 0/1 patterns as backend tensors: with a NumPy operand NumPy would take over the product
     source, partner = (ops.convert_to_tensor(np.tile(m, (1, fusions))) for m in (source, partner))
-    matrix = quantize(quantize(ops.expand_dims(a, 1) * source, "a_matrix")
-                      + quantize(ops.expand_dims(b, 1) * partner, "b_matrix"), "matrix")
+    matrix = quantize(
+        quantize(ops.expand_dims(a, 1) * source, "a_matrix") + quantize(ops.expand_dims(b, 1) * partner, "b_matrix"),
+        "matrix",
+    )
     shape = ops.shape(x)
     y = ops.matmul(ops.reshape(x, (shape[0], -1, c)), matrix)
     if fusions == 1:
@@ -148,8 +151,10 @@ class _ShiftMaxForms:
 
     def _refuse_output_order(self, output_order) -> None:
         if output_order is not None:
-            raise ValueError(f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}) "
-                             f"or, in the full-integer export form, C <= {PERMUTATION_MAX_CHANNELS}.")
+            raise ValueError(
+                f"{self.name}: `output_order` needs the matrix form (K·C <= {MATRIX_FORM_MAX_WIDTH}) "
+                f"or, in the full-integer export form, C <= {PERMUTATION_MAX_CHANNELS}."
+            )
 
     def _sources(self, x, output_order):
         """``x`` and its partners ``x̂``, both with their channels in ``output_order`` (element-wise form)."""
@@ -219,9 +224,7 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         check_divisible("channels", channels, self.shift_groups, "shift_groups")
         self.squeeze = make_divisible(channels // self.reduction, 4)
         self.fc1 = keras.layers.Dense(self.squeeze, kernel_initializer=dense_initializer(), name="fc1")
-        self.fc2 = keras.layers.Dense(
-            2 * self.fusions * channels, kernel_initializer=dense_initializer(), name="fc2"
-        )
+        self.fc2 = keras.layers.Dense(2 * self.fusions * channels, kernel_initializer=dense_initializer(), name="fc2")
         self.fc1.build((None, channels))
         self.fc2.build((None, self.squeeze))
         offsets = []
@@ -235,8 +238,10 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         """Coefficients from fc2's output columns ``index`` (of its ``[a1 | b1 | a2 | b2]`` layout): the
         gather is on the weights, which the converter folds into constants."""
         q = lambda x, t: quant_point(self, x, t)  # noqa: E731  (the tensors int8 export quantizes)
-        z = q(ops.matmul(squeezed, ops.take(self.fc2.kernel, index, axis=1)) + ops.take(self.fc2.bias, index),
-              f"fc2_{tag}")
+        z = q(
+            ops.matmul(squeezed, ops.take(self.fc2.kernel, index, axis=1)) + ops.take(self.fc2.bias, index),
+            f"fc2_{tag}",
+        )
         # a backend tensor, not a NumPy array: NumPy would take over the sum (PyTorch then refuses)
         return q(ops.relu6(z + 3.0) * (self.act_max / 3.0) + ops.convert_to_tensor(self.offsets[index]), tag)
 
@@ -262,8 +267,10 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
             # int8 converter (a concatenation's inputs share its range), which clipped every a.
             order = np.arange(c) if output_order is None else np.asarray(output_order)
             squeezed = self._squeezed(inputs)
-            a, b = (self._coefficient_columns(squeezed, np.concatenate([(2 * j + part) * c + order for j in range(k)]),
-                                              tag) for part, tag in ((0, "a"), (1, "b")))
+            a, b = (
+                self._coefficient_columns(squeezed, np.concatenate([(2 * j + part) * c + order for j in range(k)]), tag)
+                for part, tag in ((0, "a"), (1, "b"))
+            )
             return shift_max_matrix_form(inputs, a, b, self.shift_groups, output_order, q)
         source, shifted = self._sources(inputs, output_order)
         coeffs = self.coefficients(inputs, output_order)
@@ -276,8 +283,9 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
         """The static layer that computes this one with frozen ``coefficients`` (2K arrays, each
         broadcastable to (C,), ordered as :meth:`coefficients` returns them): exact, the same products
         in the same order, without the coefficient branch ("baking", :func:`dynzoo.export.bake`)."""
-        values = np.stack([np.broadcast_to(np.asarray(c, "float32").reshape(-1), (self.channels,))
-                           for c in coefficients])
+        values = np.stack(
+            [np.broadcast_to(np.asarray(c, "float32").reshape(-1), (self.channels,)) for c in coefficients]
+        )
         if values.shape[0] != 2 * self.fusions:
             raise ValueError(f"`coefficients` must hold {2 * self.fusions} arrays, got {values.shape[0]}.")
         layer = StaticShiftMax(self.fusions, self.shift_groups, name=f"{self.name}_static")
@@ -333,7 +341,8 @@ class StaticShiftMax(_ShiftMaxForms, keras.layers.Layer):
         channels = channels_of(input_shape, "StaticShiftMax")
         check_divisible("channels", channels, self.shift_groups, "shift_groups")
         self.coefficient_values = self.add_weight(
-            shape=(2 * self.fusions, channels), initializer="zeros", trainable=False, name="coefficients")
+            shape=(2 * self.fusions, channels), initializer="zeros", trainable=False, name="coefficients"
+        )
         self.channels = channels
 
     def call(self, inputs, output_order: Sequence[int] | None = None):

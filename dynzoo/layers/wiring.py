@@ -120,8 +120,9 @@ class Router(keras.layers.Layer):
         channels = channels_of(input_shape, "Router")
         if self.dynamic:
             self.kernel = self.add_weight(shape=(channels, self.edges), initializer="zeros", name="kernel")
-        self.bias = self.add_weight(shape=(self.edges,), initializer=keras.initializers.Constant(self.bias_init),
-                                    name="bias")
+        self.bias = self.add_weight(
+            shape=(self.edges,), initializer=keras.initializers.Constant(self.bias_init), name="bias"
+        )
 
     def call(self, inputs):
         if self.dynamic:
@@ -169,9 +170,16 @@ class WiredStage(keras.layers.Layer):
     edge). MAdds: the blocks, the routers (C per edge) and one multiply per element and edge.
     """
 
-    def __init__(self, blocks: Sequence[keras.layers.Layer], wiring: str = "dynamic", bias_init: float = 3.0,
-                 threshold_init: float = 0.0, inference_gate: str = "consistent", aggregation: str = "adjacency",
-                 **kwargs):
+    def __init__(
+        self,
+        blocks: Sequence[keras.layers.Layer],
+        wiring: str = "dynamic",
+        bias_init: float = 3.0,
+        threshold_init: float = 0.0,
+        inference_gate: str = "consistent",
+        aggregation: str = "adjacency",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         blocks = list(blocks) if isinstance(blocks, (list, tuple)) else blocks
         if not isinstance(blocks, list) or not blocks or not all(isinstance(b, keras.layers.Layer) for b in blocks):
@@ -185,8 +193,14 @@ class WiredStage(keras.layers.Layer):
         self.threshold_init = float(threshold_init)
         self.bias_init = float(bias_init)
         n = len(blocks)
-        self.routers = [] if self.wiring == "chain" else [
-            Router(n - i, dynamic=self.wiring == "dynamic", bias_init=bias_init, name=f"router{i}") for i in range(n)]
+        self.routers = (
+            []
+            if self.wiring == "chain"
+            else [
+                Router(n - i, dynamic=self.wiring == "dynamic", bias_init=bias_init, name=f"router{i}")
+                for i in range(n)
+            ]
+        )
 
     @property
     def nodes(self) -> int:
@@ -206,14 +220,19 @@ class WiredStage(keras.layers.Layer):
                 block.build(shape)
             out = tuple(block.compute_output_shape(shape))
             if out[1:] != shape[1:]:
-                raise ValueError(f"`blocks`: every block after the first must keep the shape {shape[1:]} (the "
-                                 f"nodes' outputs are added), but {block.name} gives {out[1:]}.")
+                raise ValueError(
+                    f"`blocks`: every block after the first must keep the shape {shape[1:]} (the "
+                    f"nodes' outputs are added), but {block.name} gives {out[1:]}."
+                )
         self.node_shape = shape
         for router in self.routers:
             router.build(shape)
         if self.wiring != "chain":
-            self.threshold = self.add_weight(shape=(len(self.blocks),), name="threshold",
-                                             initializer=keras.initializers.Constant(self.threshold_init))
+            self.threshold = self.add_weight(
+                shape=(len(self.blocks),),
+                name="threshold",
+                initializer=keras.initializers.Constant(self.threshold_init),
+            )
 
     def call(self, inputs, training=None):
         x = self.blocks[0](inputs, training=training)
@@ -221,7 +240,10 @@ class WiredStage(keras.layers.Layer):
             for block in self.blocks[1:]:
                 x = block(x, training=training)
             chain = [[1.0 if i == j - 1 else 0.0 for i in range(self.nodes)] for j in range(self.nodes)]
-            return [x, ops.broadcast_to(ops.convert_to_tensor(chain, x.dtype), (ops.shape(x)[0], self.nodes, self.nodes))]
+            return [
+                x,
+                ops.broadcast_to(ops.convert_to_tensor(chain, x.dtype), (ops.shape(x)[0], self.nodes, self.nodes)),
+            ]
         n = len(self.blocks)
         nodes, alphas, rows = [x], [self.routers[0](x)], []
         for j in range(1, n + 1):
@@ -263,9 +285,15 @@ class WiredStage(keras.layers.Layer):
         return int(blocks + self.overhead_madds(input_shape))
 
     def get_config(self):
-        return {**super().get_config(), "blocks": [keras.saving.serialize_keras_object(b) for b in self.blocks],
-                "wiring": self.wiring, "bias_init": self.bias_init, "threshold_init": self.threshold_init,
-                "inference_gate": self.inference_gate, "aggregation": self.aggregation}
+        return {
+            **super().get_config(),
+            "blocks": [keras.saving.serialize_keras_object(b) for b in self.blocks],
+            "wiring": self.wiring,
+            "bias_init": self.bias_init,
+            "threshold_init": self.threshold_init,
+            "inference_gate": self.inference_gate,
+            "aggregation": self.aggregation,
+        }
 
     @classmethod
     def from_config(cls, config):

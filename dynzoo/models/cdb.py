@@ -109,9 +109,16 @@ def CDBResNet(
     stem = check_choice("stem", cfg["stem"], STEMS)
     classes = cfg["classes"] if classes is None else classes
     height, width, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
-        weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=32 if stem == "imagenet" else 16)
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+        default_size=cfg["default_size"],
+        min_size=32 if stem == "imagenet" else 16,
+    )
     dropout_rate = 0.0 if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
@@ -127,27 +134,46 @@ def CDBResNet(
     widths = stage_widths(cfg["block"], cfg["out_channels"], groups)
     for stage, (out, w, blocks) in enumerate(zip(cfg["out_channels"], widths, cfg["layers"]), start=1):
         for index in range(blocks):
-            block = CDBBlock(cfg["block"], scaled(w), scaled(out), groups, 2 if stage > 1 and index == 0 else 1,
-                             hidden=hidden, noise_stddev=noise_stddev, conditional=conditional,
-                             seed=len(cfg["layers"]) * 100 + stage * 100 + index, name=f"layer{stage}_{index}")
+            block = CDBBlock(
+                cfg["block"],
+                scaled(w),
+                scaled(out),
+                groups,
+                2 if stage > 1 and index == 0 else 1,
+                hidden=hidden,
+                noise_stddev=noise_stddev,
+                conditional=conditional,
+                seed=len(cfg["layers"]) * 100 + stage * 100 + index,
+                name=f"layer{stage}_{index}",
+            )
             x, h, _ = block(x if h is None else [x, h])
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, name="classifier")(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=_no_official_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=_no_official_checkpoint,
+    )
 
 
 def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(f"`weights`: CDB has no released official checkpoint to convert ({path!r}); "
-                     "pass Keras `.weights.h5` weights.")
+    raise ValueError(
+        f"`weights`: CDB has no released official checkpoint to convert ({path!r}); pass Keras `.weights.h5` weights."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Gates, effective FLOPs, per-stage figures.
+
 
 def cdb_blocks(model: keras.Model) -> list[CDBBlock]:
     blocks = [layer for layer in model.layers if isinstance(layer, CDBBlock)]
@@ -158,7 +184,7 @@ def cdb_blocks(model: keras.Model) -> list[CDBBlock]:
 
 def block_stage(block: CDBBlock) -> int:
     """The stage (1, 2, …) of a block named ``layer<stage>_<index>`` by the builder."""
-    return int(block.name[len("layer"):].split("_")[0])
+    return int(block.name[len("layer") :].split("_")[0])
 
 
 def _input_shape(layer: keras.layers.Layer):
@@ -186,12 +212,14 @@ class GateCosts:
 def gate_costs(model: keras.Model) -> GateCosts:
     """The :class:`GateCosts` of a CDB network (its input shape must be known)."""
     blocks = cdb_blocks(model)
-    total = sum(count_madds(layer, _input_shape(layer)) for layer in model.layers
-                if not isinstance(layer, keras.layers.InputLayer))
+    total = sum(
+        count_madds(layer, _input_shape(layer))
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    )
     group = np.array([b.group_madds(_input_shape(b)) for b in blocks], dtype="int64")
     n = blocks[0].groups
-    return GateCosts(group, int(total - n * group.sum()), int(total),
-                     np.array([block_stage(b) for b in blocks]), n)
+    return GateCosts(group, int(total - n * group.sum()), int(total), np.array([block_stage(b) for b in blocks]), n)
 
 
 def gate_model(model: keras.Model, outputs: str = "predictions", hidden: bool = False) -> keras.Model:
@@ -206,8 +234,10 @@ def gate_model(model: keras.Model, outputs: str = "predictions", hidden: bool = 
     y = model.outputs[0] if outputs == "predictions" else model.get_layer("classifier").output
 
     def stack(index: int, label: str):
-        per_block = [keras.layers.Reshape((1, b.output[index].shape[-1]), name=f"{b.name}_{label}")(b.output[index])
-                     for b in blocks]
+        per_block = [
+            keras.layers.Reshape((1, b.output[index].shape[-1]), name=f"{b.name}_{label}")(b.output[index])
+            for b in blocks
+        ]
         return keras.layers.Concatenate(axis=1, name=label)(per_block) if len(per_block) > 1 else per_block[0]
 
     result = [y, stack(2, "gates")] + ([stack(1, "hidden")] if hidden else [])
@@ -248,19 +278,23 @@ class GateReport:
             on = self.gates[:, sel].sum(-1)  # (S, blocks of the stage)
             figures[int(stage)] = {
                 "execution_rate": float(self.gates[:, sel].mean()),
-                "flops_ratio": float((on * self.costs.group[sel]).sum(-1).mean()
-                                     / (self.costs.groups * self.costs.group[sel].sum())),
+                "flops_ratio": float(
+                    (on * self.costs.group[sel]).sum(-1).mean() / (self.costs.groups * self.costs.group[sel].sum())
+                ),
             }
         return figures
 
     def stage_table(self) -> str:
         rows = ["| stage | execution rate | FLOPs ratio of its groups |", "|---|---|---|"]
-        rows += [f"| {s} | {f['execution_rate']:.2f} | {f['flops_ratio']:.2f} |" for s, f in self.stage_figures().items()]
+        rows += [
+            f"| {s} | {f['execution_rate']:.2f} | {f['flops_ratio']:.2f} |" for s, f in self.stage_figures().items()
+        ]
         return "\n".join(rows)
 
 
-def analyze_gates(model: keras.Model, images: np.ndarray, batch_size: int = 64, verbose: int = 0,
-                  gated: keras.Model | None = None) -> GateReport:
+def analyze_gates(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, verbose: int = 0, gated: keras.Model | None = None
+) -> GateReport:
     """Run ``model`` (inference mode) on ``images``; report the gates and effective MAdds of each sample.
     ``gated``: ``gate_model(model)`` built once by a caller that analyses repeatedly."""
     gated = gate_model(model) if gated is None else gated
@@ -306,6 +340,7 @@ def force_gates(model: keras.Model, on) -> None:
 
 # ----------------------------------------------------------------------------------------------------
 # Losses (CDB §3.2.2, §3.3) and training.
+
 
 def stage_category_weights(stages: Sequence[int], stage1_weight: float, growth: float) -> np.ndarray:
     """α_l of every controller: ``stage1_weight · growth^(stage − 1)`` (paper: 1e-4, ×10 per stage)."""
@@ -394,8 +429,15 @@ class CDBTrainer(keras.Model):
         growth: the per-stage factor.
     """
 
-    def __init__(self, network: keras.Model, target_rate: float | None = None, category_map=None,
-                 category_weight: float | None = None, growth: float | None = None, **kwargs):
+    def __init__(
+        self,
+        network: keras.Model,
+        target_rate: float | None = None,
+        category_map=None,
+        category_weight: float | None = None,
+        growth: float | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.network = network
         self.graph = gate_model(network, outputs="logits", hidden=True)
@@ -421,7 +463,9 @@ class CDBTrainer(keras.Model):
             self.heads = [keras.layers.Dense(int(cmap.max()) + 1, name=f"category_{b.name}") for b in blocks]
             for head, block in zip(self.heads, blocks):
                 head.build((None, block.hidden))  # before compile, so the optimizer knows their variables
-        names = (["category_loss"] if self.category_loss else []) + (["exec_loss", "flops_loss"] if self.exec_loss else [])
+        names = (["category_loss"] if self.category_loss else []) + (
+            ["exec_loss", "flops_loss"] if self.exec_loss else []
+        )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names + ["exec_rate", "flops_ratio"]}
 
     def call(self, inputs, training=None):
@@ -435,8 +479,11 @@ class CDBTrainer(keras.Model):
         logits, gates = y_pred[0], y_pred[1]
         if self._compile_loss is None:
             classes = logits.shape[-1]
-            target = y if len(y.shape) == 2 and y.shape[-1] == classes else ops.one_hot(
-                ops.cast(ops.reshape(y, (-1,)), "int32"), classes)
+            target = (
+                y
+                if len(y.shape) == 2 and y.shape[-1] == classes
+                else ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), classes)
+            )
             loss = ops.mean(keras.losses.categorical_crossentropy(target, logits, from_logits=True))
             if self.losses:
                 loss = loss + ops.sum(self.losses)
@@ -498,19 +545,29 @@ class GateLogger(keras.callbacks.Callback):
                 logs[f"inference_stage{stage}_exec_rate"] = figures["execution_rate"]
                 logs[f"inference_stage{stage}_flops_ratio"] = figures["flops_ratio"]
         if self.verbose:
-            print(f"\nepoch {epoch + 1}: FLOPs ratio {report.flops_ratio:.3f}, execution rate "
-                  f"{report.execution_rate:.3f}\n{report.stage_table()}")
+            print(
+                f"\nepoch {epoch + 1}: FLOPs ratio {report.flops_ratio:.3f}, execution rate "
+                f"{report.execution_rate:.3f}\n{report.stage_table()}"
+            )
 
 
 TRAINING_OPTIONS = {
-    "target_flops": (float, ("CDB: target FLOPs ratio r = execution rate e in (0, 1] (adds the execution-rate "
-                            "and FLOPs losses)")),
-    "category_map": (str, ("CDB: class -> coarse category map for the controllers' category loss: 'cifar100', "
-                          "'digits' or a JSON file (a list, one category per class)")),
-    "category_weight": (float, ("CDB: category-loss weight of the stage-1 controllers, x10 per stage "
-                               "(default 1e-4)")),
-    "all_groups_on": (bool, ("CDB: train with every group on and the controllers frozen (the static "
-                            "multi-branch baseline)")),
+    "target_flops": (
+        float,
+        ("CDB: target FLOPs ratio r = execution rate e in (0, 1] (adds the execution-rate and FLOPs losses)"),
+    ),
+    "category_map": (
+        str,
+        (
+            "CDB: class -> coarse category map for the controllers' category loss: 'cifar100', "
+            "'digits' or a JSON file (a list, one category per class)"
+        ),
+    ),
+    "category_weight": (float, ("CDB: category-loss weight of the stage-1 controllers, x10 per stage (default 1e-4)")),
+    "all_groups_on": (
+        bool,
+        ("CDB: train with every group on and the controllers frozen (the static multi-branch baseline)"),
+    ),
 }
 
 
@@ -528,8 +585,13 @@ def prepare_training(network, options: dict[str, Any], context):
             check_target_rate("target_flops", options["target_flops"])
         if "category_weight" in options and "category_map" not in options:
             raise ValueError("training option `category_weight` needs `category_map` (the category loss it weighs).")
-        model = CDBTrainer(network, options.get("target_flops"), options.get("category_map"),
-                           options.get("category_weight"), name=f"{network.name}_trainer")
+        model = CDBTrainer(
+            network,
+            options.get("target_flops"),
+            options.get("category_map"),
+            options.get("category_weight"),
+            name=f"{network.name}_trainer",
+        )
     elif options:
         raise ValueError(f"training option `all_groups_on` trains without gating; it excludes {sorted(options)}.")
     else:
@@ -541,9 +603,14 @@ def prepare_training(network, options: dict[str, Any], context):
 
     def report(net) -> dict[str, Any]:
         gates = analyze_gates(net, images)
-        return {"flops_ratio": gates.flops_ratio, "execution_rate": gates.execution_rate,
-                "stages": gates.stage_figures(), "effective_mmadds": float(gates.madds.mean() / 1e6),
-                "all_on_mmadds": gates.costs.total / 1e6, "gate_images": len(images)}
+        return {
+            "flops_ratio": gates.flops_ratio,
+            "execution_rate": gates.execution_rate,
+            "stages": gates.stage_figures(),
+            "effective_mmadds": float(gates.madds.mean() / 1e6),
+            "all_on_mmadds": gates.costs.total / 1e6,
+            "gate_images": len(images),
+        }
 
     callbacks = [GateLogger(images, network, verbose=int(context.verbose == 2))] if len(images) else []
     return TrainingSetup(model=model, network=network, callbacks=callbacks, report=report if len(images) else None)
@@ -557,9 +624,14 @@ def _builder(model_name: str):
 BUILDERS = {}
 for _name, _cfg in cdb_config()["models"].items():
     BUILDERS[_name] = _builder(_name)
-    register_model(_name, BUILDERS[_name], family="cdb",
-                   description=f"CDB-ResNet ({_cfg['block']}, {_cfg['layers']}, N={_cfg['groups']}, "
-                               f"{_cfg['stem']} stem; Su et al.)", reference=_cfg["reference"])
+    register_model(
+        _name,
+        BUILDERS[_name],
+        family="cdb",
+        description=f"CDB-ResNet ({_cfg['block']}, {_cfg['layers']}, N={_cfg['groups']}, "
+        f"{_cfg['stem']} stem; Su et al.)",
+        reference=_cfg["reference"],
+    )
 
 
 register_training_hook("cdb", TRAINING_OPTIONS, prepare_training)

@@ -16,8 +16,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def is_weight_tag(weights) -> bool:
     """A manifest tag (``"imagenet"``, ``"digits"`` …) rather than a path: a plain name, no file."""
-    return (isinstance(weights, str) and weights.replace("_", "").replace("-", "").isalnum()
-            and not os.path.exists(weights))
+    return (
+        isinstance(weights, str) and weights.replace("_", "").replace("-", "").isalnum() and not os.path.exists(weights)
+    )
 
 
 def check_application_args(
@@ -35,8 +36,7 @@ def check_application_args(
     """Validate the common builder arguments; return the (height, width, channels) to build for."""
     if not (weights is None or isinstance(weights, (str, os.PathLike))):
         raise ValueError(
-            f"`weights` must be None, a weight tag such as 'imagenet' or the path to a weights file, "
-            f"got {weights!r}."
+            f"`weights` must be None, a weight tag such as 'imagenet' or the path to a weights file, got {weights!r}."
         )
     if is_weight_tag(weights):
         from dynzoo.weights import get_weights
@@ -58,8 +58,9 @@ def check_application_args(
     if input_shape is not None and input_tensor is not None:
         tensor_shape = tuple(input_tensor.shape[1:])
         if len(tensor_shape) != len(input_shape) or any(
-                given is not None and actual is not None and given != actual
-                for given, actual in zip(input_shape, tensor_shape)):
+            given is not None and actual is not None and given != actual
+            for given, actual in zip(input_shape, tensor_shape)
+        ):
             raise ValueError(
                 f"`input_shape` {tuple(input_shape)} contradicts the shape of `input_tensor` {tensor_shape}; "
                 "pass one of them, or shapes that agree."
@@ -70,9 +71,7 @@ def check_application_args(
         input_shape = (default_size, default_size, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) (channels last), got {input_shape}."
-        )
+        raise ValueError(f"`input_shape` must be (height, width, channels) (channels last), got {input_shape}.")
     height, width, channels = input_shape
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"`input_shape` needs a known, positive channel count (channels last), got {input_shape}.")
@@ -83,8 +82,9 @@ def check_application_args(
         )
     for axis, size in (("height", height), ("width", width)):
         if size is not None and size < min_size:
-            raise ValueError(f"{model_name}: input {axis} must be at least {min_size}, got {size} "
-                             f"(input_shape={input_shape}).")
+            raise ValueError(
+                f"{model_name}: input {axis} must be at least {min_size}, got {size} (input_shape={input_shape})."
+            )
     return height, width, channels
 
 
@@ -174,10 +174,8 @@ def finish_application(
     else:
         x = pool(x, pooling)
     model = keras.Model(inputs, x, name=name or model_name)
-    load_model_weights(model, weights, model_name=model_name, include_top=include_top,
-                       official_loader=official_loader)
+    load_model_weights(model, weights, model_name=model_name, include_top=include_top, official_loader=official_loader)
     return model
-
 
 
 BOOLEAN_ARGUMENTS = ("include_top", "include_preprocessing")
@@ -222,15 +220,17 @@ def feature_levels_of(model: keras.Model) -> dict[int, tuple[str, int]]:
     if None in size:
         size = (FEATURE_PROBE_SIZE, FEATURE_PROBE_SIZE)
         probe = keras.Model(model.inputs, [tensor for _, tensor in candidates])
-        specs = [keras.KerasTensor((1, *size, *t.shape[3:]) if i == 0 else (1, *t.shape[1:]), dtype=t.dtype)
-                 for i, t in enumerate(model.inputs)]
+        specs = [
+            keras.KerasTensor((1, *size, *t.shape[3:]) if i == 0 else (1, *t.shape[1:]), dtype=t.dtype)
+            for i, t in enumerate(model.inputs)
+        ]
         shapes = [spec.shape for spec in probe.compute_output_spec(specs if len(specs) > 1 else specs[0])]
     else:
         shapes = [tensor.shape for _, tensor in candidates]
     levels: dict[int, tuple[str, int]] = {}
     for (name, _), shape in zip(candidates, shapes):
         for level in range(1, 6):
-            if tuple(shape[1:3]) == tuple(-(-s // 2 ** level) for s in size):
+            if tuple(shape[1:3]) == tuple(-(-s // 2**level) for s in size):
                 levels[level] = (name, shape[-1])
     return dict(sorted(levels.items()))
 
@@ -239,21 +239,33 @@ def feature_extractor(model: keras.Model, levels: Sequence[int]) -> keras.Model:
     """A model with the same inputs whose outputs are the feature maps of ``levels`` (stride 2^level), a
     dict keyed ``"level_<L>"``, as detection and segmentation heads take a backbone."""
     available = feature_levels_of(model)
-    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels or any(
-            isinstance(level, bool) or not isinstance(level, int) for level in levels):
-        raise ValueError(f"`feature_levels` must be a sequence of levels (integers), got {levels!r}; "
-                         f"{model.name} has levels {sorted(available)}.")
+    if (
+        isinstance(levels, (str, bytes))
+        or not isinstance(levels, Sequence)
+        or not levels
+        or any(isinstance(level, bool) or not isinstance(level, int) for level in levels)
+    ):
+        raise ValueError(
+            f"`feature_levels` must be a sequence of levels (integers), got {levels!r}; "
+            f"{model.name} has levels {sorted(available)}."
+        )
     missing = [level for level in levels if level not in available]
     if missing:
-        raise ValueError(f"`feature_levels`: {model.name} has no level {missing} (level L = stride 2^L); "
-                         f"its levels are {sorted(available)}.")
+        raise ValueError(
+            f"`feature_levels`: {model.name} has no level {missing} (level L = stride 2^L); "
+            f"its levels are {sorted(available)}."
+        )
     outputs = {f"level_{level}": model.get_layer(available[level][0]).output for level in levels}
     outputs = {key: value[0] if isinstance(value, (list, tuple)) else value for key, value in outputs.items()}
     return keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0], outputs, name=model.name)
 
 
-def named_builder(family_builder: Callable[..., keras.Model], model_name: str, function_name: str | None = None,
-                  summary: str | None = None) -> Callable[..., keras.Model]:
+def named_builder(
+    family_builder: Callable[..., keras.Model],
+    model_name: str,
+    function_name: str | None = None,
+    summary: str | None = None,
+) -> Callable[..., keras.Model]:
     """The keras.applications-style builder of one named model: ``family_builder(model_name, **kwargs)``
     with the family builder's signature less its first parameter, ``function_name`` (default: the
     CamelCase of ``model_name``) and a docstring opening with ``summary`` (default ``model_name``)."""
@@ -262,15 +274,14 @@ def named_builder(family_builder: Callable[..., keras.Model], model_name: str, f
         if feature_levels is None:
             return family_builder(model_name, **_plain_arguments(kwargs))
         if kwargs.get("include_top", True) or kwargs.get("pooling") is not None:
-            raise ValueError("`feature_levels` needs `include_top=False` and `pooling=None`: it returns feature "
-                             "maps.")
+            raise ValueError("`feature_levels` needs `include_top=False` and `pooling=None`: it returns feature maps.")
         return feature_extractor(family_builder(model_name, **_plain_arguments(kwargs)), feature_levels)
 
     signature = inspect.signature(family_builder)
-    levels = inspect.Parameter("feature_levels", inspect.Parameter.KEYWORD_ONLY, default=None,
-                               annotation="Sequence[int] | None")
+    levels = inspect.Parameter(
+        "feature_levels", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Sequence[int] | None"
+    )
     build.__signature__ = signature.replace(parameters=[*list(signature.parameters.values())[1:], levels])
     build.__name__ = build.__qualname__ = function_name or "".join(p.capitalize() for p in model_name.split("_"))
-    build.__doc__ = (f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1]
-                     + FEATURE_LEVELS_DOC)
+    build.__doc__ = f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1] + FEATURE_LEVELS_DOC
     return build

@@ -57,19 +57,20 @@ class FBNetBlock(SequenceBlock):
 
     def make_steps(self, in_channels):
         mid = make_divisible(in_channels * self.expansion, 8)
-        return [(None, keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=conv_initializer())),
-                (None, batchnorm()), (None, keras.layers.ReLU()),
-                (None, SymmetricDepthwiseConv2D(3, self.strides, use_bias=False,
-                                                depthwise_initializer=conv_initializer())),
-                (None, keras.layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=conv_initializer())),
-                (None, batchnorm())]
+        return [
+            (None, keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=conv_initializer())),
+            (None, batchnorm()),
+            (None, keras.layers.ReLU()),
+            (None, SymmetricDepthwiseConv2D(3, self.strides, use_bias=False, depthwise_initializer=conv_initializer())),
+            (None, keras.layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=conv_initializer())),
+            (None, batchnorm()),
+        ]
 
     def uses_residual(self, in_channels):
         return self.strides == 1 and in_channels == self.filters
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "expansion": self.expansion}
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides, "expansion": self.expansion}
 
 
 @keras.saving.register_keras_serializable(package="dynzoo")
@@ -89,8 +90,15 @@ class DomainAwareBlock(keras.layers.Layer):
     static block for one domain.
     """
 
-    def __init__(self, filters: int, strides: int = 1, expansion: int = 6, experts: int = 2,
-                 backbone: str = "mobilenetv2", **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        strides: int = 1,
+        expansion: int = 6,
+        experts: int = 2,
+        backbone: str = "mobilenetv2",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = check_int("filters", filters)
         self.strides = check_choice("strides", strides, (1, 2))
@@ -114,13 +122,13 @@ class DomainAwareBlock(keras.layers.Layer):
         shape = x_shape
         for step in self.steps:
             step.build([shape, e_shape] if isinstance(step, DomainAwareConv2D) else shape)
-            shape = tuple(step.compute_output_shape([shape, e_shape] if isinstance(step, DomainAwareConv2D)
-                                                    else shape))
+            shape = tuple(step.compute_output_shape([shape, e_shape] if isinstance(step, DomainAwareConv2D) else shape))
 
     def _domain_aware(self, layer, name):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
-            return DomainAwareConv2D(None, layer.kernel_size[0], layer.requested_strides[0], self.experts,
-                                     kind="depthwise", name=name)
+            return DomainAwareConv2D(
+                None, layer.kernel_size[0], layer.requested_strides[0], self.experts, kind="depthwise", name=name
+            )
         if isinstance(layer, keras.layers.Conv2D):
             return DomainAwareConv2D(layer.filters, layer.kernel_size[0], 1, self.experts, name=name)
         return type(layer).from_config({**layer.get_config(), "name": name})
@@ -158,8 +166,14 @@ class DomainAwareBlock(keras.layers.Layer):
         return total
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "expansion": self.expansion, "experts": self.experts, "backbone": self.backbone}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "strides": self.strides,
+            "expansion": self.expansion,
+            "experts": self.experts,
+            "backbone": self.backbone,
+        }
 
 
 def ddn_config(model_name: str) -> dict:
@@ -202,8 +216,14 @@ def DDN(
     root = load_config("ddn")
     cfg = ddn_config(model_name)
     height, width, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
-        weights=weights, pooling=pooling, classes=classes)
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+    )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
@@ -221,10 +241,12 @@ def DDN(
         if experts:
             return lambda t: DomainAwareConv2D(filters, kernel, stride, experts, name=layer_name)([t, embedding])
         if kernel == 1:
-            return keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=conv_initializer(),
-                                       name=layer_name)
-        return SymmetricConv2D(filters, kernel, stride, use_bias=False, kernel_initializer=conv_initializer(),
-                               name=layer_name)
+            return keras.layers.Conv2D(
+                filters, 1, use_bias=False, kernel_initializer=conv_initializer(), name=layer_name
+            )
+        return SymmetricConv2D(
+            filters, kernel, stride, use_bias=False, kernel_initializer=conv_initializer(), name=layer_name
+        )
 
     if include_preprocessing:
         x = imagenet_preprocessing(chans)(x)
@@ -237,8 +259,9 @@ def DDN(
         for repeat in range(row["repeats"]):
             filters, stride = channels(row["filters"] * alpha), row["stride"] if repeat == 0 else 1
             if experts:
-                x = DomainAwareBlock(filters, stride, row["expansion"], experts, cfg["backbone"],
-                                     name=f"block{index}")([x, embedding])
+                x = DomainAwareBlock(filters, stride, row["expansion"], experts, cfg["backbone"], name=f"block{index}")(
+                    [x, embedding]
+                )
             elif fbnet:
                 x = FBNetBlock(filters, stride, row["expansion"], name=f"block{index}")(x)
             else:
@@ -253,14 +276,23 @@ def DDN(
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, kernel_initializer=dense_initializer(), name="classifier")(x)
     model_inputs = [inputs, embedding] if experts else inputs
-    return finish_application(model_inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=_no_official_checkpoint)
+    return finish_application(
+        model_inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=_no_official_checkpoint,
+    )
 
 
 def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(f"`weights`: DDN has no released PyTorch checkpoints; give a Keras .weights.h5 file, "
-                     f"got {path!r}.")
+    raise ValueError(
+        f"`weights`: DDN has no released PyTorch checkpoints; give a Keras .weights.h5 file, got {path!r}."
+    )
 
 
 def is_domain_aware(model: keras.Model) -> bool:

@@ -95,8 +95,14 @@ def DDW(
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
         raise ValueError(f"`width` must be a number in (0, 4], got {width!r}.")
     height, width_px, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
-        weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+        default_size=cfg["default_size"],
         min_size=cfg["min_size"],
     )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
@@ -106,8 +112,15 @@ def DDW(
     def wire(x, blocks, stage_name):
         if len(blocks) == 1:  # no graph (spec §4.3)
             return blocks[0](x)
-        stage = WiredStage(blocks, wiring, bias_init=router["bias_init"], threshold_init=router["threshold_init"],
-                           inference_gate=inference_gate, aggregation=aggregation, name=stage_name)
+        stage = WiredStage(
+            blocks,
+            wiring,
+            bias_init=router["bias_init"],
+            threshold_init=router["threshold_init"],
+            inference_gate=inference_gate,
+            aggregation=aggregation,
+            name=stage_name,
+        )
         x = stage(x)[0]
         if router["zero_init_residual"]:
             # each node with a shortcut starts as the plain weighted sum of its inputs (spec §4.7.4); a block
@@ -134,9 +147,17 @@ def DDW(
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         initializer = dense_initializer() if cfg["backbone"] == "mobilenetv2" else "glorot_uniform"
         x = keras.layers.Dense(classes, kernel_initializer=initializer, name="classifier")(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=_no_official_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=_no_official_checkpoint,
+    )
 
 
 def _resnet_body(x, cfg: dict, width: float, wire):
@@ -147,8 +168,12 @@ def _resnet_body(x, cfg: dict, width: float, wire):
     x = resnet_stem(x, stem, small_input=small, pool=not small)
     for stage, (planes, count) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         planes = max(1, round(planes * width))
-        blocks = [ResNetBlock(planes, 2 if stage > 1 and index == 0 else 1, cfg["block"] == "bottleneck",
-                              name=f"layer{stage}_{index}") for index in range(count)]
+        blocks = [
+            ResNetBlock(
+                planes, 2 if stage > 1 and index == 0 else 1, cfg["block"] == "bottleneck", name=f"layer{stage}_{index}"
+            )
+            for index in range(count)
+        ]
         x = wire(x, blocks, f"layer{stage}")
     return x
 
@@ -156,16 +181,23 @@ def _resnet_body(x, cfg: dict, width: float, wire):
 def _mobilenetv2_body(x, alpha: float, wire):
     """MobileNetV2 (``InvertedResidual``, same layer names as :mod:`dynzoo.models.mobilenetv2`); one graph
     per block row of two or more blocks (5 graphs; the 16- and 320-channel rows have one block)."""
-    x = SymmetricConv2D(channels(32 * alpha), 3, 2, use_bias=False, kernel_initializer=conv_initializer(),
-                        name="stem_conv")(x)
+    x = SymmetricConv2D(
+        channels(32 * alpha), 3, 2, use_bias=False, kernel_initializer=conv_initializer(), name="stem_conv"
+    )(x)
     x = batchnorm("stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu6")(x)
     index = 1
     for row_index, row in enumerate(load_config("mobilenetv2")["blocks"], start=1):
         blocks = []
         for repeat in range(row["repeats"]):
-            blocks.append(InvertedResidual(channels(row["filters"] * alpha), row["stride"] if repeat == 0 else 1,
-                                           row["expansion"], name=f"block{index}"))
+            blocks.append(
+                InvertedResidual(
+                    channels(row["filters"] * alpha),
+                    row["stride"] if repeat == 0 else 1,
+                    row["expansion"],
+                    name=f"block{index}",
+                )
+            )
             index += 1
         x = wire(x, blocks, f"graph{row_index}")
     last = 1280 if alpha <= 1.0 else channels(1280 * alpha)
@@ -175,12 +207,15 @@ def _mobilenetv2_body(x, alpha: float, wire):
 
 
 def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(f"`weights`: DDW has no released checkpoint to convert ({path!r}); pass Keras "
-                     "`.weights.h5` weights or copy a static network's with `load_static_weights`.")
+    raise ValueError(
+        f"`weights`: DDW has no released checkpoint to convert ({path!r}); pass Keras "
+        "`.weights.h5` weights or copy a static network's with `load_static_weights`."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Static weights, adjacency matrices.
+
 
 def wired_stages(model: keras.Model) -> list[WiredStage]:
     """The graphs of a DDW model, in order."""
@@ -210,8 +245,10 @@ def load_static_weights(model: keras.Model, static: keras.Model) -> None:
         else:
             target.set_weights(layer.get_weights())
     if missing or mismatched:
-        raise ValueError(f"`static` does not match `model`: layers missing in the DDW network {missing}, "
-                         f"layers of other shapes {mismatched}.")
+        raise ValueError(
+            f"`static` does not match `model`: layers missing in the DDW network {missing}, "
+            f"layers of other shapes {mismatched}."
+        )
 
 
 def wiring_model(model: keras.Model) -> keras.Model:
@@ -222,8 +259,9 @@ def wiring_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, [model.outputs[0], *adjacency], name=f"{model.name}_wiring")
 
 
-def adjacency_matrices(model: keras.Model, images: np.ndarray, batch_size: int = 64,
-                       wired: keras.Model | None = None) -> dict[str, np.ndarray]:
+def adjacency_matrices(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, wired: keras.Model | None = None
+) -> dict[str, np.ndarray]:
     """Run ``model`` (inference mode) on ``images``; return ``{graph name: (N, nodes, nodes)}`` adjacency
     matrices and ``"outputs"``: the model's outputs. ``wired``: a :func:`wiring_model` built once by callers
     that analyse repeatedly."""
@@ -239,12 +277,20 @@ def _builder(model_name: str):
 
 BUILDERS = {}
 for _name, _cfg in load_config("ddw")["models"].items():
-    _backbone = ("MobileNetV2-1.0" if _cfg["backbone"] == "mobilenetv2"
-                 else f"ResNet-{_name.split('resnet')[1].split('_')[0]}" + (" (32×32 stem)" if _cfg["stem"] == "cifar" else ""))
+    _backbone = (
+        "MobileNetV2-1.0"
+        if _cfg["backbone"] == "mobilenetv2"
+        else f"ResNet-{_name.split('resnet')[1].split('_')[0]}" + (" (32×32 stem)" if _cfg["stem"] == "cifar" else "")
+    )
     for _registered, _what in ((_name, "DDW"), (_name + STATIC_ALPHA_SUFFIX, "static-α ablation of DDW")):
         BUILDERS[_registered] = _builder(_registered)
         _ref = dict(_cfg["reference"])
         if _registered != _name:
             _ref = {"paper_top1": _ref["static_alpha_top1"]} if "static_alpha_top1" in _ref else {}
-        register_model(_registered, BUILDERS[_registered], family="ddw",
-                       description=f"{_what} {_backbone} (Yuan et al., ICCV 2021)", reference=_ref)
+        register_model(
+            _registered,
+            BUILDERS[_registered],
+            family="ddw",
+            description=f"{_what} {_backbone} (Yuan et al., ICCV 2021)",
+            reference=_ref,
+        )

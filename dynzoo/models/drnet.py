@@ -61,8 +61,9 @@ def check_node_inputs(node_inputs) -> tuple[tuple[int, int], ...]:
     for i, (a, b) in enumerate(wiring):
         node = i + 2
         if a == b or not (0 <= a < node and 0 <= b < node):
-            raise ValueError(f"`node_inputs`: node {node} must read two distinct states among 0…{node - 1}, "
-                             f"got {(a, b)}.")
+            raise ValueError(
+                f"`node_inputs`: node {node} must read two distinct states among 0…{node - 1}, got {(a, b)}."
+            )
     return wiring
 
 
@@ -100,10 +101,19 @@ class DRNetCell(keras.layers.Layer):
         seed: seed of the Gumbel noise.
     """
 
-    def __init__(self, channels: int, reduction: bool = False, reduction_prev: bool = False,
-                 node_inputs: Sequence[Sequence[int]] = DEFAULT_NODE_INPUTS, ops: Sequence[str] = PAPER_OPS,
-                 temperature: float = 1.0, threshold: float = 0.8, conditional: bool = True,
-                 seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        channels: int,
+        reduction: bool = False,
+        reduction_prev: bool = False,
+        node_inputs: Sequence[Sequence[int]] = DEFAULT_NODE_INPUTS,
+        ops: Sequence[str] = PAPER_OPS,
+        temperature: float = 1.0,
+        threshold: float = 0.8,
+        conditional: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.channels = check_int("channels", channels, minimum=2)
         self.reduction, self.reduction_prev = bool(reduction), bool(reduction_prev)
@@ -128,7 +138,11 @@ class DRNetCell(keras.layers.Layer):
         ]
 
     def _check_inputs(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(input_shape[0], (list, tuple)):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not isinstance(input_shape[0], (list, tuple))
+        ):
             raise ValueError(f"DRNetCell takes the outputs of the two preceding cells [x0, x1], got {input_shape}.")
         shape0, shape1 = input_shape
         channels_of(shape0, "DRNetCell")
@@ -136,8 +150,10 @@ class DRNetCell(keras.layers.Layer):
         factor = 2 if self.reduction_prev else 1
         for a, b in zip(shape0[1:3], shape1[1:3]):
             if a is not None and b is not None and (a + factor - 1) // factor != b:
-                raise ValueError(f"DRNetCell: x1's size must be x0's divided by {factor}, rounded up "
-                                 f"(`reduction_prev`={self.reduction_prev}), got shapes {shape0} and {shape1}.")
+                raise ValueError(
+                    f"DRNetCell: x1's size must be x0's divided by {factor}, rounded up "
+                    f"(`reduction_prev`={self.reduction_prev}), got shapes {shape0} and {shape1}."
+                )
 
     def _state_shapes(self, input_shape) -> list[tuple]:
         """Shapes of the preprocessed inputs and of the nodes."""
@@ -149,10 +165,15 @@ class DRNetCell(keras.layers.Layer):
 
     def build(self, input_shape):
         self._check_inputs(input_shape)
-        self.temperature = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_temperature),
-                                           trainable=False, name="temperature")
-        self.threshold = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_threshold),
-                                         trainable=False, name="threshold")
+        self.temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_temperature),
+            trainable=False,
+            name="temperature",
+        )
+        self.threshold = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_threshold), trainable=False, name="threshold"
+        )
         self.pre0.build(input_shape[0])
         self.pre1.build(input_shape[1])
         states = self._state_shapes(input_shape)
@@ -174,8 +195,11 @@ class DRNetCell(keras.layers.Layer):
             w = weights[:, b]
             scale = ops.reshape(w, (-1, 1, 1, 1))
             if skip_unselected:
-                y = ops.cond(ops.any(ops.greater(w, 0.0)), lambda op=op, scale=scale: scale * op(x, training=False),
-                             lambda op=op: self._zeros(op, x))
+                y = ops.cond(
+                    ops.any(ops.greater(w, 0.0)),
+                    lambda op=op, scale=scale: scale * op(x, training=False),
+                    lambda op=op: self._zeros(op, x),
+                )
             else:
                 y = scale * op(x, training=training)
             out = y if out is None else out + y
@@ -183,8 +207,15 @@ class DRNetCell(keras.layers.Layer):
 
     def _zeros(self, op: CandidateOp, x):
         shape = ops.shape(x)
-        return ops.zeros((shape[0], (shape[1] + op.strides - 1) // op.strides,
-                          (shape[2] + op.strides - 1) // op.strides, self.channels), dtype=x.dtype)
+        return ops.zeros(
+            (
+                shape[0],
+                (shape[1] + op.strides - 1) // op.strides,
+                (shape[2] + op.strides - 1) // op.strides,
+                self.channels,
+            ),
+            dtype=x.dtype,
+        )
 
     def call(self, inputs, training=None):
         x0, x1 = inputs
@@ -210,8 +241,10 @@ class DRNetCell(keras.layers.Layer):
     def branch_madds(self, input_shape) -> np.ndarray:
         """MAdds of every branch of every connection for one sample: (connections, ops)."""
         states = self._state_shapes(input_shape)
-        return np.array([[count_madds(op, states[src]) for op in branches]
-                         for src, branches in zip(self.sources, self.branches)], dtype="int64")
+        return np.array(
+            [[count_madds(op, states[src]) for op in branches] for src, branches in zip(self.sources, self.branches)],
+            dtype="int64",
+        )
 
     def compute_madds(self, input_shape) -> int:
         """MAdds with every branch computed (preprocessing, RouterNet and all connections)."""
@@ -220,10 +253,18 @@ class DRNetCell(keras.layers.Layer):
         return int(static + count_madds(self.router, states[:2]) + self.branch_madds(input_shape).sum())
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "reduction": self.reduction,
-                "reduction_prev": self.reduction_prev, "node_inputs": [list(p) for p in self.node_inputs],
-                "ops": list(self.ops), "temperature": self.initial_temperature,
-                "threshold": self.initial_threshold, "conditional": self.conditional, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "reduction": self.reduction,
+            "reduction_prev": self.reduction_prev,
+            "node_inputs": [list(p) for p in self.node_inputs],
+            "ops": list(self.ops),
+            "temperature": self.initial_temperature,
+            "threshold": self.initial_threshold,
+            "conditional": self.conditional,
+            "seed": self.seed,
+        }
 
 
 def drnet_config(model_name: str) -> dict:
@@ -294,8 +335,14 @@ def DRNet(
     imagenet = cfg["stem"] == "imagenet"
     classes = (1000 if imagenet else 10) if classes is None else classes
     height, width, channels = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
-        weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+        default_size=cfg["default_size"],
         min_size=32 if imagenet else 8,
     )
     dropout_rate = 0.0 if dropout_rate is None else dropout_rate
@@ -318,14 +365,29 @@ def DRNet(
         x = SymmetricConv2D(c, 3, 2, use_bias=False, kernel_initializer=conv_initializer(), name="stem1_conv")(x)
         s1 = batchnorm(name="stem1_bn")(x)
     else:
-        x = keras.layers.Conv2D(cfg["stem_multiplier"] * c, 3, padding="same", use_bias=False,
-                                kernel_initializer=conv_initializer(), name="stem_conv")(x)
+        x = keras.layers.Conv2D(
+            cfg["stem_multiplier"] * c,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=conv_initializer(),
+            name="stem_conv",
+        )(x)
         s0 = s1 = batchnorm(name="stem_bn")(x)
     reduction_prev = imagenet
     for index, cell in enumerate(cell_plan(cfg["cells"], c, cfg["wiring_seed"])):
-        out, _ = DRNetCell(cell["channels"], cell["reduction"], reduction_prev, cell["node_inputs"], load_config("drnet")["ops"],
-                           temperature=temperature, threshold=threshold, conditional=conditional,
-                           seed=index, name=f"cell{index}")([s0, s1])
+        out, _ = DRNetCell(
+            cell["channels"],
+            cell["reduction"],
+            reduction_prev,
+            cell["node_inputs"],
+            load_config("drnet")["ops"],
+            temperature=temperature,
+            threshold=threshold,
+            conditional=conditional,
+            seed=index,
+            name=f"cell{index}",
+        )([s0, s1])
         s0, s1, reduction_prev = s1, out, cell["reduction"]
     x = s1
     if include_top:
@@ -333,18 +395,29 @@ def DRNet(
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, kernel_initializer=dense_initializer(), name="logits")(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=_no_official_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=_no_official_checkpoint,
+    )
 
 
 def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(f"`weights`: DRNets have no released official checkpoint to convert ({path!r}); "
-                     "pass Keras `.weights.h5` weights.")
+    raise ValueError(
+        f"`weights`: DRNets have no released official checkpoint to convert ({path!r}); "
+        "pass Keras `.weights.h5` weights."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Routing analysis: decisions and effective MAdds per sample.
+
 
 def drnet_cells(model: keras.Model) -> list[DRNetCell]:
     cells = [layer for layer in routed_layers(model) if isinstance(layer, DRNetCell)]
@@ -360,8 +433,13 @@ def _input_shapes(layer: keras.layers.Layer):
 
 def all_branch_madds(model: keras.Model) -> int:
     """MAdds of one sample with every branch computed (the profiler's convention)."""
-    return int(sum(count_madds(layer, _input_shapes(layer)) for layer in model.layers
-                   if not isinstance(layer, keras.layers.InputLayer)))
+    return int(
+        sum(
+            count_madds(layer, _input_shapes(layer))
+            for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer)
+        )
+    )
 
 
 def branch_cost_table(model: keras.Model) -> np.ndarray:
@@ -379,8 +457,10 @@ def routing_model(model: keras.Model, outputs: str = "predictions") -> keras.Mod
     if outputs not in ("predictions", "logits"):
         raise ValueError(f"`outputs` must be 'predictions' or 'logits', got {outputs!r}.")
     y = model.outputs[0] if outputs == "predictions" else model.get_layer("logits").output
-    per_cell = [keras.layers.Reshape((1, *cell.output[1].shape[1:]), name=f"{cell.name}_routing")(cell.output[1])
-                for cell in cells]
+    per_cell = [
+        keras.layers.Reshape((1, *cell.output[1].shape[1:]), name=f"{cell.name}_routing")(cell.output[1])
+        for cell in cells
+    ]
     weights = keras.layers.Concatenate(axis=1, name="routing")(per_cell) if len(per_cell) > 1 else per_cell[0]
     return keras.Model(model.inputs, [y, weights], name=f"{model.name}_routing")
 
@@ -423,8 +503,9 @@ def effective_madds(masks: np.ndarray, costs: np.ndarray, all_branch: int) -> np
     return all_branch - ((1 - masks.astype("int64")) * costs[None]).sum(axis=(1, 2, 3))
 
 
-def analyze_routing(model: keras.Model, images: np.ndarray, batch_size: int = 64, verbose: int = 0,
-                    routed: keras.Model | None = None) -> RoutingReport:
+def analyze_routing(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, verbose: int = 0, routed: keras.Model | None = None
+) -> RoutingReport:
     """Run ``model`` (inference mode) on ``images`` and report each sample's routing and effective MAdds.
 
     ``routed``: ``routing_model(model)``, built once by a caller that analyses repeatedly (e.g. for several
@@ -434,12 +515,14 @@ def analyze_routing(model: keras.Model, images: np.ndarray, batch_size: int = 64
     outputs, weights = routed.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
     masks = weights > 0
     total = all_branch_madds(model)
-    return RoutingReport(outputs, masks, effective_madds(masks, branch_cost_table(model), total), total,
-                         drnet_cells(model)[0].ops)
+    return RoutingReport(
+        outputs, masks, effective_madds(masks, branch_cost_table(model), total), total, drnet_cells(model)[0].ops
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Training with the resource term (§3.4).
+
 
 def resource_loss(logits, labels, weights, costs):
     """The resource term of eq. 8 per sample: ``1[ŷ = y] · log Σ_l Σ_c Σ_b w̃_{l,c,b} R_{l,c,b}``.
@@ -450,7 +533,9 @@ def resource_loss(logits, labels, weights, costs):
         weights: (B, cells, connections, ops) branch weights (Gumbel-softmax in training).
         costs: (cells, connections, ops) branch MAdds R (any unit: the log makes the gradient unit-free).
     """
-    correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.cast(ops.reshape(labels, (-1,)), "int64")), weights.dtype)
+    correct = ops.cast(
+        ops.equal(ops.argmax(logits, axis=-1), ops.cast(ops.reshape(labels, (-1,)), "int64")), weights.dtype
+    )
     expected = ops.sum(weights * ops.cast(costs, weights.dtype), axis=(1, 2, 3))
     return ops.stop_gradient(correct) * ops.log(expected + 1e-6)
 
@@ -573,7 +658,9 @@ class BranchUsageLogger(keras.callbacks.Callback):
                 logs[f"usage_{op}"] = float(usage)
             logs["madds_ratio"] = report.madds_ratio
         if self.verbose:
-            print(f"\nepoch {epoch + 1}: effective MAdds {report.madds_ratio:.1%} of all branches\n{report.usage_table()}")
+            print(
+                f"\nepoch {epoch + 1}: effective MAdds {report.madds_ratio:.1%} of all branches\n{report.usage_table()}"
+            )
 
 
 def prepare_drnet_training(network: keras.Model, options: dict, context: TrainingContext) -> TrainingSetup:
@@ -594,8 +681,9 @@ def prepare_drnet_training(network: keras.Model, options: dict, context: Trainin
     stage2 = context.epochs - stage1
     floor = 0.5
     callbacks = [
-        GumbelTemperatureSchedule(initial=3.0, hold_epochs=stage1, restart=1.0,
-                                  decay=floor ** (1 / max(stage2 - 1, 1)), floor=floor),
+        GumbelTemperatureSchedule(
+            initial=3.0, hold_epochs=stage1, restart=1.0, decay=floor ** (1 / max(stage2 - 1, 1)), floor=floor
+        ),
         ResourceWeightSchedule(weight, start_epoch=stage1),
     ]
     usage = BranchUsageLogger(context.sample_images, network=network)
@@ -605,22 +693,33 @@ def prepare_drnet_training(network: keras.Model, options: dict, context: Trainin
         # the logger's routing model when it is the same network: tracing another one costs as much again
         routed = usage.routed_model() if trained is network else None
         routing = analyze_routing(trained, context.sample_images, routed=routed)
-        return {"routing_threshold": round(float(routed_layers(trained)[0].threshold.numpy()), 4),
-                "madds_ratio_on_sample": round(routing.madds_ratio, 4), "sample_images": len(context.sample_images)}
+        return {
+            "routing_threshold": round(float(routed_layers(trained)[0].threshold.numpy()), 4),
+            "madds_ratio_on_sample": round(routing.madds_ratio, 4),
+            "sample_images": len(context.sample_images),
+        }
 
     return TrainingSetup(ResourceAwareTrainer(network), network, callbacks, report)
 
 
-register_training_hook("drnet", {
-    "routing_threshold": (float, "inference routing threshold T in (0, 1] (1: every branch)"),
-    "resource_weight": (float, "weight of the resource loss in the second half of the epochs (0: off)"),
-}, prepare_drnet_training)
+register_training_hook(
+    "drnet",
+    {
+        "routing_threshold": (float, "inference routing threshold T in (0, 1] (1: every branch)"),
+        "resource_weight": (float, "weight of the resource loss in the second half of the epochs (0: off)"),
+    },
+    prepare_drnet_training,
+)
 
 
 def _builder(model_name: str):
-    suffix = model_name[len("drnet_"):]
-    return named_builder(DRNet, model_name, "DRNet" + "".join(part.capitalize() for part in suffix.split("_")),
-                         f"{model_name} (DRNets §3.5)")
+    suffix = model_name[len("drnet_") :]
+    return named_builder(
+        DRNet,
+        model_name,
+        "DRNet" + "".join(part.capitalize() for part in suffix.split("_")),
+        f"{model_name} (DRNets §3.5)",
+    )
 
 
 DRNetS = _builder("drnet_s")
@@ -628,8 +727,17 @@ DRNetM = _builder("drnet_m")
 DRNetL = _builder("drnet_l")
 DRNetLImagenet = _builder("drnet_l_imagenet")
 
-_DESCRIPTIONS = {"drnet_s": "DRNet(S), 5 cells, C=15, 32×32", "drnet_m": "DRNet(M), 10 cells, C=20, 32×32",
-                 "drnet_l": "DRNet(L), 10 cells, C=32, 32×32", "drnet_l_imagenet": "DRNet(L) on the DARTS ImageNet stem, 224×224"}
+_DESCRIPTIONS = {
+    "drnet_s": "DRNet(S), 5 cells, C=15, 32×32",
+    "drnet_m": "DRNet(M), 10 cells, C=20, 32×32",
+    "drnet_l": "DRNet(L), 10 cells, C=32, 32×32",
+    "drnet_l_imagenet": "DRNet(L) on the DARTS ImageNet stem, 224×224",
+}
 for _name, _fn in zip(MODEL_NAMES, (DRNetS, DRNetM, DRNetL, DRNetLImagenet)):
-    register_model(_name, _fn, family="drnet", description=_DESCRIPTIONS[_name] + " (Cai et al., WACV 2021)",
-                   reference=drnet_config(_name)["reference"])
+    register_model(
+        _name,
+        _fn,
+        family="drnet",
+        description=_DESCRIPTIONS[_name] + " (Cai et al., WACV 2021)",
+        reference=drnet_config(_name)["reference"],
+    )

@@ -67,8 +67,16 @@ class DRTBottleneck(ResNetBlock):
     Input/output: (B, H, W, C_in) → (B, H/s, W/s, 4·planes).
     """
 
-    def __init__(self, planes: int, strides: int = 1, residual: str = "routing", num_bases: int = 4,
-                 basis_kernel_size: int = 1, reduction: int = 16, **kwargs):
+    def __init__(
+        self,
+        planes: int,
+        strides: int = 1,
+        residual: str = "routing",
+        num_bases: int = 4,
+        basis_kernel_size: int = 1,
+        reduction: int = 16,
+        **kwargs,
+    ):
         kwargs.pop("bottleneck", None)
         kwargs.pop("conv", None)
         super().__init__(planes, strides, bottleneck=True, conv="static", **kwargs)
@@ -84,8 +92,16 @@ class DRTBottleneck(ResNetBlock):
     def _conv(self, cin, filters, kernel, strides, name):
         if kernel != 3 or self.residual == "none":
             return super()._conv(cin, filters, kernel, strides, name)
-        conv = DynamicResidualConv2D(filters, 3, strides, residual=self.residual, num_bases=self.num_bases,
-                                     basis_kernel_size=self.basis_kernel_size, reduction=self.reduction, name=name)
+        conv = DynamicResidualConv2D(
+            filters,
+            3,
+            strides,
+            residual=self.residual,
+            num_bases=self.num_bases,
+            basis_kernel_size=self.basis_kernel_size,
+            reduction=self.reduction,
+            name=name,
+        )
         conv.build([(None, None, None, cin), (None, None, None, self.block_channels)])
         return conv
 
@@ -114,8 +130,13 @@ class DRTBottleneck(ResNetBlock):
         config = super().get_config()
         for key in ("bottleneck", "conv"):
             config.pop(key)
-        return {**config, "residual": self.residual, "num_bases": self.num_bases,
-                "basis_kernel_size": self.basis_kernel_size, "reduction": self.reduction}
+        return {
+            **config,
+            "residual": self.residual,
+            "num_bases": self.num_bases,
+            "basis_kernel_size": self.basis_kernel_size,
+            "reduction": self.reduction,
+        }
 
 
 def _resnet_trunk(x, cfg):
@@ -123,8 +144,15 @@ def _resnet_trunk(x, cfg):
     for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
-            x = DRTBottleneck(planes, strides, cfg["residual"], cfg["num_bases"], cfg["basis_kernel_size"],
-                              cfg["reduction"], name=f"layer{stage}_{index}")(x)
+            x = DRTBottleneck(
+                planes,
+                strides,
+                cfg["residual"],
+                cfg["num_bases"],
+                cfg["basis_kernel_size"],
+                cfg["reduction"],
+                name=f"layer{stage}_{index}",
+            )(x)
     return x
 
 
@@ -134,9 +162,15 @@ def _lenet_trunk(x, cfg):
         if cfg["residual"] == "none":
             conv = SymmetricConv2D(filters, k, use_bias=False, kernel_initializer=conv_initializer(), name=f"conv{i}")
         else:
-            conv = DynamicResidualConv2D(filters, k, residual=cfg["residual"], num_bases=cfg["num_bases"],
-                                         basis_kernel_size=cfg["basis_kernel_size"], reduction=cfg["reduction"],
-                                         name=f"conv{i}")
+            conv = DynamicResidualConv2D(
+                filters,
+                k,
+                residual=cfg["residual"],
+                num_bases=cfg["num_bases"],
+                basis_kernel_size=cfg["basis_kernel_size"],
+                reduction=cfg["reduction"],
+                name=f"conv{i}",
+            )
         x = batchnorm(f"bn{i}")(conv(x))
         x = keras.layers.ReLU(name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -184,12 +218,21 @@ def DRT(
     cfg = models[model_name]
     lenet = cfg["arch"] == "lenet"
     height, width, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor, include_top=include_top,
-        weights=weights, pooling=pooling, classes=classes, default_size=cfg["default_size"],
-        min_size=16 if lenet else 32)
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+        default_size=cfg["default_size"],
+        min_size=16 if lenet else 32,
+    )
     if lenet and (height is None or width is None):
-        raise ValueError(f"{model_name} flattens its last feature map: `input_shape` needs a fixed height and "
-                         f"width, got {(height, width, chans)}.")
+        raise ValueError(
+            f"{model_name} flattens its last feature map: `input_shape` needs a fixed height and "
+            f"width, got {(height, width, chans)}."
+        )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
@@ -204,9 +247,17 @@ def DRT(
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = keras.layers.Dense(classes, name="classifier")(x)
     # A LeNet's trunk ends in flat features, which "avg"/"max" pooling would leave as they are.
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=None if lenet else pooling, classifier_activation=classifier_activation,
-                              weights=weights, official_loader=load_drt_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=None if lenet else pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=load_drt_checkpoint,
+    )
 
 
 def official_layer_prefixes(model: keras.Model) -> list:
@@ -227,19 +278,25 @@ def load_drt_checkpoint(model: keras.Model, path: str, include_top: bool = True)
     from dynzoo.weights.pth import load_pth, state_dict_from
 
     if include_top:
-        raise ValueError("DRT checkpoints hold a backbone and two MCD heads, not this model's classifier: "
-                         "build with `include_top=False`.")
+        raise ValueError(
+            "DRT checkpoints hold a backbone and two MCD heads, not this model's classifier: "
+            "build with `include_top=False`."
+        )
     if not any(layer.name.startswith("layer") for layer in model.layers):
         raise ValueError("official DRT checkpoints exist only for the ResNet models.")
     raw = load_pth(path)
-    state = state_dict_from(raw, key="state_dict_G" if isinstance(raw, dict) and "state_dict_G" in raw else "state_dict")
+    state = state_dict_from(
+        raw, key="state_dict_G" if isinstance(raw, dict) and "state_dict_G" in raw else "state_dict"
+    )
     state = {(k.removeprefix("features.")): v for k, v in state.items()}
-    assign_state_dict(model_targets(official_layer_prefixes(model)), state, source=os.fspath(path),
-                      ignore_prefixes=("fc.",))
+    assign_state_dict(
+        model_targets(official_layer_prefixes(model)), state, source=os.fspath(path), ignore_prefixes=("fc.",)
+    )
 
 
-def insert_adapters(backbone: keras.Model, after: Sequence[str], adapters: dict | None = None,
-                    name: str | None = None) -> keras.Model:
+def insert_adapters(
+    backbone: keras.Model, after: Sequence[str], adapters: dict | None = None, name: str | None = None
+) -> keras.Model:
     """A model that runs ``backbone`` (its layers and weights shared, not copied) with a
     :class:`CovNormAdapter` after each layer named in ``after``.
 
@@ -290,8 +347,11 @@ def task_batchnorms(backbone: keras.Model, name: str | None = None) -> keras.Mod
 def task_batchnorm_parameters(model: keras.Model) -> int:
     """Parameters of the trainable BatchNormalization layers directly in ``model`` (see
     :func:`task_batchnorms`), statistics included."""
-    return sum(layer.count_params() for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable)
+    return sum(
+        layer.count_params()
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    )
 
 
 def adapter_statistics(model: keras.Model, adapters: Sequence[CovNormAdapter], images, batch_size: int = 256):
@@ -303,12 +363,15 @@ def adapter_statistics(model: keras.Model, adapters: Sequence[CovNormAdapter], i
     stats = []
     for adapter, x in zip(adapters, inputs):
         u, y = adapter.transfer_terms(x, training=False)
-        stats.append((feature_statistics(keras.ops.convert_to_numpy(u)), feature_statistics(keras.ops.convert_to_numpy(y))))
+        stats.append(
+            (feature_statistics(keras.ops.convert_to_numpy(u)), feature_statistics(keras.ops.convert_to_numpy(y)))
+        )
     return stats
 
 
-def covnorm_adapters(adapters: Sequence[CovNormAdapter], stats, threshold: float = 0.99,
-                     pcas: Sequence | None = None) -> list[CovNormAdapter]:
+def covnorm_adapters(
+    adapters: Sequence[CovNormAdapter], stats, threshold: float = 0.99, pcas: Sequence | None = None
+) -> list[CovNormAdapter]:
     """Steps 2–3 of Algorithm 1: a CovNorm adapter for each fine-tuned full adapter, with PCAs keeping a
     fraction ``threshold`` of the variance of its inputs and outputs (``stats`` from
     :func:`adapter_statistics`), or the given ``pcas`` (``[(input PCA, output PCA), …]``: the joint variant's
@@ -324,8 +387,9 @@ def covnorm_adapters(adapters: Sequence[CovNormAdapter], stats, threshold: float
         pca_in, pca_out = pcas[i] if pcas is not None else (pca(stats_in, threshold), pca(stats_out, threshold))
         new = CovNormAdapter(len(pca_in.components), len(pca_out.components), name=adapter.name)
         new.build((None, adapter.channels))
-        mini, mini_bias = covnorm_weights(keras.ops.convert_to_numpy(adapter.kernel),
-                                          keras.ops.convert_to_numpy(adapter.bias), pca_in, pca_out)
+        mini, mini_bias = covnorm_weights(
+            keras.ops.convert_to_numpy(adapter.kernel), keras.ops.convert_to_numpy(adapter.bias), pca_in, pca_out
+        )
         new.set_covnorm(pca_in, pca_out, mini, mini_bias)
         for ours, theirs in ((new.bn1, adapter.bn1), (new.bn2, adapter.bn2)):
             ours.set_weights(theirs.get_weights())
@@ -340,9 +404,13 @@ def _builder(model_name: str):
 BUILDERS = {}
 for _name, _cfg in load_config("drt")["models"].items():
     BUILDERS[_name] = _builder(_name)
-    _kind = "static LeNet (static-transfer baseline)" if _cfg["residual"] == "none" else \
-        f"DRT-{'LeNet' if _cfg['arch'] == 'lenet' else 'ResNet-' + _name.rsplit('resnet', 1)[1]} ({_cfg['residual']})"
-    register_model(_name, BUILDERS[_name], family="drt", description=f"{_kind}, thesis ch. 6",
-                   reference=_cfg["reference"])
+    _kind = (
+        "static LeNet (static-transfer baseline)"
+        if _cfg["residual"] == "none"
+        else f"DRT-{'LeNet' if _cfg['arch'] == 'lenet' else 'ResNet-' + _name.rsplit('resnet', 1)[1]} ({_cfg['residual']})"
+    )
+    register_model(
+        _name, BUILDERS[_name], family="drt", description=f"{_kind}, thesis ch. 6", reference=_cfg["reference"]
+    )
 
 register_training_hook("drt", msda.OPTIONS, msda._prepare)

@@ -61,8 +61,13 @@ def MicroNet(
         raise ValueError(f"`model_name` must be one of {list(MODEL_NAMES)}, got {model_name!r}.")
     cfg = micronet_config(model_name)
     height, width, channels = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor,
-        include_top=include_top, weights=weights, pooling=pooling, classes=classes,
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
     )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
@@ -100,15 +105,28 @@ def MicroNet(
         x = keras.layers.Dense(classes, kernel_initializer=dense_initializer(), name="logits_fc")(x)
         x = batchnorm(name="logits_bn")(x)
         x = keras.layers.Activation("hard_swish", name="logits_hswish")(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=load_micronet_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=load_micronet_checkpoint,
+    )
 
 
 def official_layer_prefixes(model: keras.Model) -> list[tuple[keras.layers.Layer, str]]:
     """(layer, PyTorch key prefix) for every weighted layer of a MicroNet built by :func:`MicroNet`."""
-    prefixes = {"stem": "features.0.", "head_fc": "classifier.0.linear.0.", "head_bn": "classifier.0.linear.1.",
-                "logits_fc": "classifier.2.linear.0.", "logits_bn": "classifier.2.linear.1."}
+    prefixes = {
+        "stem": "features.0.",
+        "head_fc": "classifier.0.linear.0.",
+        "head_bn": "classifier.0.linear.1.",
+        "logits_fc": "classifier.2.linear.0.",
+        "logits_bn": "classifier.2.linear.1.",
+    }
     pairs = []
     for layer in model.layers:
         if layer.name.startswith("block"):
@@ -121,14 +139,16 @@ def official_layer_prefixes(model: keras.Model) -> list[tuple[keras.layers.Layer
 def load_micronet_checkpoint(model: keras.Model, path: str, include_top: bool = True) -> None:
     """Load an official MicroNet checkpoint (raw state dict or ``{'state_dict': …}``, ``module.``
     prefixes allowed, zip or legacy format) into ``model``; the head is skipped without a top."""
-    load_official_checkpoint(
-        path, official_layer_prefixes(model), ignore_prefixes=() if include_top else HEAD_PREFIXES
-    )
+    load_official_checkpoint(path, official_layer_prefixes(model), ignore_prefixes=() if include_top else HEAD_PREFIXES)
 
 
 def _builder(model_name: str):
-    return named_builder(MicroNet, model_name, "MicroNet" + model_name[-2:].upper(),
-                         f"{model_name.replace('_', '-')} (official `{micronet_config(model_name)['official_config']}`)")
+    return named_builder(
+        MicroNet,
+        model_name,
+        "MicroNet" + model_name[-2:].upper(),
+        f"{model_name.replace('_', '-')} (official `{micronet_config(model_name)['official_config']}`)",
+    )
 
 
 MicroNetM0 = _builder("micronet_m0")
@@ -137,6 +157,10 @@ MicroNetM2 = _builder("micronet_m2")
 MicroNetM3 = _builder("micronet_m3")
 
 for _name, _fn in zip(MODEL_NAMES, (MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3)):
-    register_model(_name, _fn, family="micronet",
-                   description=f"MicroNet-{_name[-2:].upper()} (thesis ch. 4), official configuration",
-                   reference=micronet_config(_name)["reference"])
+    register_model(
+        _name,
+        _fn,
+        family="micronet",
+        description=f"MicroNet-{_name[-2:].upper()} (thesis ch. 4), official configuration",
+        reference=micronet_config(_name)["reference"],
+    )

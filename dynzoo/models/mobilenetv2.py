@@ -56,9 +56,18 @@ def channels(value: float) -> int:
 def dynamic_conv(filters, kernel_size, strides, settings: dict, depthwise=False, use_bias=False, name=None):
     """A DynamicConv2D configured as DY-Conv or CondConv by ``settings`` (experts, routing,
     attention_reduction, formulation)."""
-    return DynamicConv2D(filters, kernel_size, strides, experts=settings["experts"], routing=settings["routing"],
-                         reduction=settings["attention_reduction"], depthwise=depthwise, use_bias=use_bias,
-                         formulation=settings["formulation"], name=name)
+    return DynamicConv2D(
+        filters,
+        kernel_size,
+        strides,
+        experts=settings["experts"],
+        routing=settings["routing"],
+        reduction=settings["attention_reduction"],
+        depthwise=depthwise,
+        use_bias=use_bias,
+        formulation=settings["formulation"],
+        name=name,
+    )
 
 
 @keras.saving.register_keras_serializable(package="dynzoo")
@@ -79,10 +88,20 @@ class InvertedResidual(SequenceBlock):
         experts, routing, attention_reduction, formulation: DynamicConv2D settings (``conv="dynamic"``).
     """
 
-    def __init__(self, filters: int, strides: int = 1, expansion: int = 6, conv: str = "static",
-                 fc_squeeze: int = 8, experts: int = 4, routing: str = "softmax",
-                 attention_reduction: int | None = 4, formulation: str = "branches",
-                 inference_form: str = "auto", **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        strides: int = 1,
+        expansion: int = 6,
+        conv: str = "static",
+        fc_squeeze: int = 8,
+        experts: int = 4,
+        routing: str = "softmax",
+        attention_reduction: int | None = 4,
+        formulation: str = "branches",
+        inference_form: str = "auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = check_int("filters", filters)
         self.strides = check_choice("strides", strides, (1, 2))
@@ -90,16 +109,20 @@ class InvertedResidual(SequenceBlock):
         self.conv = check_choice("conv", conv, CONV_KINDS)
         self.fc_squeeze = check_int("fc_squeeze", fc_squeeze)
         self.inference_form = check_choice("inference_form", inference_form, INFERENCE_FORMS)
-        self.dynamic = {"experts": check_int("experts", experts), "routing": routing,
-                        "attention_reduction": attention_reduction,
-                        "formulation": check_choice("formulation", formulation, FORMULATIONS)}
+        self.dynamic = {
+            "experts": check_int("experts", experts),
+            "routing": routing,
+            "attention_reduction": attention_reduction,
+            "formulation": check_choice("formulation", formulation, FORMULATIONS),
+        }
 
     def _pointwise(self, cin: int, cout: int, dynamic: bool):
         if self.conv == "dcd" and dynamic:
             latent, pool_size = mobilenetv2_latent_dim(cin, cout)
-            squeeze = official_squeeze(cin * pool_size ** 2, latent, self.fc_squeeze)
-            return DCDConv2D(cout, latent_dim=latent, squeeze=squeeze, pool_size=pool_size,
-                             inference_form=self.inference_form)
+            squeeze = official_squeeze(cin * pool_size**2, latent, self.fc_squeeze)
+            return DCDConv2D(
+                cout, latent_dim=latent, squeeze=squeeze, pool_size=pool_size, inference_form=self.inference_form
+            )
         if self.conv == "dynamic":
             return dynamic_conv(cout, 1, 1, self.dynamic)
         return keras.layers.Conv2D(cout, 1, use_bias=False, kernel_initializer=conv_initializer())
@@ -113,11 +136,23 @@ class InvertedResidual(SequenceBlock):
         hidden = round(in_channels * self.expansion)
         relu6 = lambda: (None, keras.layers.ReLU(6.0))
         if self.expansion == 1:
-            return [("conv.0", self._depthwise()), ("conv.1", batchnorm()), relu6(),
-                    ("conv.3", self._pointwise(in_channels, self.filters, dynamic=False)), ("conv.4", batchnorm())]
-        return [("conv.0", self._pointwise(in_channels, hidden, dynamic=True)), ("conv.1", batchnorm()), relu6(),
-                ("conv.3", self._depthwise()), ("conv.4", batchnorm()), relu6(),
-                ("conv.6", self._pointwise(hidden, self.filters, dynamic=True)), ("conv.7", batchnorm())]
+            return [
+                ("conv.0", self._depthwise()),
+                ("conv.1", batchnorm()),
+                relu6(),
+                ("conv.3", self._pointwise(in_channels, self.filters, dynamic=False)),
+                ("conv.4", batchnorm()),
+            ]
+        return [
+            ("conv.0", self._pointwise(in_channels, hidden, dynamic=True)),
+            ("conv.1", batchnorm()),
+            relu6(),
+            ("conv.3", self._depthwise()),
+            ("conv.4", batchnorm()),
+            relu6(),
+            ("conv.6", self._pointwise(hidden, self.filters, dynamic=True)),
+            ("conv.7", batchnorm()),
+        ]
 
     def uses_residual(self, in_channels):
         return self.strides == 1 and in_channels == self.filters
@@ -135,9 +170,16 @@ class InvertedResidual(SequenceBlock):
         return quant_point(self, x + inputs, "sum") if self.residual else x
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "expansion": self.expansion, "conv": self.conv, "fc_squeeze": self.fc_squeeze,
-                "inference_form": self.inference_form, **self.dynamic}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "strides": self.strides,
+            "expansion": self.expansion,
+            "conv": self.conv,
+            "fc_squeeze": self.fc_squeeze,
+            "inference_form": self.inference_form,
+            **self.dynamic,
+        }
 
 
 def MobileNetV2(
@@ -180,30 +222,47 @@ def MobileNetV2(
         raise ValueError(f"`model_name` must be one of {sorted(models)}, got {model_name!r}.")
     cfg = models[model_name]
     height, width, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor,
-        include_top=include_top, weights=weights, pooling=pooling, classes=classes,
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
     )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
     formulation = check_choice("formulation", formulation or cfg.get("formulation", "branches"), FORMULATIONS)
     kind, alpha = cfg["conv"], cfg["width"]
-    dynamic = {"experts": cfg.get("experts", 4), "routing": cfg.get("routing", "softmax"),
-               "attention_reduction": cfg.get("attention_reduction", 4), "formulation": formulation}
+    dynamic = {
+        "experts": cfg.get("experts", 4),
+        "routing": cfg.get("routing", "softmax"),
+        "attention_reduction": cfg.get("attention_reduction", 4),
+        "formulation": formulation,
+    }
 
     inputs, x = model_input((height, width, chans), input_tensor)
     if include_preprocessing:
         x = imagenet_preprocessing(chans)(x)
-    x = SymmetricConv2D(channels(32 * alpha), 3, 2, use_bias=False, kernel_initializer=conv_initializer(),
-                        name="stem_conv")(x)
+    x = SymmetricConv2D(
+        channels(32 * alpha), 3, 2, use_bias=False, kernel_initializer=conv_initializer(), name="stem_conv"
+    )(x)
     x = batchnorm("stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu6")(x)
     index = 1
     for row in load_config("mobilenetv2")["blocks"]:
         for repeat in range(row["repeats"]):
-            x = InvertedResidual(channels(row["filters"] * alpha), row["stride"] if repeat == 0 else 1,
-                                 row["expansion"], conv=kind, fc_squeeze=cfg.get("fc_squeeze", 8),
-                                 inference_form=inference_form, name=f"block{index}", **dynamic)(x)
+            x = InvertedResidual(
+                channels(row["filters"] * alpha),
+                row["stride"] if repeat == 0 else 1,
+                row["expansion"],
+                conv=kind,
+                fc_squeeze=cfg.get("fc_squeeze", 8),
+                inference_form=inference_form,
+                name=f"block{index}",
+                **dynamic,
+            )(x)
             index += 1
     last = 1280 if alpha <= 1.0 else channels(1280 * alpha)
     if cfg.get("dynamic_head_conv"):
@@ -216,9 +275,17 @@ def MobileNetV2(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
         x = classifier(kind, classes, cfg, dynamic)(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=load_mobilenetv2_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=load_mobilenetv2_checkpoint,
+    )
 
 
 def classifier(kind: str, classes: int, cfg: dict, dynamic: dict):
@@ -259,8 +326,13 @@ class DynamicDense(keras.layers.Layer):
 
 def official_layer_prefixes(model: keras.Model, classifier_prefix: str = "classifier.1.") -> list:
     """(layer, key prefix) of the official ``mobilenetv2_dcd`` state dict for every weighted layer."""
-    prefixes = {"stem_conv": "features.0.0.", "stem_bn": "features.0.1.", "head_conv": "conv.0.",
-                "head_bn": "conv.1.", "classifier": classifier_prefix}
+    prefixes = {
+        "stem_conv": "features.0.0.",
+        "stem_bn": "features.0.1.",
+        "head_conv": "conv.0.",
+        "head_bn": "conv.1.",
+        "classifier": classifier_prefix,
+    }
     pairs = []
     for layer in model.layers:
         if layer.name.startswith("block"):
@@ -270,8 +342,13 @@ def official_layer_prefixes(model: keras.Model, classifier_prefix: str = "classi
     return pairs
 
 
-def load_official_dcd(model: keras.Model, path: str | os.PathLike, pairs_for, include_top: bool = True,
-                      rename: dict[str, str] | None = None) -> None:
+def load_official_dcd(
+    model: keras.Model,
+    path: str | os.PathLike,
+    pairs_for,
+    include_top: bool = True,
+    rename: dict[str, str] | None = None,
+) -> None:
     """Load an authors' DCD checkpoint: the classifier's index (``classifier.1`` when trained with dropout,
     ``classifier.0`` without) is read from the file; ``rename`` maps our sub-layer names to the family's
     (DCD-ResNet calls Q and P ``q`` / ``p``)."""
@@ -280,8 +357,9 @@ def load_official_dcd(model: keras.Model, path: str | os.PathLike, pairs_for, in
     targets = model_targets(pairs_for(model, head))
     for ours, theirs in (rename or {}).items():
         targets = {k.replace(ours, theirs): v for k, v in targets.items()}
-    assign_state_dict(targets, state_dict, source=os.fspath(path),
-                      ignore_prefixes=() if include_top else ("classifier.",))
+    assign_state_dict(
+        targets, state_dict, source=os.fspath(path), ignore_prefixes=() if include_top else ("classifier.",)
+    )
 
 
 def load_mobilenetv2_checkpoint(model: keras.Model, path: str, include_top: bool = True) -> None:
@@ -294,12 +372,20 @@ def _builder(model_name: str):
     return named_builder(MobileNetV2, model_name, summary=f"{model_name} ({cfg['conv']} convs, width {cfg['width']})")
 
 
-_DESCRIPTIONS = {"static": "MobileNetV2 ×{w} (static)", "dcd": "DCD-MobileNetV2 ×{w} (thesis ch. 3, official code)",
-                 "dynamic": "{kind}-MobileNetV2 ×{w} (baseline of thesis Table 3.4)"}
+_DESCRIPTIONS = {
+    "static": "MobileNetV2 ×{w} (static)",
+    "dcd": "DCD-MobileNetV2 ×{w} (thesis ch. 3, official code)",
+    "dynamic": "{kind}-MobileNetV2 ×{w} (baseline of thesis Table 3.4)",
+}
 BUILDERS = {}
 for _name, _cfg in load_config("mobilenetv2")["models"].items():
     BUILDERS[_name] = _builder(_name)
-    register_model(_name, BUILDERS[_name], family="mobilenetv2",
-                   description=_DESCRIPTIONS[_cfg["conv"]].format(
-                       w=_cfg["width"], kind="DY-Conv" if _cfg.get("routing") == "softmax" else "CondConv"),
-                   reference=_cfg["reference"])
+    register_model(
+        _name,
+        BUILDERS[_name],
+        family="mobilenetv2",
+        description=_DESCRIPTIONS[_cfg["conv"]].format(
+            w=_cfg["width"], kind="DY-Conv" if _cfg.get("routing") == "softmax" else "CondConv"
+        ),
+        reference=_cfg["reference"],
+    )

@@ -64,8 +64,9 @@ class ResNetBlock(keras.layers.Layer):
     def _conv(self, cin: int, filters: int, kernel: int, strides: int, name: str):
         if self.conv == "dcd":
             return DCDConv2D(filters, kernel, strides, name=name, **resnet_dcd_settings(cin, self.bottleneck))
-        return SymmetricConv2D(filters, kernel, strides, use_bias=False, kernel_initializer=conv_initializer(),
-                               name=name)
+        return SymmetricConv2D(
+            filters, kernel, strides, use_bias=False, kernel_initializer=conv_initializer(), name=name
+        )
 
     def build(self, input_shape):
         cin = channels_of(input_shape, "ResNetBlock")
@@ -78,9 +79,17 @@ class ResNetBlock(keras.layers.Layer):
         self.bns = [batchnorm(f"bn{n}") for n in range(1, len(specs) + 1)]
         self.downsample = None
         if s != 1 or cin != self.out_channels:
-            self.downsample = [keras.layers.Conv2D(self.out_channels, 1, strides=s, use_bias=False,
-                                                   kernel_initializer=conv_initializer(), name="downsample_conv"),
-                               batchnorm("downsample_bn")]
+            self.downsample = [
+                keras.layers.Conv2D(
+                    self.out_channels,
+                    1,
+                    strides=s,
+                    use_bias=False,
+                    kernel_initializer=conv_initializer(),
+                    name="downsample_conv",
+                ),
+                batchnorm("downsample_bn"),
+            ]
         self._shapes = []
         shape = tuple(input_shape)
         for conv, bn in zip(self.convs, self.bns):
@@ -123,16 +132,27 @@ class ResNetBlock(keras.layers.Layer):
         return children
 
     def get_config(self):
-        return {**super().get_config(), "planes": self.planes, "strides": self.strides,
-                "bottleneck": self.bottleneck, "conv": self.conv}
+        return {
+            **super().get_config(),
+            "planes": self.planes,
+            "strides": self.strides,
+            "bottleneck": self.bottleneck,
+            "conv": self.conv,
+        }
 
 
 def resnet_stem(x, filters: int = 64, small_input: bool = False, pool: bool = True):
     """The torchvision ResNet stem, layers named as the official checkpoints (``conv1``, ``bn1``): a 7×7/2
     convolution → BN → ReLU → 3×3/2 max-pooling. ``small_input`` (CIFAR-style): a 3×3/1 convolution, and
     with ``pool`` a 2×2/2 max-pooling; ``pool=False`` leaves the pooling out."""
-    x = SymmetricConv2D(filters, 3 if small_input else 7, 1 if small_input else 2, use_bias=False,
-                        kernel_initializer=conv_initializer(), name="conv1")(x)
+    x = SymmetricConv2D(
+        filters,
+        3 if small_input else 7,
+        1 if small_input else 2,
+        use_bias=False,
+        kernel_initializer=conv_initializer(),
+        name="conv1",
+    )(x)
     x = batchnorm("bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     if not pool:
@@ -178,8 +198,13 @@ def ResNet(
         raise ValueError(f"`model_name` must be one of {sorted(models)}, got {model_name!r}.")
     cfg = models[model_name]
     height, width, chans = check_application_args(
-        model_name=model_name, input_shape=input_shape, input_tensor=input_tensor,
-        include_top=include_top, weights=weights, pooling=pooling, classes=classes,
+        model_name=model_name,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
     )
     dropout_rate = cfg["dropout"] if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
@@ -192,8 +217,7 @@ def ResNet(
     for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
-            x = ResNetBlock(planes, strides, cfg["block"] == "bottleneck", cfg["conv"],
-                            name=f"layer{stage}_{index}")(x)
+            x = ResNetBlock(planes, strides, cfg["block"] == "bottleneck", cfg["conv"], name=f"layer{stage}_{index}")(x)
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
@@ -201,9 +225,17 @@ def ResNet(
             x = DCDDense(classes, latent_dim=min(32, classes), squeeze=32, name="classifier")(x)
         else:
             x = keras.layers.Dense(classes, name="classifier")(x)
-    return finish_application(inputs, x, model_name=model_name, name=name, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation, weights=weights,
-                              official_loader=load_resnet_checkpoint)
+    return finish_application(
+        inputs,
+        x,
+        model_name=model_name,
+        name=name,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        weights=weights,
+        official_loader=load_resnet_checkpoint,
+    )
 
 
 def official_layer_prefixes(model: keras.Model, classifier_prefix: str = "classifier.0.") -> list:
@@ -222,8 +254,7 @@ def official_layer_prefixes(model: keras.Model, classifier_prefix: str = "classi
 
 def load_resnet_checkpoint(model: keras.Model, path: str, include_top: bool = True) -> None:
     """Load an official DCD-ResNet checkpoint (``resnet_dcd``) into ``model``."""
-    load_official_dcd(model, path, official_layer_prefixes, include_top,
-                      rename={".conv_q.": ".q.", ".conv_p.": ".p."})
+    load_official_dcd(model, path, official_layer_prefixes, include_top, rename={".conv_q.": ".q.", ".conv_p.": ".p."})
 
 
 def _builder(model_name: str):
@@ -234,7 +265,10 @@ BUILDERS = {}
 for _name, _cfg in load_config("resnet")["models"].items():
     BUILDERS[_name] = _builder(_name)
     depth = _name.rsplit("resnet", 1)[1]
-    register_model(_name, BUILDERS[_name], family="resnet",
-                   description=(f"DCD-ResNet-{depth} (thesis ch. 3)" if _cfg["conv"] == "dcd"
-                                else f"ResNet-{depth} (static)"),
-                   reference=_cfg["reference"])
+    register_model(
+        _name,
+        BUILDERS[_name],
+        family="resnet",
+        description=(f"DCD-ResNet-{depth} (thesis ch. 3)" if _cfg["conv"] == "dcd" else f"ResNet-{depth} (static)"),
+        reference=_cfg["reference"],
+    )

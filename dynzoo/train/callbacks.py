@@ -41,8 +41,14 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             this one) shows the same row as an uninterrupted run.
     """
 
-    def __init__(self, directory: str | os.PathLike, every_steps: int, write: bool = True,
-                 identity: dict[str, Any] | None = None, resumed_epoch: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        every_steps: int,
+        write: bool = True,
+        identity: dict[str, Any] | None = None,
+        resumed_epoch: dict[str, Any] | None = None,
+    ):
         super().__init__()
         if every_steps < 0:
             raise ValueError(f"`every_steps` must be >= 0, got {every_steps}.")
@@ -62,8 +68,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return {"steps": steps, "logs": logs}
         before, saved = self._carried["steps"], self._carried["logs"]
         total = before + steps
-        return {"steps": total, "logs": {k: (saved[k] * before + v * steps) / total if k in saved else v
-                                         for k, v in logs.items()}}
+        return {
+            "steps": total,
+            "logs": {k: (saved[k] * before + v * steps) / total if k in saved else v for k, v in logs.items()},
+        }
 
     def on_train_batch_end(self, batch, logs=None):
         self._progress = self._whole_epoch(batch + 1, logs)
@@ -119,8 +127,9 @@ def checkpoint_step(directory: str | os.PathLike) -> int | None:
     return int(_read(path)[0]["global_step"]) if path.exists() else None
 
 
-def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,
-                       identity: dict[str, Any] | None = None) -> tuple[int, dict[str, Any] | None] | None:
+def restore_checkpoint(
+    directory: str | os.PathLike, model: keras.Model, identity: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any] | None] | None:
     """Load the checkpoint in ``directory`` into ``model`` and its (built) optimizer; return its global
     step and the progress of the epoch it was saved in (``{"steps", "logs"}``: how many of the epoch's
     steps had run and their running averages; None if unknown), or None if there is no checkpoint.
@@ -134,20 +143,30 @@ def restore_checkpoint(directory: str | os.PathLike, model: keras.Model,
     saved = meta.get("run")
     if identity is not None and saved is not None:
         ours = json.loads(json.dumps(identity))
-        differ = [f"{key}: {saved.get(key)!r} there, {ours.get(key)!r} now"
-                  for key in sorted(set(ours) | set(saved)) if saved.get(key) != ours.get(key)]
+        differ = [
+            f"{key}: {saved.get(key)!r} there, {ours.get(key)!r} now"
+            for key in sorted(set(ours) | set(saved))
+            if saved.get(key) != ours.get(key)
+        ]
         if differ:
-            raise ValueError(f"the checkpoint {os.fspath(path)!r} belongs to another run ({'; '.join(differ)}); "
-                             "use another --model_dir, or --noresume to start over in this one.")
+            raise ValueError(
+                f"the checkpoint {os.fspath(path)!r} belongs to another run ({'; '.join(differ)}); "
+                "use another --model_dir, or --noresume to start over in this one."
+            )
     problems = []
     if len(arrays) != len(variables):
         problems.append(f"{len(arrays)} saved variables, the model and optimizer have {len(variables)}")
     else:
-        problems = [f"{v.path}: saved {a.shape}, expected {tuple(v.shape)}"
-                    for v, a in zip(variables, arrays) if tuple(a.shape) != tuple(v.shape)]
+        problems = [
+            f"{v.path}: saved {a.shape}, expected {tuple(v.shape)}"
+            for v, a in zip(variables, arrays)
+            if tuple(a.shape) != tuple(v.shape)
+        ]
     if problems:
-        raise ValueError(f"the checkpoint {os.fspath(path)!r} belongs to another model or recipe "
-                         f"({'; '.join(problems[:5])}); use another --model_dir or --noresume.")
+        raise ValueError(
+            f"the checkpoint {os.fspath(path)!r} belongs to another model or recipe "
+            f"({'; '.join(problems[:5])}); use another --model_dir or --noresume."
+        )
     for variable, value in zip(variables, arrays):
         variable.assign(value)
     return int(meta["global_step"]), meta.get("epoch_progress")

@@ -17,18 +17,37 @@ FLAGS = flags.FlagValues()
 
 # What to train on what.
 flags.DEFINE_string("model", "micronet_m0", "registered model name (`dynzoo list`)", flag_values=FLAGS)
-flags.DEFINE_string("dataset", "digits", "'digits' (offline), 'folder' (--data_dir/<split>/<class>/<image>) or a "
-                    "TensorFlow Datasets name (imagenet2012, cifar10, cifar100, imagenette …)", flag_values=FLAGS)
+flags.DEFINE_string(
+    "dataset",
+    "digits",
+    "'digits' (offline), 'folder' (--data_dir/<split>/<class>/<image>) or a "
+    "TensorFlow Datasets name (imagenet2012, cifar10, cifar100, imagenette …)",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("data_dir", None, "dataset folder (image folder root or TFDS data dir)", flag_values=FLAGS)
 flags.DEFINE_string("manual_dir", None, "TFDS manual download folder (imagenet2012's archives)", flag_values=FLAGS)
-flags.DEFINE_string("recipe", None, "recipe name in zoo_configs/recipes.json or a JSON file of recipe keys; "
-                    "default: the dataset's (digits) or the model's papers' recipe", flag_values=FLAGS)
+flags.DEFINE_string(
+    "recipe",
+    None,
+    "recipe name in zoo_configs/recipes.json or a JSON file of recipe keys; "
+    "default: the dataset's (digits) or the model's papers' recipe",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("weights", None, "initial weights: 'imagenet' or a path (default: from scratch)", flag_values=FLAGS)
 flags.DEFINE_enum("task", "classify", list(TASKS), "what to train for", flag_values=FLAGS)
-flags.DEFINE_boolean("check_images", None, "decode every image of a folder dataset before training and name the "
-                     "ones that fail (default: for folders of up to 20,000 images)", flag_values=FLAGS)
-flags.DEFINE_boolean("skip_bad_images", False, "train without the images that fail to decode (counted in "
-                     "summary.json)", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "check_images",
+    None,
+    "decode every image of a folder dataset before training and name the "
+    "ones that fail (default: for folders of up to 20,000 images)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "skip_bad_images",
+    False,
+    "train without the images that fail to decode (counted in summary.json)",
+    flag_values=FLAGS,
+)
 
 # Recipe overrides (None: keep the recipe's value).
 flags.DEFINE_enum("optimizer", None, list(OPTIMIZERS), "optimizer", flag_values=FLAGS)
@@ -53,33 +72,74 @@ flags.DEFINE_boolean("flip", None, "random horizontal flip", flag_values=FLAGS)
 flags.DEFINE_float("crop_fraction", None, "evaluation centre-crop fraction (0.875: 256 -> 224)", flag_values=FLAGS)
 
 # The run.
-flags.DEFINE_enum("lr_scaling", "linear", list(LR_SCALINGS), "scale lr by global batch / recipe batch", flag_values=FLAGS)
-flags.DEFINE_integer("steps_per_epoch", None, "cap on iterations per epoch (default: a full pass)", lower_bound=1,
-                     flag_values=FLAGS)
-flags.DEFINE_string("model_dir", None, "output folder (default runs/<model>_<dataset>, plus the data folder's "
-                    "name and a hash of its path with --data_dir)", flag_values=FLAGS)
-flags.DEFINE_integer("checkpoint_every", 500, "checkpoint every N steps (and at each epoch end)", lower_bound=0,
-                     flag_values=FLAGS)
-flags.DEFINE_boolean("resume", True, "resume from the checkpoint in --model_dir if there is one (same model, "
-                     "data and recipe)", flag_values=FLAGS)
-flags.DEFINE_boolean("overwrite", False, "train again, from the start, into a --model_dir that holds a finished run",
-                     flag_values=FLAGS)
-flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG)",
-                  flag_values=FLAGS)
+flags.DEFINE_enum(
+    "lr_scaling", "linear", list(LR_SCALINGS), "scale lr by global batch / recipe batch", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "steps_per_epoch", None, "cap on iterations per epoch (default: a full pass)", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "output folder (default runs/<model>_<dataset>, plus the data folder's "
+    "name and a hash of its path with --data_dir)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "checkpoint_every", 500, "checkpoint every N steps (and at each epoch end)", lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_boolean(
+    "resume",
+    True,
+    "resume from the checkpoint in --model_dir if there is one (same model, data and recipe)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "overwrite", False, "train again, from the start, into a --model_dir that holds a finished run", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG)", flag_values=FLAGS
+)
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu", flag_values=FLAGS)
-flags.DEFINE_integer("logical_cpus", None, "split the CPU into N logical devices (for --strategy=mirrored without "
-                     "accelerators)", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+    "logical_cpus",
+    None,
+    "split the CPU into N logical devices (for --strategy=mirrored without accelerators)",
+    lower_bound=1,
+    flag_values=FLAGS,
+)
 flags.DEFINE_boolean("sync_bn", True, "with several replicas, BN statistics over the global batch", flag_values=FLAGS)
 flags.DEFINE_boolean("deterministic", False, "deterministic TensorFlow ops", flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "random seed (weights, dropout, input pipeline)", lower_bound=0, flag_values=FLAGS)
-flags.DEFINE_integer("validation_freq", 1, "evaluate every N epochs (0: only at the end)", lower_bound=0,
-                     flag_values=FLAGS)
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch", lower_bound=0, upper_bound=2,
-                     flag_values=FLAGS)
+flags.DEFINE_integer(
+    "validation_freq", 1, "evaluate every N epochs (0: only at the end)", lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch", lower_bound=0, upper_bound=2, flag_values=FLAGS
+)
 
-RECIPE_FLAGS = ("optimizer", "momentum", "nesterov", "beta_2", "lr", "batch_size", "epochs", "schedule",
-                "warmup_epochs", "milestones", "gamma", "weight_decay", "label_smoothing", "dropout", "mixup",
-                "mixup_ramp_epochs", "input_size", "crop_scale", "flip", "crop_fraction")
+RECIPE_FLAGS = (
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "beta_2",
+    "lr",
+    "batch_size",
+    "epochs",
+    "schedule",
+    "warmup_epochs",
+    "milestones",
+    "gamma",
+    "weight_decay",
+    "label_smoothing",
+    "dropout",
+    "mixup",
+    "mixup_ramp_epochs",
+    "input_size",
+    "crop_scale",
+    "flip",
+    "crop_fraction",
+)
 LIST_TYPES = {"milestones": int, "crop_scale": float}
 _DEFINE = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string, bool: flags.DEFINE_boolean}
 
@@ -106,17 +166,36 @@ def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
             try:
                 value = [LIST_TYPES[name](v) for v in value]
             except ValueError:
-                raise ValueError(f"--{name}: expected comma-separated {LIST_TYPES[name].__name__}s, "
-                                 f"got {','.join(value)!r}.") from None
+                raise ValueError(
+                    f"--{name}: expected comma-separated {LIST_TYPES[name].__name__}s, got {','.join(value)!r}."
+                ) from None
         overrides[name] = value
     return TrainConfig(
-        model=values.model, dataset=values.dataset, data_dir=values.data_dir, manual_dir=values.manual_dir,
-        check_images=values.check_images, skip_bad_images=values.skip_bad_images,
-        recipe=values.recipe, overrides=overrides, lr_scaling=values.lr_scaling,
-        steps_per_epoch=values.steps_per_epoch, model_dir=values.model_dir, checkpoint_every=values.checkpoint_every,
-        resume=values.resume, overwrite=values.overwrite, strategy=values.strategy, tpu=values.tpu, sync_bn=values.sync_bn,
-        deterministic=values.deterministic, seed=values.seed, weights=values.weights,
-        validation_freq=values.validation_freq, verbose=values.verbose, task=values.task, options=options)
+        model=values.model,
+        dataset=values.dataset,
+        data_dir=values.data_dir,
+        manual_dir=values.manual_dir,
+        check_images=values.check_images,
+        skip_bad_images=values.skip_bad_images,
+        recipe=values.recipe,
+        overrides=overrides,
+        lr_scaling=values.lr_scaling,
+        steps_per_epoch=values.steps_per_epoch,
+        model_dir=values.model_dir,
+        checkpoint_every=values.checkpoint_every,
+        resume=values.resume,
+        overwrite=values.overwrite,
+        strategy=values.strategy,
+        tpu=values.tpu,
+        sync_bn=values.sync_bn,
+        deterministic=values.deterministic,
+        seed=values.seed,
+        weights=values.weights,
+        validation_freq=values.validation_freq,
+        verbose=values.verbose,
+        task=values.task,
+        options=options,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -125,9 +204,11 @@ def main(argv: list[str]) -> int:
     prog = argv[0] if argv else "dynzoo train"
     option_names = define_option_flags()
     if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        print(f"usage: {prog} [--flag=value ...]\n\nTrain a registered model with a paper's recipe. A recipe "
-              "field's flag that is left out keeps the recipe's value (zoo_configs/recipes.json); "
-              f"--batch_size is the global batch.\n\n{FLAGS.get_help()}")
+        print(
+            f"usage: {prog} [--flag=value ...]\n\nTrain a registered model with a paper's recipe. A recipe "
+            "field's flag that is left out keeps the recipe's value (zoo_configs/recipes.json); "
+            f"--batch_size is the global batch.\n\n{FLAGS.get_help()}"
+        )
         return 0
     FLAGS.unparse_flags()  # every call starts from the defaults (several runs in one process)
     try:
@@ -151,6 +232,7 @@ def main(argv: list[str]) -> int:
 
 def add_commands(subparsers) -> None:
     """``dynzoo train``: every argument goes to the absl flags (``dynzoo train --helpfull``)."""
-    p = subparsers.add_parser("train", add_help=False, help="train a model with a paper's recipe (absl flags; "
-                              "`dynzoo train --help`)")
+    p = subparsers.add_parser(
+        "train", add_help=False, help="train a model with a paper's recipe (absl flags; `dynzoo train --help`)"
+    )
     p.set_defaults(func=lambda args: main(["dynzoo train", *args.forwarded]), forward_arguments=True)

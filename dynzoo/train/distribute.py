@@ -42,8 +42,9 @@ def make_strategy(name: str, tpu: str | None = None):
     if name == "multi_worker":
         config = os.environ.get("TF_CONFIG")
         if not config:
-            raise ValueError("`strategy=multi_worker` reads the cluster from the TF_CONFIG environment "
-                             "variable, which is not set.")
+            raise ValueError(
+                "`strategy=multi_worker` reads the cluster from the TF_CONFIG environment variable, which is not set."
+            )
         try:
             json.loads(config)
         except json.JSONDecodeError as e:
@@ -79,8 +80,7 @@ def work_around_multi_worker_fit(model, strategy) -> None:
         def reduce_per_replica(values, strategy_, reduction):
             if reduction != "auto" or not isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
                 return keras_reduce(values, strategy_, reduction)
-            return tree.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=0 if v.shape.rank else None),
-                                      values)
+            return tree.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=0 if v.shape.rank else None), values)
 
         reduce_per_replica.averages_scalars = True
         tf_trainer.reduce_per_replica = reduce_per_replica
@@ -88,8 +88,11 @@ def work_around_multi_worker_fit(model, strategy) -> None:
     build = model._maybe_symbolic_build
 
     def first_replica(value):
-        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) \
+        return (
+            strategy.experimental_local_results(value)[0]
+            if isinstance(value, tf.distribute.DistributedValues)
             else value
+        )
 
     def build_from_local_values(iterator=None, data_batch=None):
         for _, _, batches in iterator or ():

@@ -39,15 +39,22 @@ DIGIT_DOMAINS: dict[str, tuple[str, ...]] = {
 DIGIT_DATASETS = ("digits_domains", "digits_domains_disjoint")  # offline, built from the digits
 DATASETS = (*DIGIT_DATASETS, "domain_folder", "bdd100k")
 TASK_OPTIONS: dict[str, tuple[type, str]] = {
-    "extractor": (str, "--task domains: registered model whose pooled features give the domain embedding "
-                       "(default mobilenetv2_035)"),
+    "extractor": (
+        str,
+        "--task domains: registered model whose pooled features give the domain embedding (default mobilenetv2_035)",
+    ),
     "extractor_weights": (str, "--task domains: weights of the extractor (tag or path; default: fixed random)"),
-    "embedding_scale": (float, "--task domains: norm of the standardised domain embeddings (default 1; "
-                               "larger makes the controllers learn faster, see DomainEmbeddings)"),
-    "bn_reestimate": (bool, "--task domains: also report accuracy with BatchNorm statistics re-estimated "
-                            "per domain on the baked per-domain networks"),
-    "domain_attributes": (str, "--task domains, bdd100k: attributes that define a domain (default "
-                               "timeofday,weather)"),
+    "embedding_scale": (
+        float,
+        "--task domains: norm of the standardised domain embeddings (default 1; "
+        "larger makes the controllers learn faster, see DomainEmbeddings)",
+    ),
+    "bn_reestimate": (
+        bool,
+        "--task domains: also report accuracy with BatchNorm statistics re-estimated "
+        "per domain on the baked per-domain networks",
+    ),
+    "domain_attributes": (str, "--task domains, bdd100k: attributes that define a domain (default timeofday,weather)"),
 }
 
 
@@ -69,8 +76,9 @@ class DomainData:
         return sum(len(v) for v in self.labels.values())
 
 
-def load_domains(dataset: str, split: str, image_size: int, data_dir: str | None = None,
-                 attributes: str | None = None, seed: int = 0) -> DomainData:
+def load_domains(
+    dataset: str, split: str, image_size: int, data_dir: str | None = None, attributes: str | None = None, seed: int = 0
+) -> DomainData:
     """``split`` ("train" or "test") of a dataset with a domain attribute (see the module docstring)."""
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
@@ -82,8 +90,9 @@ def load_domains(dataset: str, split: str, image_size: int, data_dir: str | None
         if dataset == "digits_domains_disjoint" and split == "train":
             owner = deal_to_domains(next(iter(pairs.values()))[1], len(pairs), seed)
             pairs = {name: (x[owner == i], y[owner == i]) for i, (name, (x, y)) in enumerate(pairs.items())}
-        return DomainData({k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()},
-                          tuple(DIGITS_LABELS))
+        return DomainData(
+            {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}, tuple(DIGITS_LABELS)
+        )
     if dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {list(DATASETS)} for --task domains, got {dataset!r}.")
     if data_dir is None:
@@ -159,7 +168,7 @@ def domain_batch_order(data: DomainData, batch_size: int, rng: np.random.Generat
             steps.append((domain, rng.integers(0, n, batch_size)))
             continue
         order = rng.permutation(n)
-        steps += [(domain, order[i:i + batch_size]) for i in range(0, n - batch_size + 1, batch_size)]
+        steps += [(domain, order[i : i + batch_size]) for i in range(0, n - batch_size + 1, batch_size)]
     return [steps[i] for i in rng.permutation(len(steps))]
 
 
@@ -206,14 +215,28 @@ def predict_domain(model, images: np.ndarray, embedding: np.ndarray | None, batc
 
 def domain_accuracy(model, data: DomainData, embeddings=None) -> dict[str, float]:
     """Top-1 per domain, each domain with its own embedding (None for a static model)."""
-    return {d: float(np.mean(predict_domain(model, data.images[d], None if embeddings is None else embeddings[d])
-                             .argmax(-1) == data.labels[d])) for d in data.domains}
+    return {
+        d: float(
+            np.mean(
+                predict_domain(model, data.images[d], None if embeddings is None else embeddings[d]).argmax(-1)
+                == data.labels[d]
+            )
+        )
+        for d in data.domains
+    }
 
 
 def shuffle_matrix(model, data: DomainData, embeddings) -> np.ndarray:
     """Accuracy A[i, j] of domain i's test images fed domain j's embedding (diagonal: the right one)."""
-    return np.array([[float(np.mean(predict_domain(model, data.images[d], embeddings[f]).argmax(-1)
-                                    == data.labels[d])) for f in data.domains] for d in data.domains])
+    return np.array(
+        [
+            [
+                float(np.mean(predict_domain(model, data.images[d], embeddings[f]).argmax(-1) == data.labels[d]))
+                for f in data.domains
+            ]
+            for d in data.domains
+        ]
+    )
 
 
 def shuffle_summary(matrix: np.ndarray, permutations: int = 20, seed: int = 0) -> dict[str, float]:
@@ -227,13 +250,17 @@ def shuffle_summary(matrix: np.ndarray, permutations: int = 20, seed: int = 0) -
         p = rng.permutation(n)
         if np.all(p != np.arange(n)):
             scores.append(float(matrix[np.arange(n), p].mean()))
-    return {"normal": float(np.diag(matrix).mean()), "shuffled_worst": min(scores, default=float("nan")),
-            "shuffled_average": float(np.mean(scores)) if scores else float("nan"),
-            "permutations": len(scores)}
+    return {
+        "normal": float(np.diag(matrix).mean()),
+        "shuffled_worst": min(scores, default=float("nan")),
+        "shuffled_average": float(np.mean(scores)) if scores else float("nan"),
+        "permutations": len(scores),
+    }
 
 
-def per_domain_networks_accuracy(model, train: DomainData, test: DomainData, embeddings, test_embeddings,
-                                 reestimate: bool) -> dict[str, float]:
+def per_domain_networks_accuracy(
+    model, train: DomainData, test: DomainData, embeddings, test_embeddings, reestimate: bool
+) -> dict[str, float]:
     """Top-1 per domain of the deployed per-domain network: the DDN baked for the domain (a static model
     as it is), optionally with its BatchNorm statistics re-estimated on the domain's training images."""
     from dynzoo.export.bake import bake_domain, reestimate_batchnorm
@@ -261,9 +288,11 @@ def prepare_classify(network, options: dict[str, Any], context):
     from dynzoo.train.hooks import TrainingSetup
 
     if is_domain_aware(network) or options:
-        raise ValueError("DDN models and the options "
-                         f"{sorted(TASK_OPTIONS)} need domain-sampled training: use --task domains with a "
-                         f"dataset that has a domain attribute ({', '.join(DATASETS)}).")
+        raise ValueError(
+            "DDN models and the options "
+            f"{sorted(TASK_OPTIONS)} need domain-sampled training: use --task domains with a "
+            f"dataset that has a domain attribute ({', '.join(DATASETS)})."
+        )
     return TrainingSetup(model=network, network=network)
 
 
@@ -306,45 +335,72 @@ def train_domains(config) -> Any:
     missing = sorted(set(test.domains) - set(train.domains))
     if missing:  # no embedding was learnt for them (BDD100K val has a few such rare combinations)
         say(f"skipping test domains without training images: {missing}")
-        test = DomainData({d: test.images[d] for d in train.domains if d in test.images},
-                          {d: test.labels[d] for d in train.domains if d in test.labels}, test.class_names)
-    extractor = feature_extractor(task_options.get("extractor", "mobilenetv2_035"), size,
-                                  task_options.get("extractor_weights"), seed=config.seed)
+        test = DomainData(
+            {d: test.images[d] for d in train.domains if d in test.images},
+            {d: test.labels[d] for d in train.domains if d in test.labels},
+            test.class_names,
+        )
+    extractor = feature_extractor(
+        task_options.get("extractor", "mobilenetv2_035"), size, task_options.get("extractor_weights"), seed=config.seed
+    )
     embeddings = DomainEmbeddings.from_images(extractor, train.images, scale=scale)
     test_embeddings = embeddings.with_raw(DomainEmbeddings.from_images(extractor, test.images).raw)
 
     keras.utils.set_random_seed(config.seed)
     kwargs = {"embedding_dim": embeddings.dim} if family == "ddn" and _takes_embedding(config.model) else {}
-    network = create_model(config.model, input_shape=(size, size, 3), classes=len(train.class_names),
-                           classifier_activation=None, dropout_rate=recipe.dropout, weights=config.weights, **kwargs)
+    network = create_model(
+        config.model,
+        input_shape=(size, size, 3),
+        classes=len(train.class_names),
+        classifier_activation=None,
+        dropout_rate=recipe.dropout,
+        weights=config.weights,
+        **kwargs,
+    )
     aware = is_domain_aware(network)
     steps = min(config.steps_per_epoch or steps_per_epoch(train, batch), steps_per_epoch(train, batch))
     lr = recipe.lr * (batch / reference_batch if config.lr_scaling == "linear" else 1.0)
     base_loss = compile_for_recipe(network, recipe, lr, steps, len(train.class_names))
-    say(f"dynzoo train --task domains: {config.model} ({network.count_params():,} parameters) on "
+    say(
+        f"dynzoo train --task domains: {config.model} ({network.count_params():,} parameters) on "
         f"{config.dataset}: {len(train.domains)} domains, {train.num_examples} training images; "
-        f"{recipe.epochs} epochs x {steps} single-domain steps of {batch}, lr {lr:g}")
+        f"{recipe.epochs} epochs x {steps} single-domain steps of {batch}, lr {lr:g}"
+    )
     model_dir.mkdir(parents=True, exist_ok=True)
     stream = domain_dataset(train, embeddings if aware else None, batch, config.seed)
     started = time.perf_counter()
-    fit = network.fit(stream, epochs=recipe.epochs, steps_per_epoch=steps, verbose=config.verbose,
-                      callbacks=[keras.callbacks.CSVLogger(str(model_dir / "log.csv"))])
+    fit = network.fit(
+        stream,
+        epochs=recipe.epochs,
+        steps_per_epoch=steps,
+        verbose=config.verbose,
+        callbacks=[keras.callbacks.CSVLogger(str(model_dir / "log.csv"))],
+    )
     seconds = time.perf_counter() - started
 
     fed = test_embeddings if aware else None
     per_domain = domain_accuracy(network, test, fed)
     summary: dict[str, Any] = {
-        "model": config.model, "dataset": config.dataset, "task": "domains", "recipe": recipe.as_dict(),
-        "params": network.count_params(), "epochs": recipe.epochs, "steps_per_epoch": steps, "lr": lr,
-        "domains": train.domains, "train_seconds": round(seconds, 1),
-        "test_top1_per_domain": per_domain, "test_top1": float(np.mean(list(per_domain.values()))),
+        "model": config.model,
+        "dataset": config.dataset,
+        "task": "domains",
+        "recipe": recipe.as_dict(),
+        "params": network.count_params(),
+        "epochs": recipe.epochs,
+        "steps_per_epoch": steps,
+        "lr": lr,
+        "domains": train.domains,
+        "train_seconds": round(seconds, 1),
+        "test_top1_per_domain": per_domain,
+        "test_top1": float(np.mean(list(per_domain.values()))),
         "options": dict(config.options),
     }
     if aware:
         summary["domain_shuffle"] = shuffle_summary(shuffle_matrix(network, test, test_embeddings))
     if task_options.get("bn_reestimate"):
-        bn = per_domain_networks_accuracy(network, train, test, embeddings if aware else None,
-                                          test_embeddings, reestimate=True)
+        bn = per_domain_networks_accuracy(
+            network, train, test, embeddings if aware else None, test_embeddings, reestimate=True
+        )
         summary["test_top1_per_domain_bn_reestimated"] = bn
         summary["test_top1_bn_reestimated"] = float(np.mean(list(bn.values())))
     network.compile(loss=base_loss)

@@ -30,8 +30,9 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=-1)))
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], dataset, limit: int | None = None,
-             progress: bool = True) -> EvalResult:
+def evaluate(
+    predict: Callable[[np.ndarray], np.ndarray], dataset, limit: int | None = None, progress: bool = True
+) -> EvalResult:
     """Top-1/top-5 of ``predict`` (float images [0, 255] (B, S, S, 3) → scores (B, N)) over ``dataset``
     (batches of images and int labels), stopping after ``limit`` examples."""
     from keras.utils import Progbar
@@ -125,8 +126,15 @@ def _eval(args: argparse.Namespace) -> int:
         predict, size = tflite_predictor(args.tflite, args.threads)
         if args.input_size and args.input_size != size:
             raise ValueError(f"--input_size {args.input_size} differs from the TFLite model's input {size}.")
-        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir,
-                             check_images=args.check_images, skip_bad_images=args.skip_bad_images)
+        source = open_source(
+            args.dataset,
+            args.split,
+            args.data_dir,
+            image_size=size,
+            manual_dir=args.manual_dir,
+            check_images=args.check_images,
+            skip_bad_images=args.skip_bad_images,
+        )
         subject = os.fspath(args.tflite)
     else:
         from dynzoo.registry import create_model, load_model
@@ -135,11 +143,19 @@ def _eval(args: argparse.Namespace) -> int:
         # (the digits) must render them at that one, not resize them from another.
         model = load_model(args.model) if args.model.endswith(".keras") else None
         size = args.input_size or (model.inputs[0].shape[1] if model is not None else None) or 224
-        source = open_source(args.dataset, args.split, args.data_dir, image_size=size, manual_dir=args.manual_dir,
-                             check_images=args.check_images, skip_bad_images=args.skip_bad_images)
+        source = open_source(
+            args.dataset,
+            args.split,
+            args.data_dir,
+            image_size=size,
+            manual_dir=args.manual_dir,
+            check_images=args.check_images,
+            skip_bad_images=args.skip_bad_images,
+        )
         if model is None:
-            model = create_model(args.model, input_shape=(size, size, 3), classes=source.num_classes,
-                                 weights=args.weights)
+            model = create_model(
+                args.model, input_shape=(size, size, 3), classes=source.num_classes, weights=args.weights
+            )
         predict, subject = keras_predictor(model), args.model
     classes = source.num_classes
     dataset = eval_dataset(source, size, args.batch_size, crop_fraction=args.crop_fraction)
@@ -148,16 +164,26 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError(f"the model has {scores_shape[-1]} outputs but {args.dataset!r} has {classes} classes.")
     result = evaluate(predict, dataset, args.limit)
     skipped = f", {len(source.skipped)} undecodable skipped" if source.skipped else ""
-    rows = [("model", subject),
-            ("dataset", f"{args.dataset} ({args.split}, {result.examples} images{skipped}, input {size})"),
-            ("top-1", f"{100 * result.top1:.2f}%"), ("top-5", f"{100 * result.top5:.2f}%"),
-            ("images/s", f"{result.examples / result.seconds:.1f}")]
+    rows = [
+        ("model", subject),
+        ("dataset", f"{args.dataset} ({args.split}, {result.examples} images{skipped}, input {size})"),
+        ("top-1", f"{100 * result.top1:.2f}%"),
+        ("top-5", f"{100 * result.top5:.2f}%"),
+        ("images/s", f"{result.examples / result.seconds:.1f}"),
+    ]
     paper = _paper_top1(args.model) if args.dataset.startswith("imagenet2012") else None
     if paper is not None:
         rows.append(("paper top-1", f"{paper}%"))
     width = max(len(k) for k, _ in rows)
-    print("\n".join([f"| {'':{width}} | result |", f"|{'-' * (width + 2)}|--------|",
-                     *(f"| {k:{width}} | {v} |" for k, v in rows)]))
+    print(
+        "\n".join(
+            [
+                f"| {'':{width}} | result |",
+                f"|{'-' * (width + 2)}|--------|",
+                *(f"| {k:{width}} | {v} |" for k, v in rows),
+            ]
+        )
+    )
     return 0
 
 
@@ -171,26 +197,40 @@ def _paper_top1(model: str | None):
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="top-1/top-5 of a Keras model or a .tflite on a dataset",
+        "eval",
+        help="top-1/top-5 of a Keras model or a .tflite on a dataset",
         description="Top-1/top-5 accuracy with the papers' evaluation preprocessing (resize the shorter side "
         "to size/crop_fraction, centre crop). Check converted ImageNet weights against the papers: "
-        "dynzoo eval --model micronet_m0 --weights imagenet --dataset imagenet2012 --data_dir DIR")
+        "dynzoo eval --model micronet_m0 --weights imagenet --dataset imagenet2012 --data_dir DIR",
+    )
     p.add_argument("--model", help="registered model name or a .keras file")
     p.add_argument("--weights", default=None, help="'imagenet' or a weights file, for a registered --model")
     p.add_argument("--tflite", help="a .tflite file or a bundle folder (instead of --model)")
     p.add_argument("--dataset", default="digits", help="'digits', 'folder' or a TFDS name (default digits)")
     p.add_argument("--data_dir", default=None, help="dataset folder")
     p.add_argument("--manual_dir", default=None, help="TFDS manual download folder (imagenet2012)")
-    p.add_argument("--split", default="test", choices=("train", "test"),
-                   help="split (test = the validation split where there is no test split)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "test"),
+        help="split (test = the validation split where there is no test split)",
+    )
     p.add_argument("--input_size", type=int, default=None, help="input size (default: the model's, else 224)")
-    p.add_argument("--crop_fraction", type=float, default=None,
-                   help="centre-crop fraction (default 0.875 for photos, 1.0 for digits and CIFAR)")
+    p.add_argument(
+        "--crop_fraction",
+        type=float,
+        default=None,
+        help="centre-crop fraction (default 0.875 for photos, 1.0 for digits and CIFAR)",
+    )
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
-    p.add_argument("--check_images", action=argparse.BooleanOptionalAction, default=None,
-                   help="decode every image of a folder first and name the ones that fail (default: for "
-                   "folders of up to 20,000 images)")
+    p.add_argument(
+        "--check_images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode every image of a folder first and name the ones that fail (default: for "
+        "folders of up to 20,000 images)",
+    )
     p.add_argument("--skip_bad_images", action="store_true", help="evaluate without the images that fail to decode")
     p.set_defaults(func=_eval)

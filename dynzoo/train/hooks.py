@@ -77,8 +77,10 @@ def register_training_hook(family: str, options: dict[str, tuple[type, str]], pr
             raise ValueError(f"option {name!r}: type must be one of float, int, str, bool, got {kind!r}.")
         for other in _HOOKS.values():
             if name in other.options and other.options[name][0] is not kind:
-                raise ValueError(f"option {name!r} is a {other.options[name][0].__name__} for family "
-                                 f"{other.family!r}; {family!r} declares it as {kind.__name__}.")
+                raise ValueError(
+                    f"option {name!r} is a {other.options[name][0].__name__} for family "
+                    f"{other.family!r}; {family!r} declares it as {kind.__name__}."
+                )
     _HOOKS[family] = TrainingHook(family, dict(options), prepare)
 
 
@@ -101,8 +103,11 @@ def check_options(family: str, options: dict[str, Any]) -> None:
     for name in options:
         if name not in accepted:
             takers = known[name][2] if name in known else []
-            where = f"only to models of the {', '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'}" if takers \
+            where = (
+                f"only to models of the {', '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'}"
+                if takers
                 else "to no model family"
+            )
             raise ValueError(f"training option `{name}` applies {where}; this model is of the {family!r} family.")
 
 

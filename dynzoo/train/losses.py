@@ -23,8 +23,9 @@ class SmoothedCrossEntropy(keras.losses.Loss):
     Shapes: ``y_true`` (B, N) one-hot or soft targets, ``y_pred`` (B, N); returns (B,).
     """
 
-    def __init__(self, label_smoothing: float = 0.0, from_logits: bool = True,
-                 name: str = "smoothed_cross_entropy", **kwargs):
+    def __init__(
+        self, label_smoothing: float = 0.0, from_logits: bool = True, name: str = "smoothed_cross_entropy", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")

@@ -25,13 +25,24 @@ import numpy as np
 from keras import ops
 
 ALIGNMENTS = ("mmd", "adversarial", "none")
-DEFAULTS = {"source_domains": "clean,inverted,colour_background,rotated", "target_domain": "noisy",
-            "alignment": "mmd", "alignment_weight": 1.0}
+DEFAULTS = {
+    "source_domains": "clean,inverted,colour_background,rotated",
+    "target_domain": "noisy",
+    "alignment": "mmd",
+    "alignment_weight": 1.0,
+}
 OPTIONS = {
-    "source_domains": (str, ("msda: comma-separated labelled source domains of dynzoo.data.domains "
-                            f"('clean' = no transform, 'a+b' chains transforms); default {DEFAULTS['source_domains']}")),
-    "target_domain": (str, (f"msda: the unlabelled target domain (evaluated on its test split); default "
-                           f"{DEFAULTS['target_domain']}")),
+    "source_domains": (
+        str,
+        (
+            "msda: comma-separated labelled source domains of dynzoo.data.domains "
+            f"('clean' = no transform, 'a+b' chains transforms); default {DEFAULTS['source_domains']}"
+        ),
+    ),
+    "target_domain": (
+        str,
+        (f"msda: the unlabelled target domain (evaluated on its test split); default {DEFAULTS['target_domain']}"),
+    ),
     "alignment": (str, f"msda: alignment loss, one of {list(ALIGNMENTS)}; default {DEFAULTS['alignment']}"),
     "alignment_weight": (float, f"msda: λ of L_ce + λ·L_d; default {DEFAULTS['alignment_weight']}"),
 }
@@ -87,8 +98,14 @@ class MSDATrainer(keras.Model):
         discriminator_units: hidden width of the adversarial domain discriminator.
     """
 
-    def __init__(self, network: keras.Model, alignment: str = "mmd", weight: float = 1.0,
-                 discriminator_units: int = 128, **kwargs):
+    def __init__(
+        self,
+        network: keras.Model,
+        alignment: str = "mmd",
+        weight: float = 1.0,
+        discriminator_units: int = 128,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if alignment not in ALIGNMENTS:
             raise ValueError(f"`alignment` must be one of {list(ALIGNMENTS)}, got {alignment!r}.")
@@ -100,8 +117,10 @@ class MSDATrainer(keras.Model):
         self.graph = keras.Model(network.inputs, [network.outputs[0], feature_tensor(network)])
         self.discriminator = None
         if alignment == "adversarial":
-            self.discriminator = keras.Sequential([keras.layers.Dense(discriminator_units, activation="relu"),
-                                                   keras.layers.Dense(1)], name="domain_discriminator")
+            self.discriminator = keras.Sequential(
+                [keras.layers.Dense(discriminator_units, activation="relu"), keras.layers.Dense(1)],
+                name="domain_discriminator",
+            )
             # built now, so an optimizer built from trainable_variables before the first step covers it
             self.discriminator.build(self.graph.outputs[1].shape)
         self.ce_tracker = keras.metrics.Mean(name="ce")
@@ -118,8 +137,9 @@ class MSDATrainer(keras.Model):
             return mmd_loss(source_features, target_features)
         if self.alignment == "adversarial":
             joint = gradient_reversal(ops.concatenate([source_features, target_features], axis=0))
-            domain = ops.concatenate([ops.zeros((ops.shape(source_features)[0], 1)),
-                                      ops.ones((ops.shape(target_features)[0], 1))], axis=0)
+            domain = ops.concatenate(
+                [ops.zeros((ops.shape(source_features)[0], 1)), ops.ones((ops.shape(target_features)[0], 1))], axis=0
+            )
             return ops.mean(keras.losses.binary_crossentropy(domain, self.discriminator(joint), from_logits=True))
         return ops.zeros(())
 
@@ -150,7 +170,8 @@ def msda_dataset(source_images, source_labels, target_images, batch_size: int, c
     import tensorflow as tf
 
     source = tf.data.Dataset.from_tensor_slices(
-        (np.asarray(source_images, "float32"), np.eye(classes, dtype="float32")[np.asarray(source_labels)]))
+        (np.asarray(source_images, "float32"), np.eye(classes, dtype="float32")[np.asarray(source_labels)])
+    )
     target = tf.data.Dataset.from_tensor_slices(np.asarray(target_images, "float32"))
     source = source.shuffle(len(source_images), seed=seed).repeat().batch(batch_size, drop_remainder=True)
     target = target.shuffle(len(target_images), seed=seed + 1).repeat().batch(batch_size, drop_remainder=True)
@@ -187,8 +208,10 @@ def train_msda(config) -> Any:
     others = sorted(k for k in config.options if k not in OPTIONS)
     check_options(get_entry(config.model).family, {k: config.options[k] for k in others})
     if others:
-        raise ValueError(f"training option(s) {', '.join(f'`{k}`' for k in others)} cannot be combined with "
-                         "--task msda (it trains with source cross-entropy + alignment only).")
+        raise ValueError(
+            f"training option(s) {', '.join(f'`{k}`' for k in others)} cannot be combined with "
+            "--task msda (it trains with source cross-entropy + alignment only)."
+        )
     sources = [parse_domain(d) for d in options["source_domains"].split(",") if d.strip()]
     if not sources:
         raise ValueError("`source_domains` must name at least one domain.")
@@ -208,14 +231,26 @@ def train_msda(config) -> Any:
     trainer = MSDATrainer(network, options["alignment"], options["alignment_weight"])
     base_loss = compile_for_recipe(trainer, recipe, recipe.lr, steps, classes)
     started = time.perf_counter()
-    fit = trainer.fit(msda_dataset(source_x, source_y, target_x, recipe.batch_size, classes, config.seed),
-                      epochs=recipe.epochs, steps_per_epoch=steps, verbose=config.verbose)
+    fit = trainer.fit(
+        msda_dataset(source_x, source_y, target_x, recipe.batch_size, classes, config.seed),
+        epochs=recipe.epochs,
+        steps_per_epoch=steps,
+        verbose=config.verbose,
+    )
     seconds = time.perf_counter() - started
-    summary = {"model": config.model, "task": "msda", "dataset": config.dataset, "recipe": recipe.as_dict(),
-               **{k: options[k] for k in OPTIONS}, "epochs": recipe.epochs, "steps_per_epoch": steps,
-               "params": network.count_params(), "train_seconds": round(seconds, 1),
-               "source_test_top1": domain_accuracy(network, sources, size),
-               "target_test_top1": domain_accuracy(network, [target], size, seed=len(sources))}
+    summary = {
+        "model": config.model,
+        "task": "msda",
+        "dataset": config.dataset,
+        "recipe": recipe.as_dict(),
+        **{k: options[k] for k in OPTIONS},
+        "epochs": recipe.epochs,
+        "steps_per_epoch": steps,
+        "params": network.count_params(),
+        "train_seconds": round(seconds, 1),
+        "source_test_top1": domain_accuracy(network, sources, size),
+        "target_test_top1": domain_accuracy(network, [target], size, seed=len(sources)),
+    }
     model_dir.mkdir(parents=True, exist_ok=True)
     network.compile(loss=base_loss, metrics=["accuracy"])
     network.save(model_dir / "model.keras")

@@ -22,8 +22,11 @@ import tensorflow as tf
 
 
 def _fusable(optimizer, variables) -> bool:
-    return (not tf.distribute.has_strategy() and not getattr(optimizer, "amsgrad", False)
-            and all(v.dtype == "float32" for v in variables))
+    return (
+        not tf.distribute.has_strategy()
+        and not getattr(optimizer, "amsgrad", False)
+        and all(v.dtype == "float32" for v in variables)
+    )
 
 
 def _handle(variable):
@@ -39,14 +42,23 @@ class FusedAdam(keras.optimizers.Adam):
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         step = tf.cast(self.iterations + 1, tf.float32)
         beta_1, beta_2 = tf.cast(self.beta_1, tf.float32), tf.cast(self.beta_2, tf.float32)
-        shared = dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-                      lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
-                      epsilon=tf.cast(self.epsilon, tf.float32))
+        shared = dict(
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, tf.float32),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, tf.float32),
+        )
         for grad, variable in zip(grads, trainable_variables):
             index = self._get_variable_index(variable)
-            tf.raw_ops.ResourceApplyAdam(var=_handle(variable), m=_handle(self._momentums[index]),
-                                         v=_handle(self._velocities[index]), grad=tf.convert_to_tensor(grad),
-                                         **shared)
+            tf.raw_ops.ResourceApplyAdam(
+                var=_handle(variable),
+                m=_handle(self._momentums[index]),
+                v=_handle(self._velocities[index]),
+                grad=tf.convert_to_tensor(grad),
+                **shared,
+            )
 
 
 @keras.saving.register_keras_serializable(package="dynzoo")
@@ -61,6 +73,11 @@ class FusedSGD(keras.optimizers.SGD):
         momentum = tf.cast(self.momentum, tf.float32)
         for grad, variable in zip(grads, trainable_variables):
             accumulator = self.momentums[self._get_variable_index(variable)]
-            tf.raw_ops.ResourceApplyKerasMomentum(var=_handle(variable), accum=_handle(accumulator), lr=lr,
-                                                  grad=tf.convert_to_tensor(grad), momentum=momentum,
-                                                  use_nesterov=self.nesterov)
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=_handle(variable),
+                accum=_handle(accumulator),
+                lr=lr,
+                grad=tf.convert_to_tensor(grad),
+                momentum=momentum,
+                use_nesterov=self.nesterov,
+            )

@@ -87,8 +87,12 @@ class Recipe:
         _check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         _check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         _check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "in [0, epochs)", self.warmup_epochs)
-        _check(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
-               "milestones", "increasing positive epochs", self.milestones)
+        _check(
+            list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
+            "milestones",
+            "increasing positive epochs",
+            self.milestones,
+        )
         _check(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
         _check(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
@@ -96,10 +100,18 @@ class Recipe:
         _check(self.mixup >= 0, "mixup", ">= 0", self.mixup)
         _check(self.mixup_ramp_epochs >= 0, "mixup_ramp_epochs", ">= 0", self.mixup_ramp_epochs)
         _check(self.input_size >= 32, "input_size", ">= 32", self.input_size)
-        _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
-               "(min, max) with 0 < min <= max <= 1", self.crop_scale)
-        _check(self.crop_fraction is None or 0 < self.crop_fraction <= 1, "crop_fraction", "None or in (0, 1]",
-               self.crop_fraction)
+        _check(
+            len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+            "crop_scale",
+            "(min, max) with 0 < min <= max <= 1",
+            self.crop_scale,
+        )
+        _check(
+            self.crop_fraction is None or 0 < self.crop_fraction <= 1,
+            "crop_fraction",
+            "None or in (0, 1]",
+            self.crop_fraction,
+        )
 
     def replace(self, **overrides: Any) -> Recipe:
         """A copy with ``overrides`` (None values are ignored: "not given"); unknown keys raise."""
@@ -134,8 +146,10 @@ _TYPES = {
     "bool": (lambda v: isinstance(v, (bool, np.bool_)), "true or false (a JSON boolean, not a string)"),
     "float | None": (lambda v: v is None or _is_number(v), "a number or null"),
     "tuple[int, ...]": (lambda v: isinstance(v, tuple) and all(map(_is_integer, v)), "a list of integers"),
-    "tuple[float, float]": (lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_number, v)),
-                            "a list of two numbers"),
+    "tuple[float, float]": (
+        lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_number, v)),
+        "a list of two numbers",
+    ),
 }
 
 
@@ -152,8 +166,12 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
 def _check_keys(values: Mapping[str, Any], where: str) -> None:
     unknown = [k for k in values if k not in RECIPE_KEYS]
     if unknown:
-        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, RECIPE_KEYS, 1))
-                 else repr(k) for k in unknown]
+        hints = [
+            f"{k!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(k, RECIPE_KEYS, 1))
+            else repr(k)
+            for k in unknown
+        ]
         raise ValueError(f"{where}: unknown recipe key(s) {', '.join(hints)}; the keys are {list(RECIPE_KEYS)}.")
 
 

@@ -31,8 +31,16 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
         gamma: the decay factor of ``step`` and ``exp``.
     """
 
-    def __init__(self, lr: float, steps_per_epoch: int, epochs: int, schedule: str = "cos",
-                 warmup_epochs: float = 0.0, milestones=(), gamma: float = 0.1):
+    def __init__(
+        self,
+        lr: float,
+        steps_per_epoch: int,
+        epochs: int,
+        schedule: str = "cos",
+        warmup_epochs: float = 0.0,
+        milestones=(),
+        gamma: float = 0.1,
+    ):
         if schedule not in SCHEDULES:
             raise ValueError(f"`schedule` must be one of {list(SCHEDULES)}, got {schedule!r}.")
         if steps_per_epoch < 1 or epochs < 1:
@@ -62,6 +70,12 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(it < warmup, self.lr * it / warmup, decayed)
 
     def get_config(self):
-        return {"lr": self.lr, "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs,
-                "schedule": self.schedule, "warmup_epochs": self.warmup_epochs,
-                "milestones": list(self.milestones), "gamma": self.gamma}
+        return {
+            "lr": self.lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "schedule": self.schedule,
+            "warmup_epochs": self.warmup_epochs,
+            "milestones": list(self.milestones),
+            "gamma": self.gamma,
+        }

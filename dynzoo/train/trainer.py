@@ -135,8 +135,9 @@ def run_folder(config: TrainConfig, label: str | None = None) -> Path:
     return path
 
 
-UNCHECKED_IMAGES_HINT = (" Pass --check_images to find such files before training, or --skip_bad_images to "
-                         "leave them out.")
+UNCHECKED_IMAGES_HINT = (
+    " Pass --check_images to find such files before training, or --skip_bad_images to leave them out."
+)
 
 
 def resolve_recipe(config: TrainConfig):
@@ -183,14 +184,24 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         tf.config.experimental.enable_op_determinism()
 
     size = recipe.input_size
-    train_src, test_src = (open_source(config.dataset, split, config.data_dir, image_size=size,
-                                       manual_dir=config.manual_dir, check_images=config.check_images,
-                                       skip_bad_images=config.skip_bad_images) for split in ("train", "test"))
+    train_src, test_src = (
+        open_source(
+            config.dataset,
+            split,
+            config.data_dir,
+            image_size=size,
+            manual_dir=config.manual_dir,
+            check_images=config.check_images,
+            skip_bad_images=config.skip_bad_images,
+        )
+        for split in ("train", "test")
+    )
     replicas = strategy.num_replicas_in_sync
     global_batch = recipe.batch_size
     if global_batch % replicas:
-        raise ValueError(f"`batch_size` (the global batch, {global_batch}) must be a multiple of the "
-                         f"{replicas} replicas.")
+        raise ValueError(
+            f"`batch_size` (the global batch, {global_batch}) must be a multiple of the {replicas} replicas."
+        )
     full_epoch = train_src.num_examples // global_batch
     if full_epoch < 1:
         raise ValueError(f"`batch_size` {global_batch} exceeds the {train_src.num_examples} training examples.")
@@ -213,34 +224,64 @@ def train_classifier(config: TrainConfig) -> TrainResult:
 
     # What a checkpoint must match to be resumed: the model, the data and the recipe (more epochs may
     # extend a run).
-    identity = {"model": config.model, "dataset": config.dataset,
-                "data_dir": os.fspath(Path(config.data_dir).resolve()) if config.data_dir else None,
-                "train_examples": train_src.num_examples, "classes": list(train_src.class_names),
-                **{f"recipe.{k}": v for k, v in recipe.as_dict().items() if k not in ("name", "epochs")}}
+    identity = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "data_dir": os.fspath(Path(config.data_dir).resolve()) if config.data_dir else None,
+        "train_examples": train_src.num_examples,
+        "classes": list(train_src.class_names),
+        **{f"recipe.{k}": v for k, v in recipe.as_dict().items() if k not in ("name", "epochs")},
+    }
     resume = config.resume and not config.overwrite
     start_step, progress = (cb.restore_checkpoint(model_dir, model, identity) if resume else None) or (0, None)
     total_steps = recipe.epochs * steps_per_epoch
-    _say(config, _plan(config, recipe, setup.network, train_src, replicas, global_batch, reference_batch, lr,
-                       steps_per_epoch, start_step, model_dir))
+    _say(
+        config,
+        _plan(
+            config,
+            recipe,
+            setup.network,
+            train_src,
+            replicas,
+            global_batch,
+            reference_batch,
+            lr,
+            steps_per_epoch,
+            start_step,
+            model_dir,
+        ),
+    )
 
     throughput = cb.Throughput(global_batch)
     done_in_epoch = start_step % steps_per_epoch
     resumed_epoch = progress if done_in_epoch and progress and progress["steps"] == done_in_epoch else None
     # first in the list: it completes a resumed epoch's logs before the CSV logger writes them
-    callbacks = [cb.ResumableCheckpoint(model_dir, config.checkpoint_every, write=chief, identity=identity,
-                                        resumed_epoch=resumed_epoch),
-                 throughput,
-                 *setup.callbacks]
+    callbacks = [
+        cb.ResumableCheckpoint(
+            model_dir, config.checkpoint_every, write=chief, identity=identity, resumed_epoch=resumed_epoch
+        ),
+        throughput,
+        *setup.callbacks,
+    ]
     if chief:
         model_dir.mkdir(parents=True, exist_ok=True)
-        callbacks += [keras.callbacks.CSVLogger(os.fspath(model_dir / "log.csv"), append=start_step > 0),
-                      keras.callbacks.TensorBoard(os.fspath(model_dir / "tensorboard"), update_freq="epoch")]
+        callbacks += [
+            keras.callbacks.CSVLogger(os.fspath(model_dir / "log.csv"), append=start_step > 0),
+            keras.callbacks.TensorBoard(os.fspath(model_dir / "tensorboard"), update_freq="epoch"),
+        ]
 
     def stream(step: int):
         return train_dataset(
-            train_src, size, global_batch, steps_per_epoch=steps_per_epoch, start_step=step, seed=config.seed,
+            train_src,
+            size,
+            global_batch,
+            steps_per_epoch=steps_per_epoch,
+            start_step=step,
+            seed=config.seed,
             augmentation=Augmentation(recipe.crop_scale, flip=recipe.flip),
-            mixup=recipe.mixup, mixup_ramp_epochs=recipe.mixup_ramp_epochs)
+            mixup=recipe.mixup,
+            mixup_ramp_epochs=recipe.mixup_ramp_epochs,
+        )
 
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
@@ -250,26 +291,44 @@ def train_classifier(config: TrainConfig) -> TrainResult:
             epoch, done = divmod(step, steps_per_epoch)
             last_epoch = epoch + 1 if done else recipe.epochs
             fit = model.fit(
-                stream(step), initial_epoch=epoch, epochs=last_epoch, steps_per_epoch=steps_per_epoch - done,
-                callbacks=callbacks, verbose=config.verbose, shuffle=False,
+                stream(step),
+                initial_epoch=epoch,
+                epochs=last_epoch,
+                steps_per_epoch=steps_per_epoch - done,
+                callbacks=callbacks,
+                verbose=config.verbose,
+                shuffle=False,
                 validation_data=val_data if config.validation_freq else None,
-                validation_freq=config.validation_freq or 1)
+                validation_freq=config.validation_freq or 1,
+            )
             for key, values in fit.history.items():
                 history.setdefault(key, []).extend(values)
             step = (epoch + 1 if done else recipe.epochs) * steps_per_epoch
         train_seconds = time.perf_counter() - started
         scores = model.evaluate(val_data, verbose=0, return_dict=True)
     summary = {
-        "model": config.model, "dataset": config.dataset, "recipe": recipe.as_dict(),
-        "replicas": replicas, "global_batch": global_batch, "lr": lr, "epochs": recipe.epochs,
-        "steps_per_epoch": steps_per_epoch, "resumed_from_step": start_step,
-        "params": setup.network.count_params(), "test_top1": float(scores["top1"]),
-        "test_top5": float(scores.get("top5", scores["top1"])), "test_examples": test_src.num_examples,
+        "model": config.model,
+        "dataset": config.dataset,
+        "recipe": recipe.as_dict(),
+        "replicas": replicas,
+        "global_batch": global_batch,
+        "lr": lr,
+        "epochs": recipe.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "resumed_from_step": start_step,
+        "params": setup.network.count_params(),
+        "test_top1": float(scores["top1"]),
+        "test_top5": float(scores.get("top5", scores["top1"])),
+        "test_examples": test_src.num_examples,
         "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(throughput.images_per_second[-1], 1) if throughput.images_per_second else None,
-        "task": config.task, "options": dict(config.options),
-        "skipped_images": {"train": len(train_src.skipped), "test": len(test_src.skipped),
-                           "files": [*train_src.skipped, *test_src.skipped][:100]},
+        "task": config.task,
+        "options": dict(config.options),
+        "skipped_images": {
+            "train": len(train_src.skipped),
+            "test": len(test_src.skipped),
+            "files": [*train_src.skipped, *test_src.skipped][:100],
+        },
     }
     if setup.report is not None:
         summary.update(setup.report(setup.network))
@@ -300,8 +359,14 @@ def build_model(config: TrainConfig, recipe, classes: int, sync_bn: bool = False
 
     from dynzoo.registry import create_model
 
-    model = create_model(config.model, input_shape=(recipe.input_size, recipe.input_size, 3), classes=classes,
-                         classifier_activation=None, dropout_rate=recipe.dropout, weights=config.weights)
+    model = create_model(
+        config.model,
+        input_shape=(recipe.input_size, recipe.input_size, 3),
+        classes=classes,
+        classifier_activation=None,
+        dropout_rate=recipe.dropout,
+        weights=config.weights,
+    )
     if sync_bn:  # statistics over the global batch, so N replicas train like one device
         for layer in model._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -318,8 +383,11 @@ def compile_for_recipe(model, recipe, lr: float, steps_per_epoch: int, classes: 
 
     base_loss = _loss(recipe)
     optimizer = _optimizer(recipe, lr, steps_per_epoch)
-    model.compile(optimizer=optimizer, metrics=_metrics(classes or model.output_shape[-1]),
-                  loss=with_coupled_weight_decay(base_loss, model.trainable_variables, recipe.weight_decay))
+    model.compile(
+        optimizer=optimizer,
+        metrics=_metrics(classes or model.output_shape[-1]),
+        loss=with_coupled_weight_decay(base_loss, model.trainable_variables, recipe.weight_decay),
+    )
     optimizer.build(model.trainable_variables)
     return base_loss
 
@@ -328,8 +396,9 @@ def _optimizer(recipe, lr: float, steps_per_epoch: int):
     from dynzoo.train.optimizers import FusedAdam, FusedSGD
     from dynzoo.train.schedules import RecipeSchedule
 
-    schedule = RecipeSchedule(lr, steps_per_epoch, recipe.epochs, recipe.schedule, recipe.warmup_epochs,
-                              recipe.milestones, recipe.gamma)
+    schedule = RecipeSchedule(
+        lr, steps_per_epoch, recipe.epochs, recipe.schedule, recipe.warmup_epochs, recipe.milestones, recipe.gamma
+    )
     if recipe.optimizer == "sgd":
         return FusedSGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov)
     return FusedAdam(schedule, beta_1=recipe.momentum, beta_2=recipe.beta_2)
@@ -350,38 +419,56 @@ def _metrics(classes: int) -> list:
     return metrics
 
 
-def _plan(config, recipe, model, source, replicas, global_batch, reference_batch, lr, steps_per_epoch,
-          start_step, model_dir) -> str:
-    scaling = (f"{recipe.lr:g} x {global_batch}/{reference_batch} (linear scaling)"
-               if config.lr_scaling == "linear" else f"{recipe.lr:g} (no scaling)")
+def _plan(
+    config, recipe, model, source, replicas, global_batch, reference_batch, lr, steps_per_epoch, start_step, model_dir
+) -> str:
+    scaling = (
+        f"{recipe.lr:g} x {global_batch}/{reference_batch} (linear scaling)"
+        if config.lr_scaling == "linear"
+        else f"{recipe.lr:g} (no scaling)"
+    )
     if start_step:
         origin = f"resuming at step {start_step}"
     else:
         origin = f"from weights {config.weights}" if config.weights else "from scratch"
-    return "\n".join([
-        (f"dynzoo train: {config.model} ({model.count_params():,} parameters) on {config.dataset} "
-         f"({source.num_examples} training images, {source.num_classes} classes), recipe {recipe.name!r}"),
-        (f"  global batch {global_batch} = {replicas} replica(s) x {global_batch // replicas}; "
-         f"lr {lr:g} = {scaling}; {recipe.schedule} schedule, {recipe.warmup_epochs:g} warm-up epochs"),
-        (f"  {recipe.epochs} epochs x {steps_per_epoch} steps; weight decay {recipe.weight_decay:g} (coupled L2), "
-         f"label smoothing {recipe.label_smoothing:g}, mixup {recipe.mixup:g}, input {recipe.input_size}"),
-        f"  {origin}; checkpoints every {config.checkpoint_every} steps in {model_dir}",
-    ])
+    return "\n".join(
+        [
+            (
+                f"dynzoo train: {config.model} ({model.count_params():,} parameters) on {config.dataset} "
+                f"({source.num_examples} training images, {source.num_classes} classes), recipe {recipe.name!r}"
+            ),
+            (
+                f"  global batch {global_batch} = {replicas} replica(s) x {global_batch // replicas}; "
+                f"lr {lr:g} = {scaling}; {recipe.schedule} schedule, {recipe.warmup_epochs:g} warm-up epochs"
+            ),
+            (
+                f"  {recipe.epochs} epochs x {steps_per_epoch} steps; weight decay {recipe.weight_decay:g} (coupled L2), "
+                f"label smoothing {recipe.label_smoothing:g}, mixup {recipe.mixup:g}, input {recipe.input_size}"
+            ),
+            f"  {origin}; checkpoints every {config.checkpoint_every} steps in {model_dir}",
+        ]
+    )
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The final summary as a Markdown table."""
     rows = [
-        ("model", summary["model"]), ("dataset", summary["dataset"]), ("recipe", summary["recipe"]["name"]),
-        ("parameters", f"{summary['params']:,}"), ("epochs x steps", f"{summary['epochs']} x {summary['steps_per_epoch']}"),
-        ("global batch (replicas)", f"{summary['global_batch']} ({summary['replicas']})"), ("peak lr", f"{summary['lr']:g}"),
-        ("test top-1", f"{100 * summary['test_top1']:.2f}%"), ("test top-5", f"{100 * summary['test_top5']:.2f}%"),
+        ("model", summary["model"]),
+        ("dataset", summary["dataset"]),
+        ("recipe", summary["recipe"]["name"]),
+        ("parameters", f"{summary['params']:,}"),
+        ("epochs x steps", f"{summary['epochs']} x {summary['steps_per_epoch']}"),
+        ("global batch (replicas)", f"{summary['global_batch']} ({summary['replicas']})"),
+        ("peak lr", f"{summary['lr']:g}"),
+        ("test top-1", f"{100 * summary['test_top1']:.2f}%"),
+        ("test top-5", f"{100 * summary['test_top5']:.2f}%"),
         ("training time", f"{summary['train_seconds']} s"),
         ("training images/s", summary["train_images_per_second"] or "n/a"),
     ]
     width = max(len(k) for k, _ in rows)
-    return "\n".join([f"| {'':{width}} | result |", f"|{'-' * (width + 2)}|--------|",
-                      *(f"| {k:{width}} | {v} |" for k, v in rows)])
+    return "\n".join(
+        [f"| {'':{width}} | result |", f"|{'-' * (width + 2)}|--------|", *(f"| {k:{width}} | {v} |" for k, v in rows)]
+    )
 
 
 def _say(config: TrainConfig, text: str) -> None:

@@ -22,8 +22,9 @@ from dynzoo.weights.manifest import WeightEntry, get_weights, list_weights, pret
 from dynzoo.weights.pth import CheckpointError, UnsafeCheckpointError, load_pth, state_dict_from
 
 
-def pretrained_file(model_name: str, tag: str = "imagenet", *, progress: bool = True,
-                    allow_unpinned: bool = False) -> Path:
+def pretrained_file(
+    model_name: str, tag: str = "imagenet", *, progress: bool = True, allow_unpinned: bool = False
+) -> Path:
     """Path of the pretrained weights ``tag`` of ``model_name`` as published (the authors' checkpoint
     or a ``.weights.h5``), downloaded, hash-checked and cached on first use. ``allow_unpinned``
     permits the first download of a file without a pinned sha256 over plain http (see
@@ -37,8 +38,14 @@ def pretrained_file(model_name: str, tag: str = "imagenet", *, progress: bool = 
         )
     if not entry.file_name:
         raise ValueError(f"{entry.name}: the weight manifest gives no file name.")
-    return fetch(entry.file_name, entry.urls, sha256=entry.sha256, size=entry.size, progress=progress,
-                 allow_unpinned=allow_unpinned)
+    return fetch(
+        entry.file_name,
+        entry.urls,
+        sha256=entry.sha256,
+        size=entry.size,
+        progress=progress,
+        allow_unpinned=allow_unpinned,
+    )
 
 
 def save_weights_atomic(model, path: str | os.PathLike) -> Path:
@@ -54,8 +61,9 @@ def save_weights_atomic(model, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_pretrained(model, model_name: str, tag: str, *, include_top: bool,
-                    official_loader: Callable[..., None]) -> None:
+def load_pretrained(
+    model, model_name: str, tag: str, *, include_top: bool, official_loader: Callable[..., None]
+) -> None:
     """Load the pretrained weights ``tag`` into ``model``. An official checkpoint is converted once;
     the converted ``.weights.h5`` is cached under the source file's sha256 (one file with the top,
     one without), so later calls neither download nor convert."""
@@ -72,8 +80,7 @@ def load_pretrained(model, model_name: str, tag: str, *, include_top: bool,
                 model.load_weights(converted)
                 return
             except Exception as e:  # unreadable or from an older layout: convert again
-                print(f"dynzoo: discarding the converted cache {converted} ({type(e).__name__}: {e})",
-                      file=sys.stderr)
+                print(f"dynzoo: discarding the converted cache {converted} ({type(e).__name__}: {e})", file=sys.stderr)
                 converted.unlink(missing_ok=True)
         official_loader(model, os.fspath(source), include_top=include_top)
         save_weights_atomic(model, converted)

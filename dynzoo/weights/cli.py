@@ -12,7 +12,8 @@ from pathlib import Path
 
 def add_commands(subparsers) -> None:
     weights = subparsers.add_parser(
-        "weights", help="pretrained weights: list, download, convert, publish, pin",
+        "weights",
+        help="pretrained weights: list, download, convert, publish, pin",
         description="Pretrained weights of the manifest (zoo_configs/weights.json, plus the user manifest "
         "$DYNZOO_HOME/weights.json). Downloads are hash-checked and cached under $DYNZOO_HOME; "
         "DYNZOO_MIRRORS lists base URLs tried first, DYNZOO_OFFLINE=1 uses the cache only, "
@@ -28,9 +29,12 @@ def add_commands(subparsers) -> None:
 
     p = sub.add_parser("download", help="download (and verify, cache) weights: NAME[:TAG], tag default imagenet")
     p.add_argument("names", nargs="+", metavar="NAME[:TAG]")
-    p.add_argument("--allow-unpinned", action="store_true",
-                   help="download files without a pinned sha256 over plain http too: anyone on the network "
-                   "path could swap them. Their sha256 is recorded, and a changed file is refused later.")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="download files without a pinned sha256 over plain http too: anyone on the network "
+        "path could swap them. Their sha256 is recorded, and a changed file is refused later.",
+    )
     p.set_defaults(func=_download)
 
     p = sub.add_parser("convert", help="convert an official PyTorch checkpoint into a .weights.h5")
@@ -41,7 +45,8 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
-        "publish", help="publish a trained MODEL.keras: its .weights.h5, sha256 and manifest entry",
+        "publish",
+        help="publish a trained MODEL.keras: its .weights.h5, sha256 and manifest entry",
         description="Write MODEL.keras's weights as MODEL-TAG-SHA.weights.h5, put the file in the local "
         "cache (weights=TAG then works here at once) and add the entry, with its sha256 and size, to a "
         "manifest. Upload the file to the --url locations for others.",
@@ -50,10 +55,18 @@ def add_commands(subparsers) -> None:
     p.add_argument("--tag", required=True, help="weight tag, e.g. digits (letters, digits, _ and -)")
     p.add_argument("--model", default=None, help="registered model name (default: the model's own name)")
     p.add_argument("--out-dir", default=".", help="where to write the .weights.h5 (default: .)")
-    p.add_argument("--url", action="append", default=[], metavar="BASE_URL",
-                   help="base URL the file will be served from (repeatable: mirrors)")
-    p.add_argument("--manifest", default=None,
-                   help="manifest to add the entry to (default: the user manifest $DYNZOO_HOME/weights.json)")
+    p.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="BASE_URL",
+        help="base URL the file will be served from (repeatable: mirrors)",
+    )
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest to add the entry to (default: the user manifest $DYNZOO_HOME/weights.json)",
+    )
     p.add_argument("--licence", default=None, help="licence of the weights")
     p.add_argument("--top1", type=float, default=None, help="top-1 accuracy (%%) you measured")
     p.add_argument("--notes", default=None, help="free text: dataset, recipe, command that measured top-1")
@@ -94,8 +107,10 @@ def _list(args: argparse.Namespace) -> int:
         download = "manual" if not e.urls and e.manual_download else (e.urls[0] if e.urls else "—")
         top1 = f"{e.top1:.1f}" if e.top1 is not None else "—"
         licence = (e.licence or "—").split(" (")[0]
-        print(f"| {e.name} | {e.format} | {top1} | {e.sha256[:12] if e.sha256 else 'not pinned'} | "
-              f"{download} | {'yes' if cached else 'no'} | {licence} |")
+        print(
+            f"| {e.name} | {e.format} | {top1} | {e.sha256[:12] if e.sha256 else 'not pinned'} | "
+            f"{download} | {'yes' if cached else 'no'} | {licence} |"
+        )
     return 0
 
 

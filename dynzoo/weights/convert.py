@@ -96,8 +96,11 @@ def assign_state_dict(
                 values[key] = value
     if missing or unexpected or mismatched:
         lines = [f"{source} does not match this model (is it a checkpoint of another architecture?):"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 shown = ", ".join(items[:12]) + (f", … ({len(items) - 12} more)" if len(items) > 12 else "")
                 lines.append(f"  {len(items)} {title}: {shown}")

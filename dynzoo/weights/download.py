@@ -95,8 +95,10 @@ def first_seen(target: Path) -> dict | None:
             raise ValueError("not a sha256")
         return record
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DownloadError(f"the first-download record {path} is unreadable ({e}); delete it only if "
-                            "you trust the file that will be downloaded next.") from None
+        raise DownloadError(
+            f"the first-download record {path} is unreadable ({e}); delete it only if "
+            "you trust the file that will be downloaded next."
+        ) from None
 
 
 def _record_first_seen(target: Path, sha256: str, url: str) -> None:
@@ -185,8 +187,17 @@ class _WrongHash(_Permanent):
     pass
 
 
-def _download(url: str, out, *, sha256: str | None, size: int | None, timeout: float,
-              progress: bool, label: str, require_https: bool) -> str:
+def _download(
+    url: str,
+    out,
+    *,
+    sha256: str | None,
+    size: int | None,
+    timeout: float,
+    progress: bool,
+    label: str,
+    require_https: bool,
+) -> str:
     """Stream ``url`` into the open file ``out``; return the sha256 of what arrived."""
     request = urllib.request.Request(url, headers={"User-Agent": "dynzoo"})
     try:
@@ -319,8 +330,16 @@ def fetch(
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{file_name}.", suffix=".part")
                 try:
                     with os.fdopen(fd, "wb") as out:
-                        got = _download(url, out, sha256=expected, size=size, timeout=timeout,
-                                        progress=progress, label=file_name, require_https=require_https)
+                        got = _download(
+                            url,
+                            out,
+                            sha256=expected,
+                            size=size,
+                            timeout=timeout,
+                            progress=progress,
+                            label=file_name,
+                            require_https=require_https,
+                        )
                         out.flush()
                         os.fsync(out.fileno())
                     os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
@@ -337,15 +356,19 @@ def fetch(
                 if expected is None:
                     _record_first_seen(target, got, url)
                     if progress:
-                        print(f"{file_name}: sha256 {got} (no hash is pinned for it: it is recorded, so a "
-                              "changed file will be refused; compare it with a trusted copy, then pin it)",
-                              file=sys.stderr)
+                        print(
+                            f"{file_name}: sha256 {got} (no hash is pinned for it: it is recorded, so a "
+                            "changed file will be refused; compare it with a trusted copy, then pin it)",
+                            file=sys.stderr,
+                        )
                 return target
             if not candidates:
                 break
     error = HashMismatchError if wrong_hash else DownloadError
     if wrong_hash and record:
-        errors.append(f"{file_name} has no pinned sha256; the expected one was recorded at its first "
-                      f"download ({record['url']}, {record['date']}). If the file changed legitimately, "
-                      "check the new one and pin its hash (`dynzoo weights pin NAME:TAG SHA256`).")
+        errors.append(
+            f"{file_name} has no pinned sha256; the expected one was recorded at its first "
+            f"download ({record['url']}, {record['date']}). If the file changed legitimately, "
+            "check the new one and pin its hash (`dynzoo weights pin NAME:TAG SHA256`)."
+        )
     raise error(f"could not download {file_name}:\n  " + "\n  ".join(errors))

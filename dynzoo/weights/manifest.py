@@ -77,8 +77,7 @@ def _read_user_manifest(path: Path) -> dict[str, Any]:
 def _merged() -> dict[str, Any]:
     package = _package_manifest()
     user = _read_user_manifest(user_manifest_path())
-    weights = {model: {tag: dict(fields) for tag, fields in tags.items()}
-               for model, tags in package["weights"].items()}
+    weights = {model: {tag: dict(fields) for tag, fields in tags.items()} for model, tags in package["weights"].items()}
     for model, tags in user["weights"].items():
         for tag, fields in tags.items():
             weights.setdefault(model, {}).setdefault(tag, {}).update(fields)

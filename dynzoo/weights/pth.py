@@ -71,12 +71,43 @@ _STORAGE_DTYPES = {
 _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
 # Opcodes that build a new Python object (a container, a call's result, a string or a number), each
 # charged OBJECT_COST bytes before unpickling: an empty OrderedDict takes 144 bytes, a 1-tuple 64.
-_OBJECT_OPCODES = frozenset({
-    "EMPTY_DICT", "DICT", "EMPTY_LIST", "LIST", "EMPTY_SET", "FROZENSET", "TUPLE", "TUPLE1", "TUPLE2",
-    "TUPLE3", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BINUNICODE", "SHORT_BINUNICODE",
-    "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES",
-    "BINBYTES8", "BYTEARRAY8", "BINFLOAT", "FLOAT", "LONG", "LONG1", "LONG4", "INT", "BININT",
-})
+_OBJECT_OPCODES = frozenset(
+    {
+        "EMPTY_DICT",
+        "DICT",
+        "EMPTY_LIST",
+        "LIST",
+        "EMPTY_SET",
+        "FROZENSET",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+        "REDUCE",
+        "NEWOBJ",
+        "NEWOBJ_EX",
+        "OBJ",
+        "INST",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "BINFLOAT",
+        "FLOAT",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "INT",
+        "BININT",
+    }
+)
 OBJECT_COST = 160
 
 
@@ -199,8 +230,7 @@ class _PendingTensor(_Frozen):
         # Strides of length-1 dimensions never move the pointer; zeroing them keeps huge ones from
         # overflowing NumPy's byte strides. The others are bounded by the extent check.
         strides = [s * data.itemsize if n > 1 else 0 for n, s in zip(self.size, self.stride)]
-        view = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.size, strides=strides,
-                                               writeable=False)
+        view = np.lib.stride_tricks.as_strided(data[self.offset :], shape=self.size, strides=strides, writeable=False)
         return np.array(view)
 
 
@@ -494,7 +524,9 @@ def _load_legacy(data: bytes, budget: _Budget) -> Any:
             raise CheckpointError(f"the file stores {key!r}, which no tensor declared.")
         (numel,) = struct.unpack("<q" if little else ">q", stream.read(8))
         if numel != storage.numel:
-            raise CheckpointError(f"storage {key!r} is written with {numel} elements but declared with {storage.numel}.")
+            raise CheckpointError(
+                f"storage {key!r} is written with {numel} elements but declared with {storage.numel}."
+            )
         nbytes = numel * storage.dtype.itemsize
         if nbytes > len(data) - stream.tell():
             raise CheckpointError(f"storage {key!r} is truncated.")
@@ -514,7 +546,5 @@ def state_dict_from(obj: Any, key: str = "state_dict") -> dict[str, np.ndarray]:
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise CheckpointError("the checkpoint holds no state dict (a mapping from names to tensors).")
     return {
-        (k[len("module."):] if k.startswith("module.") else k): v
-        for k, v in obj.items()
-        if isinstance(v, np.ndarray)
+        (k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, np.ndarray)
     }
