@@ -51,7 +51,7 @@ def interleaved_median(runners: dict, cycles: int) -> dict:
     times = {key: [] for key in runners}
     for run in runners.values():
         run()
-    for cycle in range(cycles):
+    for _cycle in range(cycles):
         for key, run in runners.items():
             start = time.perf_counter()
             run()
@@ -106,6 +106,7 @@ def main():
     tflite = None
     if not args.skip_tflite:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
         from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 
         flatbuffers, parity = {}, {}

@@ -17,12 +17,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from timing import time_train_steps
 
 import dynzoo
 from dynzoo.layers.base import export_form
 from dynzoo.train.recipes import get_recipe
 from dynzoo.train.trainer import compile_for_recipe
-from timing import time_train_steps
 
 RESULTS = Path(__file__).parent / "results" / "compute_forms.md"
 # model:input size:batch — the quickstart's setting (32×32 digits) and ImageNet's (smaller batch: the

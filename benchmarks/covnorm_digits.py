@@ -138,7 +138,10 @@ def main() -> None:
             for a in new:
                 a.bn1.trainable = a.bn2.trainable = False
             model = with_head(
-                insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)), name=f"cn_{task}"), head
+                insert_adapters(
+                    task_trunk, args.adapt_after, dict(zip(args.adapt_after, new, strict=False)), name=f"cn_{task}"
+                ),
+                head,
             )
             model.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             before = float(model.evaluate(*data[1], batch_size=256, verbose=0, return_dict=True)["accuracy"])
@@ -167,7 +170,10 @@ def main() -> None:
         for a in new:
             a.bn1.trainable = a.bn2.trainable = False
         model = with_head(
-            insert_adapters(task_trunk, args.adapt_after, dict(zip(args.adapt_after, new)), name=f"joint_{task}"), head
+            insert_adapters(
+                task_trunk, args.adapt_after, dict(zip(args.adapt_after, new, strict=False)), name=f"joint_{task}"
+            ),
+            head,
         )
         rows[task]["joint_covnorm_top1"] = fit(model, data, args.covnorm_epochs, args.covnorm_lr, args.seed)
         rows[task]["joint_covnorm_params"] = (

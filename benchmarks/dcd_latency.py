@@ -27,11 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
+
+import dynzoo
 from dynzoo.export.benchmark import compare_latency
 from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 from dynzoo.layers import DCDConv2D
-
-import dynzoo
 from dynzoo.profile import profile
 
 # The "Λ only" rows are not a model of Table 3.4: every DCDConv2D keeps only its per-sample channel
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                 cycles=args.cycles,
                 block=args.block,
             )
-            for label, row in group.items():
+            for row in group.values():
                 row["timing"], row["base"] = result, rows[reference]
 
     lines = [

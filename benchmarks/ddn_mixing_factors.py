@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     domains = args.domains or [d for d in DEFAULT_DOMAINS if d in embeddings.domains] or embeddings.domains[:4]
     vectors = factor_vectors(model, embeddings, domains)
     fig, axes = plt.subplots(len(domains), 1, figsize=(10, 1.6 * len(domains)), sharex=True, sharey=True)
-    for ax, (domain, v) in zip(np.atleast_1d(axes), vectors.items()):
+    for ax, (domain, v) in zip(np.atleast_1d(axes), vectors.items(), strict=False):
         ax.plot(v, lw=0.8)
         ax.set_ylabel(domain, rotation=0, ha="right", va="center")
         ax.set_ylim(0, 1)

@@ -40,8 +40,7 @@ import keras
 import numpy as np
 
 import dynzoo
-from dynzoo.export import compare_latency, convert, op_names
-from dynzoo.export import tflite
+from dynzoo.export import compare_latency, convert, op_names, tflite
 from dynzoo.export.op_profile import xnnpack_delegation
 from dynzoo.layers import micronet, shift_max, shuffle
 from dynzoo.layers.base import SequenceBlock

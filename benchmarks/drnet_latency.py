@@ -77,8 +77,8 @@ def main(argv=None) -> int:
         for t in args.thresholds:
             set_routing(network, threshold=t)
             madds[t] = float(analyze_routing(network, images, routed=routed).madds.mean())
-        skip = tf.function(lambda x: network(x, training=False))
-        every = tf.function(lambda x: plain(x, training=False))
+        skip = tf.function(lambda x, network=network: network(x, training=False))
+        every = tf.function(lambda x, plain=plain: plain(x, training=False))
         settings = [(f"T = {t:g}", t, skip) for t in args.thresholds] + [("no conditionals", None, every)]
         for _, t, fn in settings:  # trace and warm up each
             if t is not None:

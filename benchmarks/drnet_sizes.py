@@ -34,7 +34,7 @@ def main():
         for cell in cells:
             states = cell._state_shapes(_input_shapes(cell))
             router_madds += count_madds(cell.router, states[:2])
-            for src, branches in zip(cell.sources, cell.branches):
+            for src, branches in zip(cell.sources, cell.branches, strict=False):
                 for op in branches:
                     if op.kind in ("max_pool", "avg_pool"):
                         pool_madds += 9 * math.prod(op.compute_output_shape(states[src])[1:])

@@ -17,11 +17,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
+from timing import time_train_steps
 
 import dynzoo
 from dynzoo.train import trainer
 from dynzoo.train.recipes import get_recipe
-from timing import time_train_steps
 
 RESULTS = Path(__file__).parent / "results" / "fused_optimizers.md"
 # model:input size:batch:optimizer — the quickstart's MicroNet (SGD, Nesterov), a DRNet and a DCD network

@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGE_SIZE = 32
 # Measured (tests/test_train.py): DCD-MobileNetV2 ×0.5 barely moves at the digits recipe's lr 0.1.

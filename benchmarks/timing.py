@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, ContextManager
+from collections.abc import Callable
 
 
 def time_train_steps(
-    models: dict, x, y, steps: int, first_step_context: dict[str, Callable[[], ContextManager]] | None = None
+    models: dict,
+    x,
+    y,
+    steps: int,
+    first_step_context: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Per label of ``models``: the seconds of the first ``train_on_batch`` (tracing and instantiating the
     step; inside ``first_step_context[label]()`` where given) and the mean seconds of ``steps`` more. The

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -33,7 +33,7 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """The ImageNet-1k classes in the order of the models' outputs: (WordNet id, name) pairs, the name
     being the synset's first lemma with underscores, as keras' ``decode_predictions`` gives it."""
@@ -86,7 +86,7 @@ def preprocess_input(x, model: str | keras.Model | None = None, tag: str = "imag
         )
     low, high = spec["value_range"]
     scale = np.array([(high - low) / (255.0 * s) for s in spec["std"]], "float32")
-    offset = np.array([(low - m) / s for m, s in zip(spec["mean"], spec["std"])], "float32")
+    offset = np.array([(low - m) / s for m, s in zip(spec["mean"], spec["std"], strict=False)], "float32")
     if tensor:
         return keras.ops.cast(values, "float32") * scale + offset
     return values.astype("float32") * scale + offset
@@ -108,7 +108,7 @@ def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= len(classes):
         raise ValueError(f"`top` must be an integer in [1, {len(classes)}], got {top!r}.")
     best = np.argsort(-values, axis=1, kind="stable")[:, :top]
-    return [[(*classes[i], float(row[i])) for i in indices] for row, indices in zip(values, best)]
+    return [[(*classes[i], float(row[i])) for i in indices] for row, indices in zip(values, best, strict=False)]
 
 
 def load_image(

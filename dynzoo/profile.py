@@ -50,7 +50,7 @@ class Profile:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = []
         for i, row in enumerate(rows):
-            cells = [c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))]
+            cells = [c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=False))]
             lines.append("  ".join(cells).rstrip())
             if i == 0 or i == len(rows) - 2:
                 lines.append("  ".join("-" * w for w in widths))

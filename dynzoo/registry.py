@@ -8,11 +8,12 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
@@ -123,7 +124,7 @@ def _version() -> str:
     return __version__
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_config(family: str) -> dict[str, Any]:
     """The ``zoo_configs/<family>.json`` shipped with the package."""
     return json.loads(config_dir().joinpath(f"{family}.json").read_text())

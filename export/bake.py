@@ -10,7 +10,7 @@ per-sample products), so it exports smaller and faster.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -55,7 +55,7 @@ def frozen_coefficients(model: keras.Model, inputs: np.ndarray, batch_size: int 
         def recording(x, *args, _key=key, _layer=layer, **kwargs):
             values = type(_layer).coefficients(_layer, x)
             batch = [np.asarray(v).reshape(len(np.asarray(v)), -1).sum(0) for v in values]
-            sums[_key] = batch if _key not in sums else [s + b for s, b in zip(sums[_key], batch)]
+            sums[_key] = batch if _key not in sums else [s + b for s, b in zip(sums[_key], batch, strict=False)]
             return type(_layer).call(_layer, x, *args, **kwargs)
 
         layer.call = recording  # the instance attribute shadows the method during the run
@@ -161,5 +161,5 @@ def reestimate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int
             batch = images[start : start + batch_size]
             model(batch if embedding is None else [batch, np.tile(embedding, (len(batch), 1))], training=True)
     finally:
-        for layer, momentum in zip(layers, momenta):
+        for layer, momentum in zip(layers, momenta, strict=False):
             layer.momentum = momentum

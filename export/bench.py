@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -129,7 +130,7 @@ def run_bench(
                 done += 1
                 if progress and done % max(1, total // 20) == 0:
                     print(f"  timed {done}/{total}", flush=True)
-        for entry, results in zip(exported, per_model):
+        for entry, results in zip(exported, per_model, strict=False):
             rows.append(_row(entry, num_threads, use_xnnpack, results))
     return {"environment": _environment(runs, warmup, rounds, input_size, preprocessing_in_model), "results": rows}
 

@@ -23,8 +23,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -228,7 +228,7 @@ def compare_latency(
         result, error = _run_child(_COMPARE_CHILD, request, timeout_s)
     if error:
         return LatencyComparison(**base, error=error)
-    times = dict(zip(models, (np.asarray(t) for t in result["times"])))  # each (cycles, block)
+    times = dict(zip(models, (np.asarray(t) for t in result["times"]), strict=False))  # each (cycles, block)
     ref = np.median(times[reference], axis=1)
     ratios = {label: np.median(t, axis=1) / ref for label, t in times.items()}
     return LatencyComparison(

@@ -142,7 +142,7 @@ def fit_xnnpack_scales(flatbuffer: bytes, max_passes: int = 8) -> bytes:
                     changed_now |= _raise_scale(schema, model, producer, op.outputs[0], _scale(out) * ratio / high)
                 continue
             low, high = ADD_SCALE_RATIO
-            for index, tensor in zip(op.inputs, inputs):
+            for index, tensor in zip(op.inputs, inputs, strict=False):
                 if _scale(tensor) / _scale(out) < low:
                     changed_now |= _raise_scale(schema, model, producer, index, _scale(out) * low)
             largest = max(_scale(t) for t in inputs)

@@ -612,7 +612,7 @@ def profile_ops(
         )
     model_us, overhead_us = medians[0], medians[1]
     raw, failures = medians[2 : 2 + len(infos)], errors[2 : 2 + len(infos)]
-    paired = dict(zip(pairs, zip(medians[2 + len(infos) :], errors[2 + len(infos) :])))
+    paired = dict(zip(pairs, zip(medians[2 + len(infos) :], errors[2 + len(infos) :], strict=False), strict=False))
     ops = []
     for info in infos:
         alone, error, fused_into = raw[info.index], failures[info.index], None
@@ -733,10 +733,10 @@ def flatbuffer_for(
             raise ValueError(f"--profile: {model!r} is not a TFLite flatbuffer (no 'TFL3' identifier).")
         return path.stem, content
     import keras
+
     from dynzoo.export.cli import full_range_first
     from dynzoo.export.tflite import CALIBRATED_MODES, convert
     from dynzoo.export.verify import model_inputs
-
     from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
     if model.endswith(".keras"):

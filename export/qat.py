@@ -136,7 +136,7 @@ def _check(images, labels, model, epochs, batch_size, learning_rate):
     images = np.asarray(images, "float32")
     labels = np.asarray(labels)
     expected = tuple(model.inputs[0].shape[1:])
-    if images.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:])):
+    if images.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:], strict=False)):
         raise ValueError(
             f"`images` must have shape (N, {', '.join(str(e) for e in expected)}) for this model, got {images.shape}."
         )
@@ -212,7 +212,7 @@ def quantization_aware_training(
         with tf.GradientTape() as tape:
             loss = loss_fn(y, qat_model(x, training=False))  # the exported form: BatchNorms frozen
         grads = tape.gradient(loss, weights)
-        optimizer.apply_gradients([(g, w) for g, w in zip(grads, weights) if g is not None])
+        optimizer.apply_gradients([(g, w) for g, w in zip(grads, weights, strict=False) if g is not None])
         return loss
 
     rng = np.random.default_rng(seed)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from official_parity import official_io, parity_error
 
 import dynzoo
-from official_parity import official_io, parity_error
 
 
 def check(name: str, fixture: str | None, fixtures: Path, reference: Path, out: Path) -> dict:
@@ -58,7 +58,10 @@ def check(name: str, fixture: str | None, fixtures: Path, reference: Path, out: 
     )
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
     loss = float(np.ravel(model.train_on_batch(x, np.array([1, 2])))[0])
-    moved = sum(not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.trainable_weights))
+    moved = sum(
+        not np.array_equal(b, keras.ops.convert_to_numpy(w))
+        for b, w in zip(before, model.trainable_weights, strict=False)
+    )
     result["train_loss"], result["weights_moved"] = loss, moved
 
     path = out / f"{name}.keras"

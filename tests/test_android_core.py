@@ -15,7 +15,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import REPO, skip_or_fail_under_ci
 
 RUN_TESTS = REPO / "android_demo" / "core" / "run_tests.sh"

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES  # noqa: E402  (tests/ is on sys.path, as for official_parity)
 
 HERE = Path(__file__).resolve().parent

@@ -13,9 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from dynzoo.export import convert, read_bundle, write_bundle
 
 from dynzoo.cli import main as dynzoo_main
+from dynzoo.export import convert, read_bundle, write_bundle
 from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 LABELS = ["zero", "one", "two"]
@@ -143,7 +143,7 @@ def test_an_export_killed_at_the_swap_leaves_the_old_or_the_new_bundle(models, t
         )
         for when, folder in folders.items()
     }
-    for when, process in processes.items():
+    for process in processes.values():
         _, err = process.communicate(timeout=300)
         assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]
     # killed before the swap: entirely old, golden files included; right after it: entirely new

@@ -121,7 +121,7 @@ def test_one_group_forced_on_equals_the_resnet_bottleneck():
     branch = block.branches[0]
     convs = [layer for layer in branch.steps if isinstance(layer, keras.layers.Conv2D)]
     bns = [layer for layer in branch.steps if isinstance(layer, keras.layers.BatchNormalization)]
-    for src, dst in zip(convs + bns + block.shortcut, ref.convs + ref.bns + ref.downsample):
+    for src, dst in zip(convs + bns + block.shortcut, ref.convs + ref.bns + ref.downsample, strict=False):
         weights = [RNG.normal(size=w.shape).astype("float32") for w in src.get_weights()]
         if isinstance(src, keras.layers.BatchNormalization):
             weights[3] = np.abs(weights[3]) + 0.5  # a positive moving variance
@@ -167,7 +167,7 @@ def test_serialization_round_trip():
     clone = CDBBlock.from_config(block.get_config())
     clone(x)
     clone.set_weights(block.get_weights())
-    for a, b in zip(y, clone(x, training=False)):
+    for a, b in zip(y, clone(x, training=False), strict=False):
         np.testing.assert_array_equal(a, b)
     assert clone.get_config() == block.get_config()
     for layer in (GroupGate(0.3, seed=2), ContextAwareGroupController(3, 8, 0.5), GroupBranch("bottleneck", 4, 8, 2)):

@@ -100,7 +100,7 @@ def test_gates_effective_flops_and_profiler():
     table = effective_profile(model, x)
     full = profile(model)
     blocks = cdb_blocks(model)
-    for i, (row, base) in enumerate(zip(table.layers, full.layers)):
+    for _i, (row, base) in enumerate(zip(table.layers, full.layers, strict=False)):
         if row.name == blocks[1].name:
             assert row.madds == base.madds - 2 * costs.group[1]
         elif row.name not in {b.name for b in blocks[::2]} | {blocks[3].name}:
@@ -194,7 +194,7 @@ def test_keras_round_trip_is_exact(tmp_path):
     expected = gate_model(model)(x, training=False)
     model.save(tmp_path / "cdb.keras")
     loaded = keras.models.load_model(tmp_path / "cdb.keras")
-    for a, b in zip(expected, gate_model(loaded)(x, training=False)):
+    for a, b in zip(expected, gate_model(loaded)(x, training=False), strict=False):
         np.testing.assert_array_equal(a, b)
 
 

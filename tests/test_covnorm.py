@@ -133,7 +133,7 @@ def test_adapters_on_a_frozen_shared_backbone(backbone, tmp_path):
     stats = adapter_statistics(adapted, adapters, images)
     assert [s[0].mean.shape for s in stats] == [(16,), (32,), (128,)]
     new = covnorm_adapters(adapters, stats, threshold=0.9)
-    cov = insert_adapters(backbone, AFTER, dict(zip(AFTER, new)), name="task_a_covnorm")
+    cov = insert_adapters(backbone, AFTER, dict(zip(AFTER, new, strict=False)), name="task_a_covnorm")
     assert all(a.rank_in <= a.channels and a.rank_out <= a.channels for a in new)
 
     cov.save(tmp_path / "cov.keras")
@@ -147,7 +147,7 @@ def test_adapters_on_a_frozen_shared_backbone(backbone, tmp_path):
     # joint variant: one global PCA per position, only M (and BNs) per task
     global_pcas = [(pca(merge_statistics([s[0], s[0]]), 0.9), pca(merge_statistics([s[1], s[1]]), 0.9)) for s in stats]
     joint = covnorm_adapters(adapters, stats, pcas=global_pcas)
-    for a, (p_in, p_out) in zip(joint, global_pcas):
+    for a, (p_in, _p_out) in zip(joint, global_pcas, strict=False):
         np.testing.assert_array_equal(ops.convert_to_numpy(a.whitening), p_in.components.T)
         assert a.joint_task_parameters() == 8 * a.channels + a.rank_in * a.rank_out + a.rank_out
     with pytest.raises(ValueError, match="already a CovNorm"):

@@ -50,7 +50,7 @@ def test_train_stream_shapes_and_resume_rebuilds_the_same_batches():
         "mixup": 0.4,
         "mixup_ramp_epochs": 2,
     }
-    full = [b for _, b in zip(range(14), train_dataset(source, 32, 16, **kwargs))]
+    full = [b for _, b in zip(range(14), train_dataset(source, 32, 16, **kwargs), strict=False)]
     images, labels = full[0]
     assert images.shape == (16, 32, 32, 3) and labels.shape == (16, 10)
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
@@ -60,8 +60,8 @@ def test_train_stream_shapes_and_resume_rebuilds_the_same_batches():
     assert len(np.unique(full[12][1].numpy().max(axis=1)[full[12][1].numpy().max(axis=1) < 1.0])) == 1
     np.testing.assert_allclose(full[12][1].numpy().sum(axis=1), 1.0, rtol=1e-6)
     # Rebuilt at step 7 (mid-epoch 1), the stream continues with exactly the same batches.
-    resumed = [b for _, b in zip(range(7), train_dataset(source, 32, 16, start_step=7, **kwargs))]
-    for (a_x, a_y), (b_x, b_y) in zip(full[7:], resumed):
+    resumed = [b for _, b in zip(range(7), train_dataset(source, 32, 16, start_step=7, **kwargs), strict=False)]
+    for (a_x, a_y), (b_x, b_y) in zip(full[7:], resumed, strict=False):
         np.testing.assert_array_equal(a_x.numpy(), b_x.numpy())
         np.testing.assert_array_equal(a_y.numpy(), b_y.numpy())
     # Each epoch is a new permutation.

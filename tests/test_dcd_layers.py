@@ -209,7 +209,7 @@ def test_kxk_channel_fusion_is_a_1x1_residual_at_the_window_centres():
     big = built(DCDConv2D(10, 3, 2, latent_dim=3, squeeze=5, pool_size=2), (None, 10, 10, 6))
     small = DCDConv2D(10, 1, 2, latent_dim=3, squeeze=5, pool_size=2)
     small.build((None, 10, 10, 6))
-    for a, b in zip(small.weights, big.weights):
+    for a, b in zip(small.weights, big.weights, strict=False):
         b_value = b.numpy()
         a.assign(b_value[1:2, 1:2] if b.path.endswith("conv/kernel") else b_value)
     x = inputs((2, 10, 10, 6))

@@ -81,7 +81,7 @@ def test_baked_network_is_the_plain_backbone_op_for_op_and_reproduces_the_ddn(dd
     ddn, static = ddn_and_static
     rng = np.random.default_rng(1)
     images = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
-    for domain in range(2):
+    for _domain in range(2):
         e = rng.normal(size=DIM).astype("float32")
         baked = bake_domain(ddn, e)
         assert baked.count_params() == static.count_params()

@@ -180,7 +180,7 @@ def test_chain_wiring_is_the_sequence_of_blocks():
     np.testing.assert_array_equal(y, expected)
     np.testing.assert_array_equal(adjacency[0], np.eye(4, k=-1))
     assert not graph.routers and count_madds(graph, (None, 8, 8, 4)) == sum(
-        count_madds(b, s) for b, s in zip(graph.blocks, [(None, 8, 8, 4)] + [(None, 4, 4, 8)] * 2)
+        count_madds(b, s) for b, s in zip(graph.blocks, [(None, 8, 8, 4)] + [(None, 4, 4, 8)] * 2, strict=False)
     )
 
 
@@ -222,7 +222,7 @@ def test_stage_round_trips_through_keras_file(tmp_path):
     model.save(tmp_path / "stage.keras")
     loaded = keras.saving.load_model(tmp_path / "stage.keras")
     x = rng.normal(size=(2, 8, 8, 4)).astype("float32")
-    for a, b in zip(model(x), loaded(x)):
+    for a, b in zip(model(x), loaded(x), strict=False):
         np.testing.assert_array_equal(a, b)
     config = loaded.get_layer("graph").get_config()
     assert (config["inference_gate"], config["aggregation"], len(config["blocks"])) == ("paper", "stacked", 2)

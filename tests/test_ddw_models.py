@@ -81,7 +81,7 @@ def test_a_fresh_mobilenetv2_depends_on_its_input_and_gets_gradients():
         loss = tf.reduce_sum(logits[0] * logits[1])
     assert not np.allclose(logits[0], logits[1])
     grads = tape.gradient(loss, model.trainable_variables)
-    first_conv = next(g for v, g in zip(model.trainable_variables, grads) if "kernel" in v.path)
+    first_conv = next(g for v, g in zip(model.trainable_variables, grads, strict=False) if "kernel" in v.path)
     assert first_conv is not None and np.abs(first_conv).max() > 0
 
 
@@ -200,13 +200,16 @@ def test_trained_ddw_round_trips(trained, tmp_path):
     model, x_test, _ = trained
     model.save(tmp_path / "ddw.keras")
     loaded = keras.saving.load_model(tmp_path / "ddw.keras")
-    for a, b in zip(wiring_model(model)(x_test[:8], training=False), wiring_model(loaded)(x_test[:8], training=False)):
+    for a, b in zip(
+        wiring_model(model)(x_test[:8], training=False), wiring_model(loaded)(x_test[:8], training=False), strict=False
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
 def test_tflite_float32_reproduces_outputs_and_wiring(trained):
     from ai_edge_litert.interpreter import Interpreter
+
     from dynzoo.export import op_counts, to_tflite
     from dynzoo.export.tflite import check_builtin_only
 
@@ -227,7 +230,7 @@ def test_tflite_float32_reproduces_outputs_and_wiring(trained):
         interpreter.invoke()
         got = [interpreter.get_tensor(d["index"])[0] for d in outputs]
         np.testing.assert_allclose(got[0], expected[0][i], rtol=0, atol=1e-4 * np.abs(expected[0]).max())
-        for a, b in zip(got[1:], expected[1:]):  # every graph's adjacency matrix
+        for a, b in zip(got[1:], expected[1:], strict=False):  # every graph's adjacency matrix
             np.testing.assert_allclose(a, b[i], atol=1e-5)
             closed += int(np.sum((a == 0) != (b[i] == 0)))
     assert closed == 0  # the same edges are closed
@@ -235,12 +238,11 @@ def test_tflite_float32_reproduces_outputs_and_wiring(trained):
 
 @pytest.mark.slow
 def test_int8_export_keeps_the_accuracy(trained):
+    from dynzoo.data import digits_arrays
     from dynzoo.export import convert
     from dynzoo.export.cli import full_range_first
     from dynzoo.export.tflite import float_ops
     from dynzoo.export.verify import parity_report
-
-    from dynzoo.data import digits_arrays
 
     model, x_test, y_test = trained
     x_train, _ = digits_arrays("train", TRAIN_SIZE)

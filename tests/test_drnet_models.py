@@ -40,7 +40,7 @@ def sizes(model):
         states = cell._state_shapes(_input_shapes(cell))
         pools += sum(
             9 * math.prod(op.compute_output_shape(states[src])[1:])
-            for src, branches in zip(cell.sources, cell.branches)
+            for src, branches in zip(cell.sources, cell.branches, strict=False)
             for op in branches
             if op.kind in ("max_pool", "avg_pool")
         )

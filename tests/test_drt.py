@@ -154,7 +154,7 @@ def test_official_checkpoint_loads(resnet50, tmp_path):
     from torch_format import save_zip_checkpoint
 
     state = {}
-    for key, (variable, transform) in model_targets(official_layer_prefixes(resnet50)).items():
+    for key, (variable, _transform) in model_targets(official_layer_prefixes(resnet50)).items():
         shape = tuple(variable.shape)
         torch_shape = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}[len(shape)]  # Keras → PyTorch layout
         torch_shape = tuple(shape[i] for i in torch_shape)

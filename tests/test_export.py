@@ -14,9 +14,9 @@ import dynzoo
 from dynzoo.export import (
     MODES,
     ExportError,
+    compare_latency,
     convert,
     convert_modes,
-    compare_latency,
     measure_latency,
     op_names,
     preprocess,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import keras
-from keras import ops
 import numpy as np
 import pytest
+from keras import ops
 
 from dynzoo.layers import (
     ChannelShuffle,
@@ -335,7 +335,7 @@ def _assert_forms_agree(layer_or_model, x, target, rtol, training=True):
     with export_form():
         exported = _value_and_gradients(layer_or_model, x, target, training)
     assert len(computed) == len(exported) > 2
-    for c, e in zip(computed, exported):
+    for c, e in zip(computed, exported, strict=False):
         e = np.asarray(e)
         assert np.abs(e).max() > 0  # every gradient reaches its weight
         np.testing.assert_allclose(np.asarray(c), e, rtol=0, atol=rtol * np.abs(e).max())
@@ -416,9 +416,9 @@ def test_batch_normalization_trains_as_keras_does():
         _value_and_gradients(layer, x, target, True) for layer in (fused, plain)
     )
     np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5)
-    for f, p in zip(grads_fused, grads_plain):
+    for f, p in zip(grads_fused, grads_plain, strict=False):
         np.testing.assert_allclose(f, p, rtol=0, atol=1e-5 * np.abs(p).max())
-    for f, p in zip(fused.get_weights(), plain.get_weights()):  # gamma, beta, moving mean and variance
+    for f, p in zip(fused.get_weights(), plain.get_weights(), strict=False):  # gamma, beta, moving mean and variance
         np.testing.assert_allclose(f, p, rtol=1e-5)
     assert not np.allclose(fused.moving_variance, 1.0)  # the step did update them
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)

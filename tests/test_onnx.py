@@ -61,7 +61,7 @@ def _calibrate_batchnorm(model, inputs) -> None:
     for layer in layers:
         layer.momentum = 0.0
     model(inputs, training=True)
-    for layer, momentum in zip(layers, momenta):
+    for layer, momentum in zip(layers, momenta, strict=False):
         layer.momentum = momentum
 
 
@@ -80,5 +80,5 @@ def test_every_registered_model_exports_to_onnx_and_onnxruntime_reproduces_it(tm
     with contextlib.redirect_stdout(io.StringIO()):  # tf2onnx's progress lines
         model.export(path, format="onnx", verbose=False)
     session = onnxruntime.InferenceSession(str(path))
-    (got,) = session.run(None, {spec.name: x for spec, x in zip(session.get_inputs(), inputs)})
+    (got,) = session.run(None, {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=False)})
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())

@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+
 from dynzoo.export import op_profile
 from dynzoo.export.flatbuffer import is_tflite
 from dynzoo.export.tflite import convert
@@ -64,7 +65,7 @@ def _run_single(single: bytes, feeds: list[np.ndarray]) -> list[np.ndarray]:
     interpreter.allocate_tensors()
     details = interpreter.get_input_details()
     assert len(details) == len(feeds)
-    for detail, value in zip(details, feeds):
+    for detail, value in zip(details, feeds, strict=False):
         interpreter.set_tensor(detail["index"], value)
     interpreter.invoke()
     return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
@@ -76,11 +77,11 @@ def _check_split(flatbuffer: bytes) -> None:
     singles = op_profile.split_ops(flatbuffer)
     values = op_profile.intermediate_values(flatbuffer, seed=1)
     assert len(singles) == len(infos) > 0
-    for info, single in zip(infos, singles):
+    for info, single in zip(infos, singles, strict=False):
         assert is_tflite(single) and len(single) < len(flatbuffer)
         outputs = _run_single(single, [values[t] for t in info.inputs])
         assert len(outputs) == len(info.outputs)
-        for got, index in zip(outputs, info.outputs):
+        for got, index in zip(outputs, info.outputs, strict=False):
             want = values[index]
             assert got.shape == want.shape and got.dtype == want.dtype, (info.index, info.op)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"op {info.index} {info.op}")
@@ -124,7 +125,7 @@ def test_xnnpack_flags_an_int8_maximum_and_takes_the_convolutions():
     flags, partitions = op_profile.xnnpack_delegation(int8)
     ops = [info.op for info in op_profile.op_info(int8)]
     assert "MAXIMUM" in ops and ops.count("CONV_2D") == 2
-    by_op = {op: [f for o, f in zip(ops, flags) if o == op] for op in set(ops)}
+    by_op = {op: [f for o, f in zip(ops, flags, strict=False) if o == op] for op in set(ops)}
     assert by_op["MAXIMUM"] == [False] and by_op["CONV_2D"] == [True, True]
     assert partitions == 2
 

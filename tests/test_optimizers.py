@@ -28,7 +28,7 @@ def train(optimizer, steps: int = 5) -> list[np.ndarray]:
     def step(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.sin(x @ variables[0] + variables[1]) ** 2)
-        optimizer.apply_gradients(zip(tape.gradient(loss, [v.value for v in variables]), variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, [v.value for v in variables]), variables, strict=False))
 
     for i in range(steps):
         step(tf.constant(np.random.default_rng(i + 1).normal(size=(8, 3)).astype("float32")))
@@ -40,7 +40,7 @@ def test_fused_updates_equal_keras(keras_class, fused_class, kwargs):
     expected, got = train(keras_class(**kwargs)), train(fused_class(**kwargs))
     assert len(got) == len(expected)
     start = train(keras_class(**kwargs), steps=0)
-    for e, g, s in zip(expected, got, start):
+    for e, g, s in zip(expected, got, start, strict=False):
         assert np.abs(e - s).max() > 1e-3  # the updates moved every variable and slot
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)  # same rule, float32 rounding apart
 
@@ -60,7 +60,7 @@ def test_compiled_model_saves_and_reloads_with_its_fused_optimizer(tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert type(loaded.optimizer) is FusedSGD and loaded.optimizer.get_config() == model.optimizer.get_config()
-    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=False):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 

@@ -8,6 +8,8 @@ import hashlib
 import keras
 import numpy as np
 import pytest
+from torch_format import malicious_pickle, save_zip_checkpoint
+from weights_http import WeightServer, isolate_weights_env
 
 import dynzoo
 from dynzoo.weights import (
@@ -20,8 +22,6 @@ from dynzoo.weights import (
 )
 from dynzoo.weights.download import dynzoo_home
 from dynzoo.weights.manifest import update_manifest, user_manifest_path
-from torch_format import malicious_pickle, save_zip_checkpoint
-from weights_http import WeightServer, isolate_weights_env
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +139,7 @@ def test_strict_hashes_and_pinning(m0_server, official_dir, monkeypatch):
 
 def test_manifest_covers_the_official_weights():
     entries = {e.name: e for e in list_weights()}
-    for size, top1 in zip("0123", (46.6, 51.4, 59.4, 62.5)):
+    for size, top1 in zip("0123", (46.6, 51.4, 59.4, 62.5), strict=False):
         entry = entries[f"micronet_m{size}:imagenet"]
         assert entry.urls and entry.urls[-1].endswith(f"/micronet-m{size}.pth")
         assert entry.file_name == f"micronet-m{size}.pth"

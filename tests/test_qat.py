@@ -96,7 +96,7 @@ def test_qat_fine_tunes_and_the_int8_export_follows_it(trained, digits):
     result = quantization_aware_training(tuned, x_train, y_train, epochs=2, learning_rate=1e-3, verbose=0)
     assert result.model is tuned and len(result.losses) == 2 and np.isfinite(result.losses).all()
     assert result.points > len(trained.layers)  # internal tensors, not only layer outputs
-    assert any(not np.array_equal(a, b) for a, b in zip(before, tuned.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, tuned.get_weights(), strict=False))
     keras_logits = tuned.predict(x_test, verbose=0)
     int8 = run_tflite(convert(tuned, "int8", representative_data=x_train[:128]), x_test)
     keras_top1 = (keras_logits.argmax(-1) == y_test).mean()

@@ -19,8 +19,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from conftest import REPO, skip_or_fail_under_ci
+
 from dynzoo.cli import main as dynzoo_main
 from dynzoo.quickstart import EPOCHS, INPUT_SIZE
 from dynzoo.train.callbacks import CHECKPOINT_FILE
@@ -280,7 +280,7 @@ def test_the_web_demo_runs_bundles_in_chromium_like_the_python_runtime(browser_r
         assert [row["class"] for row in shown["shown"]] == [c for c, _ in golden["top_k"]], (name, shown["shown"])
         assert [row["label"] for row in shown["shown"]] == [labels[c] for c, _ in golden["top_k"]]
         probabilities = scores(_decoded(shown["output"], info["output"]["dtype"])[None], info)[0]
-        for row, entry in zip(shown["shown"], shown["top"]):
+        for row, entry in zip(shown["shown"], shown["top"], strict=False):
             assert entry["probability"] == pytest.approx(probabilities[row["class"]], rel=1e-9, abs=1e-12)
             assert row["text"] == f"{entry['probability'] * 100:.2f} %"
         assert shown["inferenceMs"] > 0 and shown["preprocessMs"] > 0 and shown["runs"] == 5

@@ -9,13 +9,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from weights_http import WeightServer, isolate_weights_env
 
 import dynzoo
 from dynzoo.cli import main
 from dynzoo.weights import get_weights
 from dynzoo.weights.download import dynzoo_home
 from dynzoo.weights.manifest import user_manifest_path
-from weights_http import WeightServer, isolate_weights_env
 
 
 @pytest.fixture(autouse=True)

@@ -97,7 +97,7 @@ class WeightServer:
         self.routes[path] = Route(body=body, **behaviour)
         return self.base + path
 
-    def __enter__(self) -> "WeightServer":
+    def __enter__(self) -> WeightServer:
         self.thread.start()
         return self
 

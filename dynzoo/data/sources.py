@@ -171,7 +171,7 @@ def find_bad_images(paths: list[str], decode: bool) -> dict[str, str]:
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         problems = pool.map(lambda p: image_problem(p, decode), paths)
-        return {path: problem for path, problem in zip(paths, problems) if problem is not None}
+        return {path: problem for path, problem in zip(paths, problems, strict=False) if problem is not None}
 
 
 def bad_images_error(bad: dict[str, str], hint: str = "") -> ValueError:

@@ -1,13 +1,12 @@
 """dynzoo layers: every operator is a serializable ``keras.layers.Layer`` (package ``dynzoo``)."""
 
 from dynzoo.layers.base import BatchNormalization, SequenceBlock, count_madds
-from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
+from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.covnorm import CovNormAdapter  # noqa: F401
 from dynzoo.layers.dcd import DCDConv2D, DCDDense
 from dynzoo.layers.domain import DomainAwareConv2D, DomainEmbeddings, StreamingDomainEmbedding  # noqa: F401
 from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
-from dynzoo.layers.residual_transfer import DynamicResidualConv2D  # noqa: F401
 from dynzoo.layers.micronet import (
     GroupPointwiseConv,
     MicroBlock,
@@ -15,6 +14,7 @@ from dynzoo.layers.micronet import (
     MicroFactorizedPointwise,
     MicroStem,
 )
+from dynzoo.layers.residual_transfer import DynamicResidualConv2D  # noqa: F401
 from dynzoo.layers.routing import CandidateOp, FactorizedReduce, GumbelTemperatureSchedule, RouterNet  # noqa: F401
 from dynzoo.layers.shift_max import DynamicShiftMax
 from dynzoo.layers.shuffle import ChannelShuffle

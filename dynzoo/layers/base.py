@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import keras
 from keras import ops
@@ -267,4 +268,4 @@ class SequenceBlock(keras.layers.Layer):
 
     def official_children(self) -> list[tuple[str, keras.layers.Layer]]:
         """(PyTorch sub-module path, Keras layer) for every step that holds weights."""
-        return [(n, l) for n, l in zip(self.official_names, self.steps) if n is not None and l.weights]
+        return [(n, l) for n, l in zip(self.official_names, self.steps, strict=False) if n is not None and l.weights]

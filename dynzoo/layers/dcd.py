@@ -191,7 +191,9 @@ class _DCDBase(keras.layers.Layer):
         size = self.latent_dim_
         parts = ops.split(u_flat, self.blocks, axis=-1) if self.blocks > 1 else [u_flat]
         # In channels-last, (Φ u)ᵀ = uᵀ Φᵀ: one BATCH_MATMUL per block.
-        mixed = [ops.matmul(u, ops.transpose(p, (0, 2, 1))) for u, p in zip(parts, self._phi_blocks(phi, size))]
+        mixed = [
+            ops.matmul(u, ops.transpose(p, (0, 2, 1))) for u, p in zip(parts, self._phi_blocks(phi, size), strict=False)
+        ]
         v = ops.concatenate(mixed, axis=-1) if self.blocks > 1 else mixed[0]
         return self.bn2(v, training=training) + u_flat
 
@@ -383,11 +385,11 @@ class DCDConv2D(_DCDBase):
         if self.depthwise:
             return y + self._depthwise_residual(inputs, phi)
         xs = ops.split(inputs, self.blocks, axis=-1) if self.blocks > 1 else [inputs]
-        u = [q(x) for q, x in zip(self.q, xs)]
+        u = [q(x) for q, x in zip(self.q, xs, strict=False)]
         u = self.bn1(ops.concatenate(u, axis=-1) if self.blocks > 1 else u[0], training=training)
         v = unflatten_spatial(self._fuse(flatten_spatial(u), phi, training), u)
         vs = ops.split(v, self.blocks, axis=-1) if self.blocks > 1 else [v]
-        r = [p(part) for p, part in zip(self.p, vs)]
+        r = [p(part) for p, part in zip(self.p, vs, strict=False)]
         return y + (ops.concatenate(r, axis=-1) if self.blocks > 1 else r[0])
 
     def inference(self, inputs, output_bn: keras.layers.BatchNormalization | None = None):

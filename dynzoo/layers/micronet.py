@@ -7,7 +7,7 @@ from the text's Micro-Blocks A/B/C (spec §2.1 maps one onto the other).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np

@@ -11,7 +11,7 @@ with TFLite builtin ops only), and skips the others.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops

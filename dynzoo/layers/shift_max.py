@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from dynzoo.layers.base import (
@@ -21,7 +21,6 @@ from dynzoo.layers.base import (
     quant_point,
 )
 from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, gathered
-
 
 # K·C up to which a shift-max layer runs as one per-sample matrix product (:func:`shift_max_matrix_form`).
 # In float32 TFLite, on the layers of MicroNet-M0 and M3 at 224×224, the matrix form was slower on every
@@ -279,7 +278,7 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
             out = maximum(out, q(q(source * coeffs[2], "a2x") + q(shifted * coeffs[3], "b2x"), "fusion2"))
         return out
 
-    def static_equivalent(self, coefficients) -> "StaticShiftMax":
+    def static_equivalent(self, coefficients) -> StaticShiftMax:
         """The static layer that computes this one with frozen ``coefficients`` (2K arrays, each
         broadcastable to (C,), ordered as :meth:`coefficients` returns them): exact, the same products
         in the same order, without the coefficient branch ("baking", :func:`dynzoo.export.bake`)."""

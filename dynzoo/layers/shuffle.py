@@ -3,10 +3,10 @@ every quantization mode), and channel permutations as one 1×1 convolution for i
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from dynzoo.layers.base import PACKAGE, channels_of, check_divisible, check_int, in_integer_export_form

@@ -53,7 +53,7 @@ def stage_widths(block: str, base_out: Sequence[int], groups: int) -> list[int]:
     table = cdb_config()["group_widths"][block]
     if str(groups) in table:
         return list(table[str(groups)])
-    return [group_width(block, w0, c, c, groups) for w0, c in zip(table["1"], base_out)]
+    return [group_width(block, w0, c, c, groups) for w0, c in zip(table["1"], base_out, strict=False)]
 
 
 def CDBResNet(
@@ -132,7 +132,7 @@ def CDBResNet(
     x = resnet_stem(x, scaled(64), small_input=stem == "cifar")
     h = None
     widths = stage_widths(cfg["block"], cfg["out_channels"], groups)
-    for stage, (out, w, blocks) in enumerate(zip(cfg["out_channels"], widths, cfg["layers"]), start=1):
+    for stage, (out, w, blocks) in enumerate(zip(cfg["out_channels"], widths, cfg["layers"], strict=False), start=1):
         for index in range(blocks):
             block = CDBBlock(
                 cfg["block"],
@@ -331,7 +331,7 @@ def force_gates(model: keras.Model, on) -> None:
     """
     blocks = cdb_blocks(model)
     pattern = np.broadcast_to(np.asarray(on, dtype=bool), (len(blocks), blocks[0].groups))
-    for block, row in zip(blocks, pattern):
+    for block, row in zip(blocks, pattern, strict=False):
         dense = block.controller.logits_fc
         kernel, _ = dense.get_weights()
         bias = np.stack([np.where(row, -10.0, 10.0), np.where(row, 10.0, -10.0)], axis=-1).reshape(-1)
@@ -461,7 +461,7 @@ class CDBTrainer(keras.Model):
                     raise ValueError(f"`{label}` must be a number >= 0, got {value!r}.")
             self.category_loss = CategoryLoss(cmap, stage_category_weights(self.costs.stages, weight, growth))
             self.heads = [keras.layers.Dense(int(cmap.max()) + 1, name=f"category_{b.name}") for b in blocks]
-            for head, block in zip(self.heads, blocks):
+            for head, block in zip(self.heads, blocks, strict=False):
                 head.build((None, block.hidden))  # before compile, so the optimizer knows their variables
         names = (["category_loss"] if self.category_loss else []) + (
             ["exec_loss", "flops_loss"] if self.exec_loss else []

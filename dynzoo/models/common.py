@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -59,7 +60,7 @@ def check_application_args(
         tensor_shape = tuple(input_tensor.shape[1:])
         if len(tensor_shape) != len(input_shape) or any(
             given is not None and actual is not None and given != actual
-            for given, actual in zip(input_shape, tensor_shape)
+            for given, actual in zip(input_shape, tensor_shape, strict=False)
         ):
             raise ValueError(
                 f"`input_shape` {tuple(input_shape)} contradicts the shape of `input_tensor` {tensor_shape}; "
@@ -110,7 +111,7 @@ def imagenet_preprocessing(channels: int = 3, name: str = "preprocessing") -> ke
     else:
         mean, std = (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
     scale = [1.0 / (255.0 * s) for s in std]
-    offset = [-m / s for m, s in zip(mean, std)]
+    offset = [-m / s for m, s in zip(mean, std, strict=False)]
     return keras.layers.Rescaling(scale=scale, offset=offset, name=name)
 
 
@@ -228,7 +229,7 @@ def feature_levels_of(model: keras.Model) -> dict[int, tuple[str, int]]:
     else:
         shapes = [tensor.shape for _, tensor in candidates]
     levels: dict[int, tuple[str, int]] = {}
-    for (name, _), shape in zip(candidates, shapes):
+    for (name, _), shape in zip(candidates, shapes, strict=False):
         for level in range(1, 6):
             if tuple(shape[1:3]) == tuple(-(-s // 2**level) for s in size):
                 levels[level] = (name, shape[-1])

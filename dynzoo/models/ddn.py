@@ -144,7 +144,7 @@ class DomainAwareBlock(keras.layers.Layer):
         """The static block equal to this one for the domain ``embedding`` (D,), weights copied."""
         block = self.static_block()
         block.build(self.x_shape)
-        for static, step in zip(block.steps, self.steps):
+        for static, step in zip(block.steps, self.steps, strict=False):
             source = step.fold(embedding) if isinstance(step, DomainAwareConv2D) else step
             static.set_weights(source.get_weights())
         return block

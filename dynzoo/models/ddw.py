@@ -166,7 +166,7 @@ def _resnet_body(x, cfg: dict, width: float, wire):
     stem = max(1, round(64 * width))
     small = cfg["stem"] == "cifar"
     x = resnet_stem(x, stem, small_input=small, pool=not small)
-    for stage, (planes, count) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
+    for stage, (planes, count) in enumerate(zip(STAGE_PLANES, cfg["layers"], strict=False), start=1):
         planes = max(1, round(planes * width))
         blocks = [
             ResNetBlock(
@@ -268,7 +268,7 @@ def adjacency_matrices(
     wired = wiring_model(model) if wired is None else wired
     results = wired.predict(np.asarray(images), batch_size=batch_size, verbose=0)
     names = [stage.name for stage in wired_stages(model)]
-    return {"outputs": results[0], **dict(zip(names, results[1:]))}
+    return {"outputs": results[0], **dict(zip(names, results[1:], strict=False))}
 
 
 def _builder(model_name: str):

@@ -5,8 +5,8 @@ per-sample routing analysis (decisions and effective MAdds)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -148,7 +148,7 @@ class DRNetCell(keras.layers.Layer):
         channels_of(shape0, "DRNetCell")
         channels_of(shape1, "DRNetCell")
         factor = 2 if self.reduction_prev else 1
-        for a, b in zip(shape0[1:3], shape1[1:3]):
+        for a, b in zip(shape0[1:3], shape1[1:3], strict=False):
             if a is not None and b is not None and (a + factor - 1) // factor != b:
                 raise ValueError(
                     f"DRNetCell: x1's size must be x0's divided by {factor}, rounded up "
@@ -178,7 +178,7 @@ class DRNetCell(keras.layers.Layer):
         self.pre1.build(input_shape[1])
         states = self._state_shapes(input_shape)
         self.router.build(states[:2])
-        for src, branches in zip(self.sources, self.branches):
+        for src, branches in zip(self.sources, self.branches, strict=False):
             for op in branches:
                 op.build(states[src])
 
@@ -242,7 +242,10 @@ class DRNetCell(keras.layers.Layer):
         """MAdds of every branch of every connection for one sample: (connections, ops)."""
         states = self._state_shapes(input_shape)
         return np.array(
-            [[count_madds(op, states[src]) for op in branches] for src, branches in zip(self.sources, self.branches)],
+            [
+                [count_madds(op, states[src]) for op in branches]
+                for src, branches in zip(self.sources, self.branches, strict=False)
+            ],
             dtype="int64",
         )
 
@@ -654,7 +657,7 @@ class BranchUsageLogger(keras.callbacks.Callback):
         report = analyze_routing(network, self.images, routed=self.routed_model())
         self.reports[epoch] = report
         if logs is not None:
-            for op, usage in zip(report.ops, report.masks.mean(axis=(0, 1, 2))):
+            for op, usage in zip(report.ops, report.masks.mean(axis=(0, 1, 2)), strict=False):
                 logs[f"usage_{op}"] = float(usage)
             logs["madds_ratio"] = report.madds_ratio
         if self.verbose:
@@ -733,7 +736,7 @@ _DESCRIPTIONS = {
     "drnet_l": "DRNet(L), 10 cells, C=32, 32×32",
     "drnet_l_imagenet": "DRNet(L) on the DARTS ImageNet stem, 224×224",
 }
-for _name, _fn in zip(MODEL_NAMES, (DRNetS, DRNetM, DRNetL, DRNetLImagenet)):
+for _name, _fn in zip(MODEL_NAMES, (DRNetS, DRNetM, DRNetL, DRNetLImagenet), strict=False):
     register_model(
         _name,
         _fn,

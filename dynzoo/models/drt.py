@@ -107,7 +107,7 @@ class DRTBottleneck(ResNetBlock):
 
     def call(self, inputs, training=None):
         x = inputs
-        for n, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        for n, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=False)):
             y = conv([x, inputs]) if isinstance(conv, DynamicResidualConv2D) else conv(x)
             x = bn(y, training=training)
             if n < len(self.convs) - 1:
@@ -141,7 +141,7 @@ class DRTBottleneck(ResNetBlock):
 
 def _resnet_trunk(x, cfg):
     x = resnet_stem(x)
-    for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
+    for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"], strict=False), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
             x = DRTBottleneck(
@@ -361,7 +361,7 @@ def adapter_statistics(model: keras.Model, adapters: Sequence[CovNormAdapter], i
     inputs = probe.predict(np.asarray(images, "float32"), batch_size=batch_size, verbose=0)
     inputs = inputs if isinstance(inputs, list) else [inputs]
     stats = []
-    for adapter, x in zip(adapters, inputs):
+    for adapter, x in zip(adapters, inputs, strict=False):
         u, y = adapter.transfer_terms(x, training=False)
         stats.append(
             (feature_statistics(keras.ops.convert_to_numpy(u)), feature_statistics(keras.ops.convert_to_numpy(y)))
@@ -381,7 +381,7 @@ def covnorm_adapters(
         if given is not None and len(given) != len(adapters):
             raise ValueError(f"`{name}` must have one entry per adapter ({len(adapters)}), got {len(given)}.")
     out = []
-    for i, (adapter, (stats_in, stats_out)) in enumerate(zip(adapters, stats)):
+    for i, (adapter, (stats_in, stats_out)) in enumerate(zip(adapters, stats, strict=False)):
         if adapter.is_covnorm:
             raise ValueError(f"{adapter.name} is already a CovNorm adapter; pass the fine-tuned full adapters.")
         pca_in, pca_out = pcas[i] if pcas is not None else (pca(stats_in, threshold), pca(stats_out, threshold))

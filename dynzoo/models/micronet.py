@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -156,7 +156,7 @@ MicroNetM1 = _builder("micronet_m1")
 MicroNetM2 = _builder("micronet_m2")
 MicroNetM3 = _builder("micronet_m3")
 
-for _name, _fn in zip(MODEL_NAMES, (MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3)):
+for _name, _fn in zip(MODEL_NAMES, (MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3), strict=False):
     register_model(
         _name,
         _fn,

@@ -92,7 +92,7 @@ class ResNetBlock(keras.layers.Layer):
             ]
         self._shapes = []
         shape = tuple(input_shape)
-        for conv, bn in zip(self.convs, self.bns):
+        for conv, bn in zip(self.convs, self.bns, strict=False):
             self._shapes.append(shape)
             conv.build(shape)
             shape = tuple(conv.compute_output_shape(shape))
@@ -103,7 +103,7 @@ class ResNetBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        for n, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        for n, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=False)):
             x = conv_bn(conv, bn, x, training)
             if n < len(self.convs) - 1:
                 x = keras.ops.relu(x)
@@ -119,7 +119,7 @@ class ResNetBlock(keras.layers.Layer):
     def compute_madds(self, input_shape) -> int:
         if not self.built:
             self.build(input_shape)
-        total = sum(count_madds(conv, shape) for conv, shape in zip(self.convs, self._shapes))
+        total = sum(count_madds(conv, shape) for conv, shape in zip(self.convs, self._shapes, strict=False))
         if self.downsample:
             total += count_madds(self.downsample[0], tuple(input_shape))
         return total
@@ -214,7 +214,7 @@ def ResNet(
     if include_preprocessing:
         x = imagenet_preprocessing(chans)(x)
     x = resnet_stem(x)
-    for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"]), start=1):
+    for stage, (planes, blocks) in enumerate(zip(STAGE_PLANES, cfg["layers"], strict=False), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
             x = ResNetBlock(planes, strides, cfg["block"] == "bottleneck", cfg["conv"], name=f"layer{stage}_{index}")(x)

@@ -159,7 +159,7 @@ def restore_checkpoint(
     else:
         problems = [
             f"{v.path}: saved {a.shape}, expected {tuple(v.shape)}"
-            for v, a in zip(variables, arrays)
+            for v, a in zip(variables, arrays, strict=False)
             if tuple(a.shape) != tuple(v.shape)
         ]
     if problems:
@@ -167,7 +167,7 @@ def restore_checkpoint(
             f"the checkpoint {os.fspath(path)!r} belongs to another model or recipe "
             f"({'; '.join(problems[:5])}); use another --model_dir or --noresume."
         )
-    for variable, value in zip(variables, arrays):
+    for variable, value in zip(variables, arrays, strict=False):
         variable.assign(value)
     return int(meta["global_step"]), meta.get("epoch_progress")
 

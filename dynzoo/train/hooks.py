@@ -11,8 +11,9 @@ goes through its hook, with an empty ``options`` dict when no option is given.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

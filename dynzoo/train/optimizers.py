@@ -50,7 +50,7 @@ class FusedAdam(keras.optimizers.Adam):
             beta2=beta_2,
             epsilon=tf.cast(self.epsilon, tf.float32),
         )
-        for grad, variable in zip(grads, trainable_variables):
+        for grad, variable in zip(grads, trainable_variables, strict=False):
             index = self._get_variable_index(variable)
             tf.raw_ops.ResourceApplyAdam(
                 var=_handle(variable),
@@ -71,7 +71,7 @@ class FusedSGD(keras.optimizers.SGD):
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         lr = tf.cast(learning_rate, tf.float32)
         momentum = tf.cast(self.momentum, tf.float32)
-        for grad, variable in zip(grads, trainable_variables):
+        for grad, variable in zip(grads, trainable_variables, strict=False):
             accumulator = self.momentums[self._get_variable_index(variable)]
             tf.raw_ops.ResourceApplyKerasMomentum(
                 var=_handle(variable),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from dynzoo.weights.convert import assign_state_dict, load_official_checkpoint, official_targets
 from dynzoo.weights.download import (

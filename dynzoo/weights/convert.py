@@ -7,7 +7,7 @@ Layers say where their weights live in the authors' code through ``official_chil
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np

@@ -38,7 +38,8 @@ import pickle
 import pickletools
 import struct
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -202,8 +203,8 @@ def _check_extent(storage: _Storage, offset, size, stride) -> None:
         if offset > storage.numel:
             raise CheckpointError(f"{where} starts past the end of its storage.")
         return
-    low = offset + sum((n - 1) * s for n, s in zip(size, stride) if s < 0)
-    high = offset + sum((n - 1) * s for n, s in zip(size, stride) if s > 0)
+    low = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=False) if s < 0)
+    high = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=False) if s > 0)
     if low < 0 or high >= storage.numel:
         raise CheckpointError(
             f"{where} reaches elements {low}…{high}, outside its {storage.numel} elements: the file is "
@@ -229,7 +230,7 @@ class _PendingTensor(_Frozen):
             return np.empty(self.size, dtype=data.dtype)
         # Strides of length-1 dimensions never move the pointer; zeroing them keeps huge ones from
         # overflowing NumPy's byte strides. The others are bounded by the extent check.
-        strides = [s * data.itemsize if n > 1 else 0 for n, s in zip(self.size, self.stride)]
+        strides = [s * data.itemsize if n > 1 else 0 for n, s in zip(self.size, self.stride, strict=False)]
         view = np.lib.stride_tricks.as_strided(data[self.offset :], shape=self.size, strides=strides, writeable=False)
         return np.array(view)
 
