@@ -43,7 +43,8 @@ setup(
             "atheris>=2.3,<3.1; platform_system == 'Linux' and platform_machine == 'x86_64'",
         ],
         "datasets": ["tensorflow-datasets>=4.9"],  # TFDS datasets by name (imagenet2012, cifar10, …)
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+        "lint": ["ruff==0.17.6"],  # pinned: `ruff format` output changes between versions; .ci/run reads this pin
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
         # Keras' other backends, for tests/test_backends.py (export stays on TensorFlow)
         "backends": ["jax[cpu]>=0.4.30", "torch>=2.4"],
         # Keras' ONNX exporter on TensorFlow, and a runtime to check it (tests/test_onnx.py)
