@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
 import os
 import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -122,17 +118,3 @@ def _version() -> str:
     from dynzoo import __version__
 
     return __version__
-
-
-@cache
-def load_config(family: str) -> dict[str, Any]:
-    """The ``zoo_configs/<family>.json`` shipped with the package."""
-    return json.loads(config_dir().joinpath(f"{family}.json").read_text())
-
-
-def config_dir():
-    """``zoo_configs/``: inside the installed package, or beside it in a source checkout."""
-    installed = resources.files("dynzoo").joinpath("zoo_configs")
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parent.parent / "zoo_configs"

@@ -101,9 +101,9 @@ def test_cli_compare_and_errors(capsys):
 def test_installed_package_is_self_contained():
     """Configs and ``dynzoo.export`` come with the installed package, whatever the working folder."""
     import dynzoo.export
-    from dynzoo.registry import config_dir
+    from dynzoo.config import config_dir, load_config
 
-    assert config_dir().joinpath("micronet.json").is_file()
+    assert config_dir().joinpath("micronet.json").is_file() and "models" in load_config("micronet")
     assert callable(dynzoo.export.to_tflite)
     if os.environ.get("CI"):  # CI installs non-editable: nothing may come from the checkout
         for module in (dynzoo, dynzoo.export):

@@ -12,6 +12,7 @@ import pytest
 from weights_http import WeightServer, isolate_weights_env
 
 import dynzoo
+import dynzoo.config
 from dynzoo.cli import main
 from dynzoo.weights import get_weights
 from dynzoo.weights.download import dynzoo_home
@@ -177,7 +178,7 @@ def test_publish_into_another_manifest(tmp_path, capsys):
     model = dynzoo.create_model("micronet_m0", input_shape=(32, 32, 3), classes=4)
     model.save(tmp_path / "m.keras")
     manifest = tmp_path / "weights.json"
-    shutil.copy(dynzoo.registry.config_dir() / "weights.json", manifest)
+    shutil.copy(dynzoo.config.config_dir() / "weights.json", manifest)
     code, out, _ = run(
         capsys,
         "publish",

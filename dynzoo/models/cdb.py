@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     check_choice,
     check_int,
@@ -30,7 +31,7 @@ from dynzoo.models.common import (
     named_builder,
 )
 from dynzoo.models.resnet import resnet_stem
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 from dynzoo.train.hooks import register_training_hook
 
 STEMS = ("imagenet", "cifar")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import keras
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     SequenceBlock,
     batchnorm,
@@ -31,7 +32,7 @@ from dynzoo.models.common import (
     named_builder,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 
 BACKBONES = ("mobilenetv2", "fbnet")
 EMBEDDING_INPUT = "domain_embedding"

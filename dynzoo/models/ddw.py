@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     batchnorm,
     check_choice,
@@ -30,7 +31,7 @@ from dynzoo.models.common import (
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 
 STATIC_ALPHA_SUFFIX = "_static_alpha"
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     PACKAGE,
     batchnorm,
@@ -42,7 +43,7 @@ from dynzoo.models.common import (
     model_input,
     named_builder,
 )
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 from dynzoo.train.hooks import TrainingContext, TrainingSetup, register_training_hook
 
 MODEL_NAMES = ("drnet_s", "drnet_m", "drnet_l", "drnet_l_imagenet")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     PACKAGE,
     batchnorm,
@@ -43,7 +44,7 @@ from dynzoo.models.common import (
     named_builder,
 )
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 from dynzoo.train import msda
 from dynzoo.train.hooks import register_training_hook
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import keras
 
+from dynzoo.config import load_config
 from dynzoo.layers import MicroBlock, MicroStem
 from dynzoo.layers.base import batchnorm, dense_initializer
 from dynzoo.models.common import (
@@ -16,7 +17,7 @@ from dynzoo.models.common import (
     model_input,
     named_builder,
 )
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 from dynzoo.weights import load_official_checkpoint
 
 MODEL_NAMES = ("micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import keras
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     SequenceBlock,
     batchnorm,
@@ -37,7 +38,7 @@ from dynzoo.models.common import (
     model_input,
     named_builder,
 )
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 from dynzoo.weights.convert import assign_state_dict, model_targets
 from dynzoo.weights.pth import load_pth, state_dict_from
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import keras
 
+from dynzoo.config import load_config
 from dynzoo.layers.base import (
     PACKAGE,
     batchnorm,
@@ -26,7 +27,7 @@ from dynzoo.models.common import (
     named_builder,
 )
 from dynzoo.models.mobilenetv2 import load_official_dcd
-from dynzoo.registry import load_config, register_model
+from dynzoo.registry import register_model
 
 STAGE_PLANES = (64, 128, 256, 512)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dynzoo.registry import load_config
+from dynzoo.config import load_config
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cos", "step", "exp")

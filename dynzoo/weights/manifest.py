@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynzoo.config import load_config
 from dynzoo.weights.download import dynzoo_home
 
 FORMATS = ("pytorch_official", "keras_weights_h5")
@@ -56,8 +57,6 @@ def user_manifest_path() -> Path:
 
 
 def _package_manifest() -> dict[str, Any]:
-    from dynzoo.registry import load_config
-
     return load_config("weights")
 
 
