@@ -34,7 +34,7 @@ def randomise_batchnorm(model, rng, images, embedding) -> None:
     differences between two correct computations get amplified)."""
     import keras
 
-    from dynzoo.export.bake import reestimate_batchnorm
+    from dynzoo.models.bake import reestimate_batchnorm
 
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -54,9 +54,9 @@ def main(argv=None) -> int:
 
     import keras
 
-    from dynzoo.export.bake import bake_domain
     from dynzoo.export.benchmark import measure_latency
     from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
+    from dynzoo.models.bake import bake_domain
     from dynzoo.registry import create_model
 
     rng = np.random.default_rng(0)

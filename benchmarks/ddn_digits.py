@@ -180,8 +180,8 @@ def main(argv=None) -> int:
 
     import keras
 
-    from dynzoo.export.bake import bake_domain
     from dynzoo.layers.domain import DomainEmbeddings
+    from dynzoo.models.bake import bake_domain
 
     rows = []
     for key, result in results.items():

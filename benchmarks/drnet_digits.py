@@ -85,13 +85,8 @@ def main():
     args = parse_args()
     from dynzoo.data import digits_arrays
     from dynzoo.layers.routing import GumbelTemperatureSchedule, set_routing
-    from dynzoo.models.drnet import (
-        DRNet,
-        ResourceAwareTrainer,
-        ResourceWeightSchedule,
-        analyze_routing,
-        routing_model,
-    )
+    from dynzoo.models.drnet import DRNet, analyze_routing, routing_model
+    from dynzoo.train.families.drnet import ResourceAwareTrainer, ResourceWeightSchedule
 
     keras.utils.set_random_seed(args.seed)
     x_train, y_train = digits_arrays("train", 32)

@@ -79,8 +79,7 @@ def single_op_model(op) -> keras.Model:
 def main() -> None:
     import dynzoo
     from dynzoo.export import compare_latency
-    from dynzoo.export.cli import full_range_first
-    from dynzoo.export.tflite import convert
+    from dynzoo.export.tflite import convert, full_range_first
 
     keras.utils.set_random_seed(0)
     model = dynzoo.create_model("micronet_m0", weights=None)

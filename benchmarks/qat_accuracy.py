@@ -21,8 +21,8 @@ def evaluate(name: str, epochs: int, qat_epochs: int, learning_rate: float) -> d
 
     from dynzoo.data import digits_arrays
     from dynzoo.export import convert, run_tflite
-    from dynzoo.export.cli import full_range_first
     from dynzoo.export.qat import quantization_aware_training
+    from dynzoo.export.tflite import full_range_first
 
     model = train(name, epochs)
     x_train, y_train = digits_arrays("train", IMAGE_SIZE)

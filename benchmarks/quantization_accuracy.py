@@ -47,7 +47,7 @@ def evaluate(name: str, epochs: int, modes) -> dict:
     from dynzoo.data import digits_arrays
     from dynzoo.export import convert_modes
     from dynzoo.export.benchmark import measure_latency
-    from dynzoo.export.cli import full_range_first
+    from dynzoo.export.tflite import full_range_first
     from dynzoo.export.verify import layer_errors, parity_report
 
     model = train(name, epochs)

@@ -9,12 +9,15 @@ dynamic branches' FCs too) and each layer's own element-wise dynamic products (D
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from dynzoo.layers.base import count_madds
+from dynzoo.models.cdb import analyze_gates, cdb_blocks, input_shape_of
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,22 @@ def compare_table(profiles: list[Profile]) -> str:
             f"{fmt(ref.get('official_madds_m'))}M | {fmt(ref.get('paper_madds_m'), 1, 1)}M | {ref.get('note', '')} |"
         )
     return "\n".join(lines)
+
+
+def effective_profile(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> Profile:
+    """:func:`profile`'s per-layer table of a CDB-ResNet with each CDB block's MAdds replaced by its mean
+    effective MAdds on ``images`` (the gates the network executes)."""
+    report = analyze_gates(model, images, batch_size)
+    blocks = {b.name: i for i, b in enumerate(cdb_blocks(model))}
+    base = profile(model)
+    rows = []
+    for row in base.layers:
+        if row.name in blocks:
+            i = blocks[row.name]
+            block = model.get_layer(row.name)
+            madds = (
+                block.static_madds(input_shape_of(block)) + report.gates[:, i].sum(-1).mean() * report.costs.group[i]
+            )
+            row = dataclasses.replace(row, madds=round(madds))
+        rows.append(row)
+    return dataclasses.replace(base, layers=tuple(rows))

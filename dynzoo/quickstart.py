@@ -68,8 +68,9 @@ def run_quickstart(
     """Train, evaluate, export, compare; return one :class:`Row` per model (Keras first)."""
     from dynzoo.data import DIGITS_LABELS, eval_dataset, open_source
     from dynzoo.export.tflite import convert_modes
+    from dynzoo.export.verify import tflite_predictor
     from dynzoo.train import TrainConfig, train
-    from dynzoo.train.evaluate import evaluate, keras_predictor, tflite_predictor
+    from dynzoo.train.evaluate import evaluate, keras_predictor
 
     out = Path(out) if out is not None else (ANDROID_BUNDLES if ANDROID_BUNDLES.parent.is_dir() else Path("bundles"))
     started = time.perf_counter()

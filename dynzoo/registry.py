@@ -1,4 +1,7 @@
-"""Names → model builders. Every family module registers its named models here on import."""
+"""Names → model builders.
+
+Every module of :mod:`dynzoo.models` registers its named models here when it is imported, and ``import dynzoo``
+imports them all. The registry itself imports nothing above :mod:`dynzoo.weights`."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+
+from dynzoo.weights.manifest import get_weights, pretrained_tags
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,6 @@ class ModelEntry:
     def pretrained(self) -> dict[str, Any]:
         """Tag → manifest entry (source, sha256, preprocessing, input size, licence) of every pretrained
         weight file of this model, like timm's pretrained_cfg."""
-        from dynzoo.weights.manifest import get_weights, pretrained_tags
-
         return {tag: get_weights(self.name, tag) for tag in pretrained_tags(self.name)}
 
 
@@ -51,19 +54,13 @@ def register_model(
     _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(defaults), dict(reference or {}))
 
 
-def _ensure_families_loaded() -> None:
-    import dynzoo.models  # noqa: F401  (registers every family)
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted, optionally filtered by a shell-style pattern (``"micronet_*"``)."""
-    _ensure_families_loaded()
     names = sorted(_REGISTRY)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_families_loaded()
     if not isinstance(name, str) or name not in _REGISTRY:
         close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -195,8 +195,8 @@ def _per_domain(model, source_name: str, embedding_file: str | None, domains: li
         if domains:
             raise ValueError("--domain needs --domain-embedding.")
         return {source_name: model}
-    from dynzoo.export.bake import bake_domain
     from dynzoo.layers.domain import DomainEmbeddings
+    from dynzoo.models.bake import bake_domain
 
     if not is_domain_aware(model):
         raise ValueError(f"--domain-embedding: {source_name} is not a domain-aware (DDN) model.")
@@ -221,7 +221,7 @@ def _export_model(
         # QAT trains on the whole split; calibration takes its first images either way
         limit = None if args.qat_epochs else args.calibration_size
         images, labels, _ = verify.load_images(args.calibration, "train", size, limit, args.data_dir)
-        calibration = to_inputs(full_range_first(images[: args.calibration_size]))
+        calibration = to_inputs(tflite.full_range_first(images[: args.calibration_size]))
     qat = None
     if args.qat_epochs:
         from dynzoo.export.qat import quantization_aware_training
@@ -275,27 +275,13 @@ def _export_model(
                 preprocessing_in_model=preprocessing_in_model,
                 mean=mean,
                 std=std,
-                output_activation=output_activation(model),
+                output_activation=tflite.output_activation(model),
                 golden=args.golden,
             )
         report["modes"][mode] = entry
         print(_summary(mode, entry))
     (out / f"{source_name}_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / (source_name + '_report.json')}")
-
-
-def full_range_first(images):
-    """Calibration images with one extra image spanning 0…255 first, so that a uint8 input of a model
-    that normalises inside gets scale 1 and zero point 0: an app then feeds raw pixels unchanged."""
-    import numpy as np
-
-    ramp = np.linspace(0.0, 255.0, images[0].size, dtype="float32").reshape(images[0].shape)
-    return np.concatenate([ramp[None], images])
-
-
-def output_activation(model) -> str:
-    last = model.layers[-1]
-    return "softmax" if getattr(getattr(last, "activation", None), "__name__", "") == "softmax" else "none"
 
 
 def _summary(mode: str, entry: dict) -> str:

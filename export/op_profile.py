@@ -218,11 +218,9 @@ class OpProfile:
 
     def plot(self, path: str | os.PathLike, top: int = PLOT_LAYERS) -> Path:
         """PNG: horizontal bars of the ``top`` longest layers (red where any op of it runs outside XNNPACK)."""
-        import matplotlib
+        from dynzoo.export.bench import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         rows = self.layers()[:top][::-1]
         fig, ax = plt.subplots(figsize=(9, 0.3 * len(rows) + 1.6))
         colors = ["tab:blue" if r.xnnpack_ops == r.ops else "tab:red" for r in rows]
@@ -734,8 +732,7 @@ def flatbuffer_for(
         return path.stem, content
     import keras
 
-    from dynzoo.export.cli import full_range_first
-    from dynzoo.export.tflite import CALIBRATED_MODES, convert
+    from dynzoo.export.tflite import CALIBRATED_MODES, convert, full_range_first
     from dynzoo.export.verify import model_inputs
     from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo.export.tflite import output_activation
 from dynzoo.layers import base
 from dynzoo.train.optimizers import FusedAdam
 
@@ -186,8 +187,6 @@ def quantization_aware_training(
         verbose: 1 shows a progress bar per epoch.
     """
     import tensorflow as tf
-
-    from dynzoo.export.cli import output_activation
 
     images, labels = _check(images, labels, model, epochs, batch_size, learning_rate)
     calibration = images[:128] if calibration is None else np.asarray(calibration, "float32")

@@ -359,3 +359,16 @@ def convert_modes(
             mode: convert(model, mode, representative_data, saved_model=saved, float_island_scopes=float_island_scopes)
             for mode in modes
         }
+
+
+def full_range_first(images: np.ndarray) -> np.ndarray:
+    """Calibration images with one extra image spanning 0…255 first, so that a uint8 input of a model
+    that normalises inside gets scale 1 and zero point 0: an app then feeds raw pixels unchanged."""
+    ramp = np.linspace(0.0, 255.0, images[0].size, dtype="float32").reshape(images[0].shape)
+    return np.concatenate([ramp[None], images])
+
+
+def output_activation(model) -> str:
+    """``"softmax"`` when ``model`` ends in a softmax (its output is probabilities), else ``"none"`` (logits)."""
+    last = model.layers[-1]
+    return "softmax" if getattr(getattr(last, "activation", None), "__name__", "") == "softmax" else "none"

@@ -11,21 +11,22 @@ import pytest
 import dynzoo
 from dynzoo.data.categories import CIFAR100_CLASSES, category_map, category_matrix
 from dynzoo.models.cdb import (
-    CategoryLoss,
     CDBResNet,
-    CDBTrainer,
-    ExecutionRateLoss,
-    FlopsRatioLoss,
     analyze_gates,
     cdb_blocks,
     check_target_rate,
-    effective_profile,
     force_gates,
     gate_costs,
     gate_model,
+)
+from dynzoo.profile import effective_profile, profile
+from dynzoo.train.families.cdb import (
+    CategoryLoss,
+    CDBTrainer,
+    ExecutionRateLoss,
+    FlopsRatioLoss,
     stage_category_weights,
 )
-from dynzoo.profile import profile
 
 RNG = np.random.default_rng(0)
 

@@ -174,10 +174,10 @@ def test_streaming_embedding_is_the_mean_of_the_last_n_frames():
 
 
 def test_streaming_embedding_from_images_matches_the_fixed_one():
-    from dynzoo.layers.domain import feature_extractor
+    from dynzoo.models.ddn import domain_feature_extractor
 
     inputs = keras.Input((32, 32, 3))
-    extractor = feature_extractor(
+    extractor = domain_feature_extractor(
         keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs)))
     )
     rng = np.random.default_rng(4)

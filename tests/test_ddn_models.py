@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from dynzoo.export.bake import bake_domain, reestimate_batchnorm
 from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 from dynzoo.layers.domain import domain_aware_layers, mixing_factor_table
+from dynzoo.models.bake import bake_domain, reestimate_batchnorm
 from dynzoo.registry import create_model, list_models
 
 DIM = 8

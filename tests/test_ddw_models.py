@@ -240,8 +240,7 @@ def test_tflite_float32_reproduces_outputs_and_wiring(trained):
 def test_int8_export_keeps_the_accuracy(trained):
     from dynzoo.data import digits_arrays
     from dynzoo.export import convert
-    from dynzoo.export.cli import full_range_first
-    from dynzoo.export.tflite import float_ops
+    from dynzoo.export.tflite import float_ops, full_range_first
     from dynzoo.export.verify import parity_report
 
     model, x_test, y_test = trained

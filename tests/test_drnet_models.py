@@ -18,10 +18,10 @@ from dynzoo.models.drnet import (
     analyze_routing,
     branch_cost_table,
     drnet_cells,
-    resource_loss,
     routing_model,
 )
 from dynzoo.profile import trainable_params
+from dynzoo.train.families.drnet import resource_loss
 
 # Paper Table 1 (all branches, RouterNets included) and the spec's recount of the backbones (§3.6).
 PAPER = {
@@ -176,7 +176,7 @@ def trained():
 
 def usage_logger_model(setup) -> keras.Model:
     """The routing model that the training's branch-usage logger built and traced (one trace less)."""
-    from dynzoo.models.drnet import BranchUsageLogger
+    from dynzoo.train.families.drnet import BranchUsageLogger
 
     return next(c for c in setup.callbacks if isinstance(c, BranchUsageLogger)).routed_model()
 

@@ -24,10 +24,10 @@ from dynzoo.export import (
     run_tflite,
     write_bundle,
 )
-from dynzoo.export.bake import bake, frozen_coefficients
 from dynzoo.export.op_profile import xnnpack_delegation
 from dynzoo.export.tflite import exportable, float_ops
 from dynzoo.export.verify import tensor_errors
+from dynzoo.models.bake import bake, frozen_coefficients
 from dynzoo.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 32
@@ -58,8 +58,7 @@ def micronet_export(tmp_path_factory):
     """MicroNet-M0 (32×32, preprocessing inside), its calibration images (0…255, a full-range ramp first)
     and ``flatbuffer(mode)``: each mode converted once for the module, all from one SavedModel export.
     The mode matrix, the float-op naming and the bundle tests share them."""
-    from dynzoo.export.cli import full_range_first
-    from dynzoo.export.tflite import save_for_conversion
+    from dynzoo.export.tflite import full_range_first, save_for_conversion
 
     model = micronet()
     data = full_range_first(np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32"))

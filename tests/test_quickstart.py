@@ -94,8 +94,7 @@ def test_the_trained_micronet_keeps_its_accuracy_in_int16x8(quickstart_run):
     point of float and 99 % top-1 agreement with Keras on the digits test split."""
     from dynzoo.data import digits_arrays
     from dynzoo.export import convert
-    from dynzoo.export.cli import full_range_first
-    from dynzoo.export.tflite import float_ops
+    from dynzoo.export.tflite import float_ops, full_range_first
     from dynzoo.export.verify import parity_report
 
     model = keras.saving.load_model(quickstart_run[2] / "model.keras", compile=False)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dynzoo.data.sources import read_images
+
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "weather": ("clear", "overcast", "partly cloudy", "rainy", "snowy", "foggy", "undefined"),
     "timeofday": ("daytime", "night", "dawn/dusk", "undefined"),
@@ -99,8 +101,6 @@ def load_bdd100k_domains(
     """``(images, labels, class names)`` of ``split`` grouped by domain: ``images[d]`` uint8
     (N, S, S, 3) resized to ``image_size``, ``labels[d]`` int32 indices of the ``target`` attribute's
     values. Every image file must exist (a ValueError names the first missing one)."""
-    from dynzoo.train.domains import read_images
-
     attributes = check_attributes(attributes)
     if target not in ATTRIBUTES or target in attributes:
         raise ValueError(

@@ -197,6 +197,17 @@ def naming_undecodable_images(files: Sequence[str], hint: str = "") -> Iterator[
         raise bad_images_error(bad, hint) from None
 
 
+def read_images(files: Sequence[str | os.PathLike], image_size: int) -> np.ndarray:
+    """Decode image files and resize them to (image_size, image_size) RGB uint8."""
+    import tensorflow as tf
+
+    out = []
+    for f in files:
+        image = tf.io.decode_image(tf.io.read_file(str(f)), channels=3, expand_animations=False)
+        out.append(tf.cast(tf.image.resize(image, (image_size, image_size)) + 0.5, tf.uint8).numpy())
+    return np.stack(out) if out else np.zeros((0, image_size, image_size, 3), "uint8")
+
+
 def list_image_folder(split_dir: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:
     """(class names, file paths, labels) of ``split_dir/<class>/<image>``, sorted (the files are not
     read: see :func:`find_bad_images`)."""

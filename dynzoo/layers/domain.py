@@ -218,26 +218,6 @@ def mixing_factor_table(model: keras.Model, embedding) -> dict[str, np.ndarray]:
 # Domain embeddings.
 
 
-def feature_extractor(
-    extractor: str | keras.Model = "mobilenetv2_035", input_size: int = 32, weights: str | None = None, seed: int = 0
-) -> keras.Model:
-    """A frozen image → (B, D) feature model: a registered zoo model (or a Keras backbone) with global
-    average pooling, called in inference mode. A name builds ``create_model(name, include_top=False,
-    pooling="avg", weights=weights)``; without weights the initialisation is fixed by ``seed`` (the
-    random-feature deviation of the offline benchmark, see ``docs/readme_ddn.md``)."""
-    if isinstance(extractor, str):
-        from dynzoo.registry import create_model
-
-        keras.utils.set_random_seed(seed)
-        extractor = create_model(
-            extractor, input_shape=(input_size, input_size, 3), include_top=False, pooling="avg", weights=weights
-        )
-    if len(extractor.outputs) != 1 or len(extractor.outputs[0].shape) != 2:
-        raise ValueError(f"`extractor` must output pooled (B, D) features, got {extractor.outputs}.")
-    extractor.trainable = False
-    return extractor
-
-
 def image_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """e(x) (N, D) of uint8 or float [0, 255] images, in inference mode."""
     images = np.asarray(images, "float32")
@@ -283,7 +263,7 @@ class DomainEmbeddings:
     def from_images(
         cls, extractor: keras.Model, images: Mapping[str, np.ndarray], batch_size: int = 128, scale: float = 1.0
     ):
-        """Embeddings of ``{domain: images}`` through ``extractor`` (see :func:`feature_extractor`)."""
+        """Embeddings of ``{domain: images}`` through ``extractor`` (see :func:`dynzoo.models.ddn.domain_feature_extractor`)."""
         return cls({d: image_features(extractor, x, batch_size).mean(0) for d, x in images.items()}, scale=scale)
 
     @property

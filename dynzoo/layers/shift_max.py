@@ -281,7 +281,7 @@ class DynamicShiftMax(_ShiftMaxForms, keras.layers.Layer):
     def static_equivalent(self, coefficients) -> StaticShiftMax:
         """The static layer that computes this one with frozen ``coefficients`` (2K arrays, each
         broadcastable to (C,), ordered as :meth:`coefficients` returns them): exact, the same products
-        in the same order, without the coefficient branch ("baking", :func:`dynzoo.export.bake`)."""
+        in the same order, without the coefficient branch ("baking", :func:`dynzoo.models.bake`)."""
         values = np.stack(
             [np.broadcast_to(np.asarray(c, "float32").reshape(-1), (self.channels,)) for c in coefficients]
         )

@@ -1,7 +1,7 @@
 """Domain-aware dynamic networks (DDN, arXiv 1911.13237) as classifiers: MobileNetV2 and the FBNet
 "default" trunk with every backbone conv a :class:`~dynzoo.layers.domain.DomainAwareConv2D`.
 
-A DDN model takes ``[images, domain_embedding]``; :func:`dynzoo.export.bake.bake_domain` folds it, for
+A DDN model takes ``[images, domain_embedding]``; :func:`dynzoo.models.bake.bake_domain` folds it, for
 one domain, into its static twin (``static_model`` of ``zoo_configs/ddn.json``): the same layers, names
 and ops as the plain network. Configurations: ``zoo_configs/ddn.json``.
 """
@@ -32,7 +32,7 @@ from dynzoo.models.common import (
     named_builder,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
-from dynzoo.registry import register_model
+from dynzoo.registry import create_model, register_model
 
 BACKBONES = ("mobilenetv2", "fbnet")
 EMBEDDING_INPUT = "domain_embedding"
@@ -296,6 +296,24 @@ def _no_official_checkpoint(model, path, include_top=True):
     )
 
 
+def domain_feature_extractor(
+    extractor: str | keras.Model = "mobilenetv2_035", input_size: int = 32, weights: str | None = None, seed: int = 0
+) -> keras.Model:
+    """A frozen image → (B, D) feature model: a registered zoo model (or a Keras backbone) with global
+    average pooling, called in inference mode. A name builds ``create_model(name, include_top=False,
+    pooling="avg", weights=weights)``; without weights the initialisation is fixed by ``seed`` (the
+    random-feature deviation of the offline benchmark, see ``docs/models/ddn.md``)."""
+    if isinstance(extractor, str):
+        keras.utils.set_random_seed(seed)
+        extractor = create_model(
+            extractor, input_shape=(input_size, input_size, 3), include_top=False, pooling="avg", weights=weights
+        )
+    if len(extractor.outputs) != 1 or len(extractor.outputs[0].shape) != 2:
+        raise ValueError(f"`extractor` must output pooled (B, D) features, got {extractor.outputs}.")
+    extractor.trainable = False
+    return extractor
+
+
 def is_domain_aware(model: keras.Model) -> bool:
     """The model takes a domain embedding input (a DDN)."""
     return any(t.name == EMBEDDING_INPUT for t in model.inputs) if isinstance(model.inputs, list) else False
@@ -314,13 +332,3 @@ BUILDERS = {}
 for _name, _cfg in load_config("ddn")["models"].items():
     BUILDERS[_name] = _builder(_name)
     register_model(_name, BUILDERS[_name], family="ddn", description=_description(_cfg), reference=_cfg["reference"])
-
-
-def _register_training() -> None:
-    from dynzoo.train.domains import TASK_OPTIONS, prepare_classify
-    from dynzoo.train.hooks import register_training_hook
-
-    register_training_hook("ddn", TASK_OPTIONS, prepare_classify)
-
-
-_register_training()

@@ -45,8 +45,6 @@ from dynzoo.models.common import (
 )
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
 from dynzoo.registry import register_model
-from dynzoo.train import msda
-from dynzoo.train.hooks import register_training_hook
 
 RESIDUAL_CHOICES = (*RESIDUALS, "none")
 
@@ -413,5 +411,3 @@ for _name, _cfg in load_config("drt")["models"].items():
     register_model(
         _name, BUILDERS[_name], family="drt", description=f"{_kind}, thesis ch. 6", reference=_cfg["reference"]
     )
-
-register_training_hook("drt", msda.OPTIONS, msda._prepare)

@@ -126,6 +126,7 @@ def _folder_domains(root: Path, split: str, image_size: int) -> DomainData:
         find_bad_images,
         list_image_folder,
         naming_undecodable_images,
+        read_images,
     )
 
     domains = sorted(p.name for p in root.iterdir() if (p / split).is_dir()) if root.is_dir() else []
@@ -144,17 +145,6 @@ def _folder_domains(root: Path, split: str, image_size: int) -> DomainData:
             images[domain] = read_images(files, image_size)
         labels[domain] = np.asarray(y, "int32")
     return DomainData(images, labels, tuple(classes))
-
-
-def read_images(files, image_size: int) -> np.ndarray:
-    """Decode image files and resize them to (image_size, image_size) RGB uint8."""
-    import tensorflow as tf
-
-    out = []
-    for f in files:
-        image = tf.io.decode_image(tf.io.read_file(str(f)), channels=3, expand_animations=False)
-        out.append(tf.cast(tf.image.resize(image, (image_size, image_size)) + 0.5, tf.uint8).numpy())
-    return np.stack(out) if out else np.zeros((0, image_size, image_size, 3), "uint8")
 
 
 def domain_batch_order(data: DomainData, batch_size: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
@@ -263,7 +253,7 @@ def per_domain_networks_accuracy(
 ) -> dict[str, float]:
     """Top-1 per domain of the deployed per-domain network: the DDN baked for the domain (a static model
     as it is), optionally with its BatchNorm statistics re-estimated on the domain's training images."""
-    from dynzoo.export.bake import bake_domain, reestimate_batchnorm
+    from dynzoo.models.bake import bake_domain, reestimate_batchnorm
 
     result = {}
     weights = model.get_weights()
@@ -302,8 +292,8 @@ def train_domains(config) -> Any:
     ``summary.json`` (per-domain and mean top-1, domain shuffle, per-domain BN re-estimation)."""
     import keras
 
-    from dynzoo.layers.domain import DomainEmbeddings, feature_extractor
-    from dynzoo.models.ddn import is_domain_aware
+    from dynzoo.layers.domain import DomainEmbeddings
+    from dynzoo.models.ddn import domain_feature_extractor, is_domain_aware
     from dynzoo.registry import create_model, get_entry
     from dynzoo.train.hooks import check_options
     from dynzoo.train.trainer import (
@@ -340,7 +330,7 @@ def train_domains(config) -> Any:
             {d: test.labels[d] for d in train.domains if d in test.labels},
             test.class_names,
         )
-    extractor = feature_extractor(
+    extractor = domain_feature_extractor(
         task_options.get("extractor", "mobilenetv2_035"), size, task_options.get("extractor_weights"), seed=config.seed
     )
     embeddings = DomainEmbeddings.from_images(extractor, train.images, scale=scale)

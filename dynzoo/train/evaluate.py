@@ -8,11 +8,8 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from dynzoo.logs import native_stderr_quiet
 
 
 @dataclass
@@ -63,56 +60,6 @@ def keras_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: np.asarray(model.predict(images, batch_size=len(images), verbose=0))
 
 
-def tflite_predictor(path: str | os.PathLike, num_threads: int = 2) -> tuple[Callable, int]:
-    """(predict, input size) for a ``.tflite`` file or a bundle folder (model.tflite + model_info.json).
-
-    Quantized inputs/outputs are (de)quantized with the tensors' parameters; a bundle whose model does
-    not normalise inside gets the ImageNet-style normalisation of its ``model_info.json``.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    from dynzoo.export.bundle import read_bundle
-    from dynzoo.export.tflite import feed_input
-
-    path = Path(path)
-    info = None
-    if path.is_dir():
-        # the checks of the JVM core (hashes, fields, labels, golden files); the bytes checked are the ones run
-        flatbuffer, _, info = read_bundle(path)
-        path = path / "model.tflite"
-    elif path.exists():
-        flatbuffer = path.read_bytes()
-    else:
-        raise ValueError(f"`tflite`: no such file {os.fspath(path)!r}.")
-    try:
-        with native_stderr_quiet():  # the delegate's "Created … XNNPACK delegate" line
-            interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
-            interpreter.allocate_tensors()
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"`tflite`: {os.fspath(path)!r} is not a valid TFLite model: {e}") from e
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    if len(inp["shape"]) != 4 or inp["shape"][1] != inp["shape"][2]:
-        raise ValueError(f"`tflite`: expected a square NHWC image input, got shape {list(inp['shape'])}.")
-    normalise = info is not None and not info["input"].get("preprocessing_in_model", True)
-    mean = np.asarray(info["input"]["mean"], "float32") if normalise else None
-    std = np.asarray(info["input"]["std"], "float32") if normalise else None
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        results = []
-        for image in images:
-            x = (image / 255.0 - mean) / std if normalise else image
-            feed_input(interpreter, x[None])
-            interpreter.invoke()
-            y = interpreter.get_tensor(out["index"])[0].astype("float32")
-            if np.issubdtype(out["dtype"], np.integer):
-                scale, zero = out["quantization"]
-                y = (y - zero) * scale
-            results.append(y)
-        return np.stack(results)
-
-    return predict, int(inp["shape"][1])
-
-
 def _eval(args: argparse.Namespace) -> int:
     from dynzoo.data import eval_dataset, open_source
 
@@ -123,6 +70,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     if args.tflite:
+        from dynzoo.export.verify import tflite_predictor
+
         predict, size = tflite_predictor(args.tflite, args.threads)
         if args.input_size and args.input_size != size:
             raise ValueError(f"--input_size {args.input_size} differs from the TFLite model's input {size}.")

@@ -1,6 +1,7 @@
 """Family-specific training: extra losses, schedules and logging that a model family adds to ``dynzoo train``.
 
-A family registers one hook when its model module is imported::
+A family registers one hook in its module of :mod:`dynzoo.train.families` (all imported with
+:mod:`dynzoo.train`)::
 
     register_training_hook("drnet", {"resource_weight": (float, "weight R of the resource loss")}, prepare)
 
@@ -87,9 +88,6 @@ def register_training_hook(family: str, options: dict[str, tuple[type, str]], pr
 
 def training_options() -> dict[str, tuple[type, str, list[str]]]:
     """Every registered option: name → (type, help, families that take it)."""
-    from dynzoo.registry import _ensure_families_loaded
-
-    _ensure_families_loaded()
     merged: dict[str, tuple[type, str, list[str]]] = {}
     for hook in _HOOKS.values():
         for name, (kind, text) in hook.options.items():

@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo.train.hooks import TrainingSetup
+
 ALIGNMENTS = ("mmd", "adversarial", "none")
 DEFAULTS = {
     "source_domains": "clean,inverted,colour_background,rotated",
@@ -267,9 +269,8 @@ def domain_accuracy(network, domains, image_size: int, seed: int = 0) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def _prepare(network, options: dict, context):
-    from dynzoo.train.hooks import TrainingSetup
-
+def prepare_plain(network, options: dict, context) -> TrainingSetup:
+    """The DRT family's hook outside ``--task msda``: the network trains as it is; the MSDA options are refused."""
     if options:
         raise ValueError(f"training options {sorted(options)} belong to multi-source adaptation: add `--task msda`.")
     return TrainingSetup(model=network, network=network)
