@@ -236,13 +236,29 @@ def markdown_table(bench: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(bench: dict[str, Any], path: str | Path) -> Path:
-    """PNG: latency (1 thread, XNNPACK) vs MAdds, one point per model and mode."""
-    import matplotlib
+class MissingExtraError(ImportError, ValueError):
+    """An optional dependency is not installed. An ImportError, and a ValueError so that the ``dynzoo``
+    command prints it as one error line (exit status 2)."""
 
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, imported on first use: matplotlib is the ``bench``
+    extra, not a requirement of the package. Without it, a :class:`MissingExtraError` that names the extra."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as e:
+        raise MissingExtraError(
+            'the PNG charts of `dynzoo bench` need matplotlib: pip install "dynzoo[bench]"', name="matplotlib"
+        ) from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(bench: dict[str, Any], path: str | Path) -> Path:
+    """PNG: latency (1 thread, XNNPACK) vs MAdds, one point per model and mode."""
+    plt = pyplot()
     points = [r for r in bench["results"] if r["threads"] == 1 and r["xnnpack"] and r["median_ms"]]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     markers = {}
