@@ -17,7 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # `export/` and `zoo_configs/` sit at the top of the repository but install inside the package, so
-    # `import dynzoo.export` and the configurations work from any folder after `pip install .`.
+    # `import dynzoo.export` and the configurations work from any folder after `pip install .` and after
+    # `pip install -e .` (tests/test_install.py checks both).
     packages=["dynzoo", *(f"dynzoo.{p}" for p in find_packages("dynzoo")), "dynzoo.export", "dynzoo.zoo_configs"],
     package_dir={"dynzoo": "dynzoo", "dynzoo.export": "export", "dynzoo.zoo_configs": "zoo_configs"},
     # web_demo_site/: the web demo page, present when it was built (`npm --prefix web_demo run build`) first
@@ -32,7 +33,6 @@ setup(
         "scikit-learn>=1.3",  # ships the offline default dataset (handwritten digits)
         "absl-py>=1.4",  # `dynzoo train` flags
         "tensorboard>=2.21,<2.22",  # `dynzoo train` writes TensorBoard logs
-        "matplotlib>=3.7",  # `dynzoo bench` plots latency vs MAdds
     ],
     extras_require={
         # atheris: the checkpoint reader's fuzzing gate (Linux wheels; elsewhere that one test skips)
@@ -40,8 +40,13 @@ setup(
             "pytest>=8",
             "pytest-xdist>=3.5",
             "tensorflow-datasets>=4.9",
+            "matplotlib>=3.7",  # the bench tests draw the charts
+            # tests/test_install.py installs the checkout offline (--no-build-isolation): the build backend
+            "setuptools>=64",
+            "wheel",
             "atheris>=2.3,<3.1; platform_system == 'Linux' and platform_machine == 'x86_64'",
         ],
+        "bench": ["matplotlib>=3.7"],  # `dynzoo bench`'s PNG charts (latency vs MAdds, per-op profile)
         "datasets": ["tensorflow-datasets>=4.9"],  # TFDS datasets by name (imagenet2012, cifar10, …)
         "lint": ["ruff==0.17.6"],  # pinned: `ruff format` output changes between versions; .ci/run reads this pin
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
