@@ -1,5 +1,5 @@
 """Parameters and MAdds of the DCD / DY-Conv / CondConv / static models against thesis Table 3.4 and
-the official modules (spec §2.5–2.6), at 224×224.
+the official modules (mobilenetv2_dcd, resnet_dcd), at 224×224.
 
     python benchmarks/dcd_sizes.py        # writes benchmarks/results/dcd_sizes.md
 

@@ -3,7 +3,7 @@
 Static baseline: the registered static network (``resnet18``, ``resnet50``, ``mobilenetv2_100``) and the DDW
 builder's ``wiring="chain"`` (the same blocks in sequence: the only ResNet-101 of the zoo); the two must agree.
 Overheads: DDW minus its chain — router parameters (FC + bias per node) and thresholds τ; router MAdds and one
-multiply per element and edge of the weighted sums (spec §5.1's convention). The static-α ablation's counts too.
+multiply per element and edge of the weighted sums (additions free). The static-α ablation's counts too.
 
     python benchmarks/ddw_sizes.py      # writes benchmarks/results/ddw_sizes.{md,json}
 """

@@ -3,7 +3,7 @@ papers' MAdds convention; 224×224 for the ResNets, 32×32 for the LeNets).
 
     python benchmarks/drt_sizes.py
 writes benchmarks/results/drt_sizes.md. The official DRT ResNet-101 backbone has 54,103,824 parameters
-(spec §2.7); the dynamic residual runs four 1×1 convs per bottleneck, as the authors' code does.
+(the code's BottleneckKDRA); the dynamic residual runs four 1×1 convs per bottleneck, as the authors' code does.
 """
 
 from __future__ import annotations

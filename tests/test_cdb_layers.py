@@ -145,7 +145,7 @@ def test_madds_and_group_width():
         2 * block.group_madds([shape, (1, 32)]) + 256 * 32 + 32 * 32 + 32 * 4
     )
     assert count_madds(block, [shape, (1, 32)]) == block.compute_madds([shape, (1, 32)])
-    assert group_width("bottleneck", 64, 256, 256, 4) == 24  # Table 1's N = 4 width (spec §2.3)
+    assert group_width("bottleneck", 64, 256, 256, 4) == 24  # Table 1's N = 4 width (parameter-preserving; not printed)
     assert group_width("basic", 128, 128, 128, 2) == 64
 
 

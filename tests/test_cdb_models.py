@@ -61,9 +61,9 @@ def test_cdb50_counts_match_the_paper_and_the_recount(cdb50_counts):
         params, madds, controllers = cdb50_counts[groups]
         reference = ref(name).reference
         assert abs(params / 1e6 - reference["paper_params_m"]) / reference["paper_params_m"] < 0.02  # Table 2
-        assert params / 1e6 == pytest.approx(reference["recount_params_m"], abs=0.002)  # spec §2.3 recount
+        assert params / 1e6 == pytest.approx(reference["recount_params_m"], abs=0.002)  # our recount, Table 1 widths
         assert madds / 1e9 == pytest.approx(reference["recount_gmacs_all_on"], abs=0.001)
-    # Without controllers, N = 2 counts 24.007 M (spec); N = 1 is exactly ResNet-50 (25.557 M, 4.089 GMACs).
+    # Without controllers, N = 2 counts 24.007 M (recount); N = 1 is exactly ResNet-50 (25.557 M, 4.089 GMACs).
     assert cdb50_counts[2][0] - cdb50_counts[2][2] == 24_007_248
     params, madds, controllers = cdb50_counts[1]
     resnet = profile(dynzoo.create_model("resnet50"))
@@ -212,7 +212,7 @@ def test_registered_models_and_variants():
     } <= set(names)
     cifar = dynzoo.create_model("cdb_resnet50_cifar", width_multiplier=0.125)
     assert cifar.input_shape == (None, 32, 32, 3) and cifar.output_shape == (None, 100)
-    assert cdb_blocks(cifar)[0].input.shape[1:3] == (16, 16)  # stage 1 at 16×16 (spec §2.3)
+    assert cdb_blocks(cifar)[0].input.shape[1:3] == (16, 16)  # stage 1 at 16×16: 0.33 GFLOPs baseline
     assert len(cdb_blocks(CDBResNet("cdb_resnet101", input_shape=(64, 64, 3), width_multiplier=0.0625))) == 33
     resnet18 = CDBResNet(
         "cdb_resnet18", input_shape=(64, 64, 3), width_multiplier=0.25, groups=4, include_top=False, pooling="avg"

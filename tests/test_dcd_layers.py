@@ -45,7 +45,7 @@ def hsig2(z):
 
 
 def reference_dcd(layer, x):
-    """NumPy re-implementation of the official DYModule forward (spec §1.2.3), 1×1 stride 1."""
+    """NumPy re-implementation of the official DYModule forward (``mobilenetv2_dcd.py``), 1×1 stride 1."""
     w = lambda l: l.kernel.numpy()
     n, h, wd, _c = x.shape
     if layer.pool_size == 2:
@@ -238,7 +238,7 @@ def test_adaptive_2x2_pool_has_pytorch_overlapping_windows_on_odd_sizes():
 
 @pytest.mark.parametrize(
     "cin, cout, fc_squeeze, latent, pool, squeeze",
-    [  # spec §1.2.6 tables, rows of ×1.0 (fc_squeeze 16), ×0.5 and ×0.35 (8)
+    [  # the official modules' per-layer L and squeeze at 224×224, rows of ×1.0 (fc_squeeze 16), ×0.5 and ×0.35 (8)
         (16, 96, 16, 8, 2, 4),
         (96, 24, 16, 12, 1, 9),
         (144, 32, 16, 16, 1, 16),

@@ -16,7 +16,7 @@ from dynzoo.models import mobilenetv2, resnet
 from dynzoo.models.resnet import ResNetBlock
 from dynzoo.weights import load_pth, state_dict_from
 
-# spec §2.5 / §2.6 / §5.4: the official modules' trainable parameters and state-dict sizes
+# measured on the authors' code: the official modules' trainable parameters and state-dict sizes
 OFFICIAL = {
     "dcd_mobilenetv2_100": (5_720_028, 842),
     "dcd_mobilenetv2_050": (3_056_616, 842),
@@ -101,7 +101,7 @@ def test_sizes_and_key_names_equal_the_official_modules(default_models, name):
     assert dynzoo.profile(model).params == params
     state = to_state_dict(model, "classifier.0." if "resnet" in name else "classifier.1.")
     assert len(state) == keys
-    examples = {  # spec §5.4
+    examples = {  # key names of the official DCD-MobileNetV2 state dict
         "dcd_mobilenetv2_100": {
             "features.2.conv.0.fc.0.weight": (4, 64),
             "features.2.conv.6.conv_q.weight": (12, 96, 1, 1),

@@ -68,10 +68,10 @@ def test_registered_names_and_parameter_accounting():
         layers = domain_aware_layers(ddn)
         assert len(layers) == 52  # stem + 17 blocks (the first has 2 convs, the others 3) + last 1×1
         conv_params = sum(int(np.prod(l.kernel.shape[1:])) for l in layers)
-        # spec §1.1: total = static + (K−1)·(dynamic layers' params) + Σ controllers K·(D+1)
+        # DDN §3: total = static + (K−1)·(dynamic layers' params) + Σ controllers K·(D+1)
         assert ddn.count_params() == static.count_params() + (k - 1) * conv_params + len(layers) * k * (DIM + 1)
     fbnet = create_model("ddn_fbnet_default_2x", input_shape=(64, 64, 3), embedding_dim=DIM)
-    assert len(domain_aware_layers(fbnet)) == 41  # the trunk's 40 convs (spec §1.4) + the head's 1×1
+    assert len(domain_aware_layers(fbnet)) == 41  # the trunk's 40 convs (FBNet default) + the head's 1×1
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def trained_run(tmp_path_factory):
 def test_domain_sampled_training_learns_and_writes_its_files(trained_run):
     s = trained_run.summary
     assert s["domains"] == ["day", "night"]
-    # chance is 0.5; the per-domain deployed networks (BN re-estimated) learn better, see docs/readme_ddn.md
+    # chance is 0.5; the per-domain deployed networks (BN re-estimated) learn better, see docs/models/ddn.md
     # measured (deterministic ops, fixed seeds): 0.906, and 1.0 with BN re-estimated
     assert s["test_top1"] >= 0.65, s["test_top1_per_domain"]
     assert s["test_top1_bn_reestimated"] >= 0.8, s["test_top1_per_domain_bn_reestimated"]

@@ -115,7 +115,7 @@ def test_mobilenetv2_overheads_and_graphs():
 @pytest.mark.slow
 def test_resnet50_overheads_match_the_spec_recount():
     params, madds = overheads("ddw_resnet50", "resnet50")
-    assert params / 1e6 == pytest.approx(0.040, abs=1e-3)  # spec §4.3 (paper: +0.07 M)
+    assert params / 1e6 == pytest.approx(0.040, abs=1e-3)  # one router per node (paper: +0.07 M)
     assert madds / 1e6 == pytest.approx(13.6 + 0.04, abs=0.1)  # aggregation 13.6 M + routers (paper: +38 M)
 
 

@@ -129,7 +129,7 @@ def resnet50():
 
 def test_resnet_keys_follow_the_authors_code(resnet50):
     targets = model_targets(official_layer_prefixes(resnet50))
-    # spec §5.4: per block fc.0 (inplanes//16, inplanes), fc.2 (4, inplanes//16), conv_s1..4 (planes, planes, 1, 1)
+    # state dict: per block fc.0 (inplanes//16, inplanes), fc.2 (4, inplanes//16), conv_s1..4 (planes, planes, 1, 1)
     for key, torch_shape in [
         ("layer1.0.fc.0.weight", (4, 64)),
         ("layer1.0.fc.2.weight", (4, 4)),
@@ -147,7 +147,7 @@ def test_resnet_keys_follow_the_authors_code(resnet50):
 def test_resnet101_matches_the_official_parameter_count():
     model = DRT("drt_resnet101", include_top=False, include_preprocessing=False)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable == 54_103_824  # spec §2.7, the code's BottleneckKDRA ResNet-101 backbone
+    assert trainable == 54_103_824  # measured on the code's BottleneckKDRA ResNet-101 backbone
 
 
 def test_official_checkpoint_loads(resnet50, tmp_path):

@@ -167,7 +167,7 @@ def test_shift_max_matrix_form_takes_an_output_order():
 
 
 def test_dynamic_shift_max_starts_as_identity():
-    """With the authors' init (FC ~ N(0, 0.01), zero bias) and offsets (1, 1)/(0, 0), y ≈ x (spec §1.6)."""
+    """With the authors' init (FC ~ N(0, 0.01), zero bias) and offsets (1, 1)/(0, 0), y ≈ x (thesis §4.3)."""
     x = RNG.normal(size=(2, 4, 4, 16)).astype("float32")
     y = DynamicShiftMax(2, 4, 4)(x)
     np.testing.assert_allclose(y, x, atol=0.05 * np.abs(x).max())

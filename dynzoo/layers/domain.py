@@ -8,8 +8,11 @@ batch and an ordinary convolution runs; for a fixed domain the mixture folds int
 
 The domain embedding ``E(D) = mean_{x∈D} e(x)`` averages the pooled features ``e(x)`` of a frozen
 extractor over the domain's images (§3.1). :class:`DomainEmbeddings` holds one fixed vector per domain
-(standardised per dimension over the training domains, spec §1.8.5); :class:`StreamingDomainEmbedding`
+(standardised per dimension over the training domains: no saturated sigmoids); :class:`StreamingDomainEmbedding`
 estimates it on a device from the last N frames.
+
+Paper: T. Zhang, X. Wang, K. Keutzer, B. Wu, J. E. Gonzalez, "Domain-Aware Dynamic Networks", 2019,
+https://arxiv.org/abs/1911.13237.
 """
 
 from __future__ import annotations
@@ -231,7 +234,7 @@ def image_features(extractor: keras.Model, images: np.ndarray, batch_size: int =
 
 class DomainEmbeddings:
     """Fixed per-domain embeddings ``E(D) = mean e(x)`` (DDN §3.1), standardised per dimension with the
-    mean and standard deviation over the training domains (spec §1.8.5) and scaled to norm ~``scale``
+    mean and standard deviation over the training domains (the paper leaves E raw) and scaled to norm ~``scale``
     whatever the extractor's width (see :meth:`standardise`). Saved as JSON:
     ``{"domains": {name: [D floats]}, "mean": …, "std": …, "scale": …}`` (the file that
     ``dynzoo export --domain-embedding`` reads).

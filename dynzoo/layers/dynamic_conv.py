@@ -3,6 +3,10 @@
 ``W(x) = Σ_k π_k(x) W_k``: K expert kernels mixed per sample. CondConv (K = 8) routes with a sigmoid
 after one FC; DY-Conv (K = 4) with a softmax at temperature τ after FC → ReLU → FC, τ annealed from a
 large value (the DY-Conv paper: 30 → 1 over the first 10 epochs) by :class:`TemperatureAnnealing`.
+
+Papers: B. Yang et al., "CondConv: Conditionally Parameterized Convolutions for Efficient Inference",
+NeurIPS 2019, https://arxiv.org/abs/1904.04971; Y. Chen et al., "Dynamic Convolution: Attention over
+Convolution Kernels", CVPR 2020, https://arxiv.org/abs/1912.03458.
 """
 
 from __future__ import annotations

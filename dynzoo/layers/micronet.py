@@ -1,8 +1,13 @@
 """MicroNet operators (thesis ch. 4): Micro-Factorized convolutions, the stem and the Micro-Blocks.
 
-The blocks follow the official code's module order (spec §1.8), which is what the released weights
+The blocks follow the official code's module order (``DYMicroBlock``), which is what the released weights
 need: a code block is "expand GC → DW → squeeze GC" in inverted-residual style, offset by half a block
-from the text's Micro-Blocks A/B/C (spec §2.1 maps one onto the other).
+from the text's Micro-Blocks A/B/C (thesis Table 4.1 and §4.4.1).
+
+Paper: Y. Li et al., "MicroNet: Improving Image Recognition with Extremely Low FLOPs", ICCV 2021,
+https://arxiv.org/abs/2108.05894;
+chapter 4 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
 """
 
 from __future__ import annotations
@@ -270,7 +275,7 @@ BLOCK_TYPES = ("A", "BC", "final")
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MicroBlock(SequenceBlock):
     """One block of the official MicroNet code (``DYMicroBlock``), with the activation flags of its
-    configuration row. Three kinds (spec §1.8):
+    configuration row. Three kinds (the code's, not the text's A/B/C):
 
     * ``"A"`` — Micro-Block-A, the lite combination: MF-DW expanding by e1·e2 → act(y2) → shuffle →
       group 1×1 squeeze to ``filters`` → act(y3) → shuffle.

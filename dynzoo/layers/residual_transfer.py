@@ -1,4 +1,4 @@
-"""Dynamic Residual Transfer (thesis ch. 6, §6.3; spec §1.9): a static kernel plus an input-dependent residual.
+"""Dynamic Residual Transfer (thesis ch. 6, §6.3): a static kernel plus an input-dependent residual.
 
 ``W(x) = W0 + ΔW(x)`` (eq. 6.2) with three residuals, one parametrized layer:
 
@@ -11,6 +11,11 @@
 
 The feature-space form is exact (convolution is linear in the kernel) and uses TFLite builtins only: the
 K basis kernels run as one convolution with K·C_out filters, the π-weighted sum as slices, MUL and ADD.
+
+Paper: Y. Li, L. Yuan, Y. Chen, P. Wang, N. Vasconcelos, "Dynamic Transfer for Multi-Source Domain
+Adaptation", CVPR 2021, https://arxiv.org/abs/2103.10583;
+chapter 6 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class DynamicResidualConv2D(keras.layers.Layer):
     FC1: C_g → max(C_g // reduction, 4), no bias; then ``π = softmax(FC2(h))`` (K values, no bias) for
     routing and ``Λ = sigmoid(FC_Λ(h))`` (C_out values, with bias) for attention; the combined residual
     shares the trunk (the text leaves it open). The authors' code computes π from the bottleneck's *block
-    input* (spec §1.9): pass ``[x, block_input]`` for that form, or ``x`` alone for the text's form
+    input* (``BottleneckKDRA``): pass ``[x, block_input]`` for that form, or ``x`` alone for the text's form
     (g = x). Every convolution has PyTorch's symmetric k//2 padding and no bias (a BatchNorm follows).
 
     Args:

@@ -6,6 +6,8 @@ branch importances; training mixes every branch with Gumbel-softmax weights (eq.
 annealed by :class:`GumbelTemperatureSchedule`); inference keeps, per connection, the most important
 branches until their weight reaches the threshold T, renormalised (§3.3, :func:`threshold_select`, written
 with TFLite builtin ops only), and skips the others.
+
+Paper: S. Cai, Y. Shu, W. Wang, "Dynamic Routing Networks", WACV 2021, https://arxiv.org/abs/1905.04849.
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ class RouterNet(keras.layers.Layer):
     ``W = Affine(GAP(Block₂(Block₁(x₀ + x₁))))``, each block a pointwise convolution (to ``width_multiplier``
     · C channels) → BN → ReLU → depthwise 5×5 stride-2 convolution → BN → ReLU. The paper names the pw and
     dw convolutions; the fusion of x₀ and x₁ (a sum), the width (2C) and the norm layers are our choice
-    (spec §3.2): with them the RouterNets of DRNet(S/M/L) hold 0.09 / 0.29 / 0.64 M parameters, the
+    (open in §3.2): with them the RouterNets of DRNet(S/M/L) hold 0.09 / 0.29 / 0.64 M parameters, the
     0.09 / 0.30 / 0.72 M that the paper's all-branch totals leave for them.
 
     Inputs: ``[x0, x1]``, each (B, H, W, C). Output: logits (B, ``connections``, ``num_ops``).

@@ -1,4 +1,10 @@
-"""Dynamic Shift-Max (thesis §4.3), exactly as the official MicroNet code computes it."""
+"""Dynamic Shift-Max (thesis §4.3), exactly as the official MicroNet code computes it.
+
+Paper: Y. Li et al., "MicroNet: Improving Image Recognition with Extremely Low FLOPs", ICCV 2021,
+https://arxiv.org/abs/2108.05894;
+chapter 4 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
+"""
 
 from __future__ import annotations
 

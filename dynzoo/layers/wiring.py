@@ -1,4 +1,4 @@
-"""Differentiable Dynamic Wirings (DDW: Yuan et al., ICCV 2021, §3; spec §4): instance-aware connectivity.
+"""Differentiable Dynamic Wirings (DDW: Yuan et al., ICCV 2021, §3): instance-aware connectivity.
 
 A stage of a backbone becomes a complete DAG of its blocks. Node j aggregates the outputs of every earlier
 node, weighted per sample by the routers of those nodes (eq. 3–4), transforms the sum with its block and
@@ -6,6 +6,9 @@ routes its own output to every later node; the last node only gathers. Training 
 ``α·σ(α − τ)`` (eq. 5, learnable τ per receiving node, trained by autodiff: the paper's printed derivative,
 eq. 9, is not the derivative of its own gate); inference the hard one. The per-sample adjacency matrices
 (the paper's buffer M, §3.4) are an output of every stage.
+
+Paper: K. Yuan, Q. Li, S. Guo, D. Chen, A. Zhou, F. Yu, Z. Liu, "Differentiable Dynamic Wirings for Neural
+Networks", ICCV 2021 (an earlier version: https://arxiv.org/abs/2010.01097).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def edge_gate(alpha, tau, training=None, inference_gate: str = "consistent"):
     """The threshold of eq. 5 applied to edge weights ``alpha`` (…) with threshold ``tau`` (broadcast).
 
     Training: the soft gate ``α·σ(α − τ)``. Inference: edges with ``α < τ`` are closed; an open edge keeps
-    ``α·σ(α − τ)`` (``"consistent"``, the magnitude the following BatchNorm was trained with — spec §4.2) or
+    ``α·σ(α − τ)`` (``"consistent"``, the magnitude the following BatchNorm was trained with) or
     ``α`` (``"paper"``). Written with TFLite builtins (LOGISTIC, GREATER_EQUAL, SELECT_V2).
     """
     soft = alpha * ops.sigmoid(alpha - tau)
@@ -271,7 +274,7 @@ class WiredStage(keras.layers.Layer):
         return 0 if self.wiring == "chain" else len(self.blocks) * (len(self.blocks) + 1) // 2
 
     def overhead_madds(self, input_shape) -> int:
-        """MAdds DDW adds to the blocks: the routers and one multiply per element and edge (spec §5.1)."""
+        """MAdds DDW adds to the blocks: the routers and one multiply per element and edge (additions free)."""
         if not self.built:
             self.build(input_shape)
         routers = sum(count_madds(router, self.node_shape) for router in self.routers)

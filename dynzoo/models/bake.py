@@ -146,7 +146,7 @@ def bake_domain(model: keras.Model, embedding) -> keras.Model:
 
 def reestimate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 64, embedding=None) -> None:
     """Replace the moving statistics of every BatchNormalization of ``model`` by their average over
-    ``images`` (the population statistics of one domain; DDN spec §1.8.3): batch statistics in training
+    ``images`` (the population statistics of one domain, for DDN's one-domain batches): batch statistics in training
     mode, accumulated as a cumulative mean. Nothing else changes. A domain-aware model also takes the
     domain's ``embedding`` (D,)."""
     images = np.asarray(images, "float32")

@@ -1,8 +1,11 @@
-"""CDB-ResNets (Context-aware Dynamic Block, Su et al.; spec §2): builders, per-sample gate analysis and
+"""CDB-ResNets (Context-aware Dynamic Block, Su et al.): builders, per-sample gate analysis and
 effective FLOPs, the training losses (category, execution rate, FLOPs ratio) and the ``dynzoo train`` hook.
 
 Configurations: ``zoo_configs/cdb.json``. Every residual block is a :class:`~dynzoo.layers.cdb.CDBBlock`
 whose controller passes its hidden state to the next block's controller.
+
+Paper: Y. Su, S. Zhou, Y. Wu, X. Liu, T. Su, D. Liang, J. Yan (SenseTime Research), "Context-aware Dynamic
+Block"; the copy we work from names no venue and no arXiv identifier.
 """
 
 from __future__ import annotations

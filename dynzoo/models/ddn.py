@@ -4,6 +4,9 @@
 A DDN model takes ``[images, domain_embedding]``; :func:`dynzoo.models.bake.bake_domain` folds it, for
 one domain, into its static twin (``static_model`` of ``zoo_configs/ddn.json``): the same layers, names
 and ops as the plain network. Configurations: ``zoo_configs/ddn.json``.
+
+Paper: T. Zhang, X. Wang, K. Keutzer, B. Wu, J. E. Gonzalez, "Domain-Aware Dynamic Networks", 2019,
+https://arxiv.org/abs/1911.13237.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ EMBEDDING_INPUT = "domain_embedding"
 
 @keras.saving.register_keras_serializable(package="dynzoo")
 class FBNetBlock(SequenceBlock):
-    """FBNet IRF block as in the maskrcnn-benchmark FBNet trunk (spec §1.4): PW 1×1 (C_in → mid, mid =
+    """FBNet IRF block as in the maskrcnn-benchmark FBNet trunk (paper §4.1's backbone): PW 1×1 (C_in → mid, mid =
     C_in·t rounded to a multiple of 8) → BN → ReLU → DW 3×3 (stride; no BN, no ReLU) → PW 1×1 (→ filters)
     → BN; identity skip when the stride is 1 and C_in = filters. The expanding PW exists even for t = 1.
 

@@ -1,9 +1,12 @@
-"""Differentiable Dynamic Wirings (DDW: Yuan et al., ICCV 2021; spec §4) over ResNet and MobileNetV2: every stage
+"""Differentiable Dynamic Wirings (DDW: Yuan et al., ICCV 2021) over ResNet and MobileNetV2: every stage
 of two or more blocks becomes a complete DAG of its blocks (:class:`~dynzoo.layers.wiring.WiredStage`, the
-construction of spec §4.3 that reduces to the static network when only the chain edges are open), the
+construction, one node per block, that reduces to the static network when only the chain edges are open), the
 static-α ablation of Table 6, and the per-sample adjacency matrices. Configurations: ``zoo_configs/ddw.json``.
 
 There is no RegNet in the zoo, so the paper's RegNetX-600M/1.6G variants are not built.
+
+Paper: K. Yuan, Q. Li, S. Guo, D. Chen, A. Zhou, F. Yu, Z. Liu, "Differentiable Dynamic Wirings for Neural
+Networks", ICCV 2021 (an earlier version: https://arxiv.org/abs/2010.01097).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def DDW(
         raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
 
     def wire(x, blocks, stage_name):
-        if len(blocks) == 1:  # no graph (spec §4.3)
+        if len(blocks) == 1:  # a stage of one block has no graph
             return blocks[0](x)
         stage = WiredStage(
             blocks,
@@ -124,7 +127,7 @@ def DDW(
         )
         x = stage(x)[0]
         if router["zero_init_residual"]:
-            # each node with a shortcut starts as the plain weighted sum of its inputs (spec §4.7.4); a block
+            # each node with a shortcut starts as the plain weighted sum of its inputs (bias +3: edges open); a block
             # without one (MobileNetV2's first of a stage) would output zeros and pass back no gradient
             for block in blocks:
                 if isinstance(block, ResNetBlock):

@@ -1,6 +1,9 @@
-"""Dynamic Routing Networks (DRNets: Cai, Shu, Wang, WACV 2021; spec §3): DRNet cells, DRNet(S/M/L) for
+"""Dynamic Routing Networks (DRNets: Cai, Shu, Wang, WACV 2021): DRNet cells, DRNet(S/M/L) for
 32×32 inputs and DRNet(L) on the DARTS ImageNet stem, the resource-aware training of §3.4 and the
-per-sample routing analysis (decisions and effective MAdds)."""
+per-sample routing analysis (decisions and effective MAdds).
+
+Paper: S. Cai, Y. Shu, W. Wang, "Dynamic Routing Networks", WACV 2021, https://arxiv.org/abs/1905.04849.
+"""
 
 from __future__ import annotations
 

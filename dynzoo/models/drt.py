@@ -1,4 +1,4 @@
-"""Dynamic Residual Transfer networks (thesis ch. 6; spec §1.9, §2.7) and CovNorm adapters on a frozen
+"""Dynamic Residual Transfer networks (thesis ch. 6) and CovNorm adapters on a frozen
 backbone (thesis ch. 2). Configurations: ``zoo_configs/drt.json``.
 
 * ``drt_resnet50`` / ``drt_resnet101``: torchvision bottleneck ResNets whose every 3×3 conv carries a
@@ -9,6 +9,16 @@ backbone (thesis ch. 2). Configurations: ``zoo_configs/drt.json``.
 
 :func:`insert_adapters` puts :class:`~dynzoo.layers.covnorm.CovNormAdapter` layers after chosen layers of a
 (frozen, shared) backbone — the multi-domain setting of ch. 2.
+
+Paper: Y. Li, L. Yuan, Y. Chen, P. Wang, N. Vasconcelos, "Dynamic Transfer for Multi-Source Domain
+Adaptation", CVPR 2021, https://arxiv.org/abs/2103.10583;
+chapter 6 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
+
+Paper: Y. Li, N. Vasconcelos, "Efficient Multi-Domain Learning by Covariance Normalization", CVPR 2019,
+https://doi.org/10.1109/CVPR.2019.00557;
+chapter 2 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
 """
 
 from __future__ import annotations

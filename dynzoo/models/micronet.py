@@ -1,5 +1,11 @@
 """MicroNet-M0…M3 (thesis ch. 4), built from the official code's configurations in
-``zoo_configs/micronet.json`` so that the authors' checkpoints load unchanged."""
+``zoo_configs/micronet.json`` so that the authors' checkpoints load unchanged.
+
+Paper: Y. Li et al., "MicroNet: Improving Image Recognition with Extremely Low FLOPs", ICCV 2021,
+https://arxiv.org/abs/2108.05894;
+chapter 4 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,14 @@
 """MobileNetV2 and its dynamic versions of thesis Table 3.4: static, DCD (official ``mobilenetv2_dcd``
 code, so the authors' checkpoints load), DY-Conv and CondConv. Configurations: ``zoo_configs/mobilenetv2.json``.
+
+Paper: Y. Li et al., "Revisiting Dynamic Convolution via Matrix Decomposition", ICLR 2021,
+https://arxiv.org/abs/2103.08756;
+chapter 3 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
+
+Baselines: B. Yang et al., "CondConv: Conditionally Parameterized Convolutions for Efficient Inference",
+NeurIPS 2019, https://arxiv.org/abs/1904.04971; Y. Chen et al., "Dynamic Convolution: Attention over
+Convolution Kernels", CVPR 2020, https://arxiv.org/abs/1912.03458.
 """
 
 from __future__ import annotations
@@ -78,7 +87,7 @@ class InvertedResidual(SequenceBlock):
     t = 1: DW 3×3 → BN → ReLU6 → PW → BN. t > 1: PW (expand) → BN → ReLU6 → DW 3×3 (stride) → BN → ReLU6 →
     PW (project) → BN; identity skip when the stride is 1 and C_in = filters. With ``conv="dcd"`` the
     pointwise convs of t > 1 blocks are :class:`DCDConv2D` with the official code's L / pooling /
-    squeeze rules (spec §1.2.3); with ``conv="dynamic"`` every conv is a :class:`DynamicConv2D`.
+    squeeze rules (the code's ``DYModule``); with ``conv="dynamic"`` every conv is a :class:`DynamicConv2D`.
 
     Args:
         filters: output channels.

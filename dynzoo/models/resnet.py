@@ -1,5 +1,11 @@
 """ResNet-10/18/50 (torchvision layout) and DCD-ResNet (thesis ch. 3, official ``resnet_dcd`` code, so the
-authors' checkpoints load). Configurations: ``zoo_configs/resnet.json``."""
+authors' checkpoints load). Configurations: ``zoo_configs/resnet.json``.
+
+Paper: Y. Li et al., "Revisiting Dynamic Convolution via Matrix Decomposition", ICLR 2021,
+https://arxiv.org/abs/2103.08756;
+chapter 3 of Y. Li, "Dynamic Neural Networks for Resource Constrained Image Recognition", PhD thesis,
+UC San Diego, 2021.
+"""
 
 from __future__ import annotations
 

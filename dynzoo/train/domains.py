@@ -12,12 +12,12 @@ train and a test split of the same classes. Four kinds are read:
 * ``bdd100k``: BDD100K images and labels in ``data_dir``, domains = the weather × time-of-day attribute
   values (:mod:`dynzoo.data.bdd100k`).
 
-Each step samples one domain with probability ∝ its size (spec §1.8.2: every training image once per
+Each step samples one domain with probability ∝ its size (the paper does not say; every training image once per
 epoch, batches never mix domains), feeds its fixed embedding E(D) — the mean pooled feature of a frozen
 extractor over the domain's training images, standardised — so every domain-aware layer mixes its
 kernels once, and trains on a batch of that domain. A static model trains on the same batch stream (the
 baseline). Evaluation is per domain with the domain's test-split embedding (the paper's transductive
-protocol, spec §1.8.6); the domain shuffle (paper Table 6) feeds every other domain's embedding.
+protocol, paper §4); the domain shuffle (paper Table 6) feeds every other domain's embedding.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="dynzoo")
 class SmoothedCrossEntropy(keras.losses.Loss):
-    """Cross-entropy with the official ``LabelSmoothingLoss`` targets (thesis spec §7 item 13).
+    """Cross-entropy with the official ``LabelSmoothingLoss`` targets (ε/(N−1) on each wrong class; Keras spreads ε/N).
 
     The target class gets ``1 − ε`` and each of the other ``N − 1`` classes ``ε / (N − 1)`` (Keras'
     ``label_smoothing`` gives ``ε / N`` to every class instead). Soft targets (mixup) are smoothed the
@@ -49,7 +49,7 @@ class SmoothedCrossEntropy(keras.losses.Loss):
 
 def with_coupled_weight_decay(loss: Callable, variables: Sequence, weight_decay: float) -> Callable:
     """``loss + ½·wd·Σ‖w‖²`` over ``variables``: PyTorch SGD's ``weight_decay`` as the authors apply it
-    (``wd·w`` joins the gradient and passes through momentum; thesis spec §7 item 12), on every
+    (``wd·w`` joins the gradient and passes through momentum, as the authors' PyTorch SGD ``weight_decay``), on every
     trainable variable, BN's γ/β and biases included. Keras' own ``weight_decay`` is decoupled.
 
     The penalty joins the per-sample losses, so Keras reduces and scales both alike: under

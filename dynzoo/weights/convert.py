@@ -1,7 +1,7 @@
 """Copy an official PyTorch state dict into a dynzoo Keras model, checking every key and shape.
 
 Layers say where their weights live in the authors' code through ``official_children()`` (a list of
-``(sub-module path, sub-layer)``); leaf Keras layers map by type with the layout rules of spec §5.3.
+``(sub-module path, sub-layer)``); leaf Keras layers map by type with the PyTorch → channels-last layout rules.
 """
 
 from __future__ import annotations
