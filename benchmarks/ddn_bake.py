@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dynzoo._compat import all_layers
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -36,7 +38,7 @@ def randomise_batchnorm(model, rng, images, embedding) -> None:
 
     from dynzoo.models.bake import reestimate_batchnorm
 
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_layers(model, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape), m, v])

@@ -40,6 +40,7 @@ import keras
 import numpy as np
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.export import compare_latency, convert, op_names, tflite
 from dynzoo.export.op_profile import xnnpack_delegation
 from dynzoo.layers import micronet, shift_max, shuffle
@@ -98,7 +99,7 @@ def build(name: str) -> keras.Model:
     else:
         model = dynzoo.create_model(name, weights=None, include_preprocessing=False)
     rng = np.random.default_rng(0)
-    for layer in model._flatten_layers():
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             for variable, draw in (
                 (layer.gamma, lambda n: rng.uniform(0.75, 1.25, n)),

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.layers import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.conv import DENSE_DEPTHWISE_MAX_CHANNELS, DENSE_POINTWISE_MAX_MADDS
 from dynzoo.profile import profile
@@ -62,7 +63,7 @@ def compute_forms(model: keras.Model) -> str:
     """Which compute form each of the model's grouped 1×1 and unequal-stride depthwise convolutions takes
     (``dynzoo.layers.conv``), counted; BatchNorm trains with the fused kernel in every model."""
     counts: dict[str, int] = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model, include_self=False, recursive=True):
         form = None
         if isinstance(layer, SymmetricConv2D) and layer._grouped_pointwise():
             in_per_group, out = layer.kernel.shape[2:]

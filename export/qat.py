@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo._compat import functional_class
 from dynzoo.export.tflite import output_activation
 from dynzoo.layers import base
 from dynzoo.train.optimizers import FusedAdam
@@ -115,9 +116,7 @@ class _OutputPoint(keras.layers.Layer):
 def fake_quantized(model: keras.Model, quantizer: _FakeQuantizer) -> keras.Model:
     """``model``'s graph with a ``quant_point`` on the output of every layer the export quantizes (an
     ``<layer>_quant`` node after it); its other layers (and weights) are ``model``'s own."""
-    from keras.src.models.functional import Functional  # what clone_model's call_function applies to
-
-    if not isinstance(model, Functional):
+    if not isinstance(model, functional_class()):
         raise ValueError(
             "quantization-aware training needs a functional keras.Model (a registered dynzoo "
             f"model or a loaded .keras file), got {type(model).__name__}."

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from dynzoo._compat import all_layers, snake_case
 from dynzoo.export.flatbuffer import fit_xnnpack_scales, operator_name, read_model, unshare_biases
 from dynzoo.layers.base import export_form, has_integer_export_form
 from dynzoo.layers.shift_max import shift_max_form
@@ -108,12 +109,10 @@ def convert(
         float_island_scopes = dynamic_scopes(model)
     # int16x8 traces Dynamic Shift-Max element-wise: TFLite's int16 kernels aborted the process (SIGABRT)
     # on its matrix form (a randomly initialised MicroNet-M0; one layer for some calibration ranges)
-    element_wise = mode == "int16x8" and any(
-        getattr(layer, "uses_matrix_form", False) for layer in model._flatten_layers()
-    )
+    element_wise = mode == "int16x8" and any(getattr(layer, "uses_matrix_form", False) for layer in all_layers(model))
     # int8 traces the layers that have a full-integer form in it (Dynamic Shift-Max: element-wise, its max
     # without MAXIMUM), so that XNNPACK takes every int8 op (benchmarks/int8_delegation.py)
-    integer = mode in INT8_MODES and any(has_integer_export_form(layer) for layer in model._flatten_layers())
+    integer = mode in INT8_MODES and any(has_integer_export_form(layer) for layer in all_layers(model))
     with tempfile.TemporaryDirectory(prefix="dynzoo_export_") as tmp:
         friendly = exportable(model, mode)
         if saved_model is None or friendly is not model or element_wise or integer:
@@ -207,12 +206,10 @@ def to_tflite(model: keras.Model) -> bytes:
 def dynamic_scopes(model: keras.Model) -> list[str]:
     """Snake-case class names of the model's dynamic layers (those exposing ``coefficients``), the
     name fragments their TFLite tensors carry."""
-    from keras.src.utils.naming import to_snake_case
-
     scopes = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model, include_self=False, recursive=True):
         if callable(getattr(layer, "coefficients", None)):
-            scopes.add(to_snake_case(type(layer).__name__))
+            scopes.add(snake_case(type(layer).__name__))
     return sorted(scopes)
 
 

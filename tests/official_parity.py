@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from dynzoo._compat import all_layers
 from dynzoo.layers import dcd
 from dynzoo.layers.dcd import DCDConv2D, DCDDense, _DCDBase
 from dynzoo.layers.shift_max import DynamicShiftMax
@@ -50,7 +51,7 @@ def assert_input_sensitive(model: keras.Model, x: np.ndarray, expected: np.ndarr
 
 
 def _layers(model: keras.Model, kind) -> list:
-    return [layer for layer in model._flatten_layers() if isinstance(layer, kind)]
+    return [layer for layer in all_layers(model) if isinstance(layer, kind)]
 
 
 def _batch_mean(x):

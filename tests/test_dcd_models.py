@@ -12,6 +12,7 @@ from official_parity import assert_input_sensitive, assert_parity, logits_with_b
 from torch_format import save_zip_checkpoint
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.models import mobilenetv2, resnet
 from dynzoo.models.resnet import ResNetBlock
 from dynzoo.weights import load_pth, state_dict_from
@@ -144,7 +145,7 @@ def test_parity_with_the_official_models(official_models, name):
     assert_parity(model.predict(x, verbose=0), expected)  # every sample: the dynamic branches are per sample
     assert_input_sensitive(model, x, expected)
     # the unfolded training-mode graph gives the same logits once the BNs are frozen (fine-tuning)
-    flags = [(layer, layer.trainable) for layer in model._flatten_layers()]  # outermost first
+    flags = [(layer, layer.trainable) for layer in all_layers(model)]  # outermost first
     model.trainable = False
     try:
         assert_parity(model(x, training=True), expected)
@@ -254,7 +255,7 @@ def test_dynamic_models_place_their_layers_like_table_3_4():
         ("condconv_mobilenetv2_050", 8, "sigmoid", 15.5e6),
     ):
         model = dynzoo.create_model(name)
-        layers = [l for l in model._flatten_layers() if isinstance(l, DynamicConv2D)]
+        layers = [l for l in all_layers(model) if isinstance(l, DynamicConv2D)]
         assert {(l.experts, l.routing) for l in layers} == {(experts, routing)}
         assert len(layers) == 50 + (2 if routing == "sigmoid" else 0)  # 17 blocks: 1×2 + 16×3 convs (+ head)
         assert abs(trainable(model) - paper) / paper < 0.04

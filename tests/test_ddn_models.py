@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from dynzoo._compat import all_layers
 from dynzoo.export.tflite import op_counts, run_tflite, to_tflite
 from dynzoo.layers.domain import domain_aware_layers, mixing_factor_table
 from dynzoo.models.bake import bake_domain, reestimate_batchnorm
@@ -20,7 +21,7 @@ DIM = 8
 def _randomise_batchnorm(model, seed=0):
     """Non-trivial BN statistics, so the outputs depend on every folded weight."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_layers(model, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
             layer.set_weights(

@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.layers.base import count_madds
 from dynzoo.layers.residual_transfer import DynamicResidualConv2D
 from dynzoo.models.drt import DRT, DRTBottleneck, official_layer_prefixes
@@ -181,7 +182,7 @@ def _tiny_bottleneck_model(residual):
 
 
 def _randomise_bn(model):
-    for layer in model._flatten_layers():
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(RNG.normal(size=layer.moving_mean.shape) * 0.1)
             layer.moving_variance.assign(RNG.uniform(0.5, 2.0, size=layer.moving_variance.shape))

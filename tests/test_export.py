@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.export import (
     MODES,
     ExportError,
@@ -386,13 +387,13 @@ def test_baking_one_samples_coefficients_reproduces_that_sample_exactly(tmp_path
     x = np.random.default_rng(3).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     # widen the coefficient branches (initialised at N(0, 0.01)) so that samples get different coefficients
     rng = np.random.default_rng(4)
-    for layer in model._flatten_layers():
+    for layer in all_layers(model):
         if type(layer).__name__ == "DynamicShiftMax":
             for dense in (layer.fc1, layer.fc2):
                 dense.kernel.assign(rng.normal(0, 0.5, dense.kernel.shape))
     frozen = frozen_coefficients(model, x[:1])
     baked = bake(model, frozen)
-    assert not any(type(l).__name__ == "DynamicShiftMax" for l in baked._flatten_layers())
+    assert not any(type(l).__name__ == "DynamicShiftMax" for l in all_layers(baked))
     assert baked.count_params() < model.count_params()
     # eager calls: predict would trace each model again for every batch size
     call = lambda m, inputs: np.asarray(m(inputs, training=False))  # noqa: E731

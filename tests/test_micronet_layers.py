@@ -16,8 +16,9 @@ from dynzoo.layers import (
     SymmetricConv2D,
     SymmetricDepthwiseConv2D,
 )
+from dynzoo.layers.base import make_divisible
 from dynzoo.layers.micronet import MicroStem, factor_pair
-from dynzoo.layers.shift_max import MATRIX_FORM_MAX_WIDTH, make_divisible, partner_indices
+from dynzoo.layers.shift_max import MATRIX_FORM_MAX_WIDTH, partner_indices
 from dynzoo.layers.shuffle import shuffle_indices
 
 RNG = np.random.default_rng(0)

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import dynzoo
+from dynzoo._compat import all_layers
 from dynzoo.registry import get_entry
 
 pytestmark = [
@@ -56,7 +57,7 @@ def _calibrate_batchnorm(model, inputs) -> None:
     """Set every BatchNorm's moving statistics to those of ``inputs`` (one training-mode pass with momentum
     0): an untrained network's moving statistics (0 and 1) let activations grow block after block, until
     float32 round-off, different in any two runtimes, dominates the logits."""
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0

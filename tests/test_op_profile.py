@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from dynzoo._compat import all_layers
 from dynzoo.export import op_profile
 from dynzoo.export.flatbuffer import is_tflite
 from dynzoo.export.tflite import convert
@@ -95,7 +96,7 @@ def test_single_op_models_reproduce_the_whole_models_tensors(tiny, mode):
 def _layer_paths(layer: keras.Layer, prefix: str = "") -> set[str]:
     """``block1/dynamic_shift_max/fc1``: the path of every layer nested in ``layer``."""
     paths = set()
-    for child in layer._flatten_layers(include_self=False, recursive=False):
+    for child in all_layers(layer, include_self=False, recursive=False):
         path = prefix + child.name
         paths |= {path} | _layer_paths(child, path + "/")
     return paths

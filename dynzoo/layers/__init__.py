@@ -1,11 +1,12 @@
-"""dynzoo layers: every operator is a serializable ``keras.layers.Layer`` (package ``dynzoo``)."""
+"""dynzoo layers: every operator is a serializable ``keras.layers.Layer`` (package ``dynzoo``), exported here with
+the callbacks and embeddings that go with them."""
 
 from dynzoo.layers.base import BatchNormalization, SequenceBlock, count_madds
-from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupGate  # noqa: F401
+from dynzoo.layers.cdb import CDBBlock, ContextAwareGroupController, GroupBranch, GroupGate
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
-from dynzoo.layers.covnorm import CovNormAdapter  # noqa: F401
+from dynzoo.layers.covnorm import CovNormAdapter
 from dynzoo.layers.dcd import DCDConv2D, DCDDense
-from dynzoo.layers.domain import DomainAwareConv2D, DomainEmbeddings, StreamingDomainEmbedding  # noqa: F401
+from dynzoo.layers.domain import DomainAwareConv2D, DomainEmbeddings, StreamingDomainEmbedding
 from dynzoo.layers.dynamic_conv import DynamicConv2D, TemperatureAnnealing
 from dynzoo.layers.micronet import (
     GroupPointwiseConv,
@@ -14,27 +15,44 @@ from dynzoo.layers.micronet import (
     MicroFactorizedPointwise,
     MicroStem,
 )
-from dynzoo.layers.residual_transfer import DynamicResidualConv2D  # noqa: F401
-from dynzoo.layers.routing import CandidateOp, FactorizedReduce, GumbelTemperatureSchedule, RouterNet  # noqa: F401
-from dynzoo.layers.shift_max import DynamicShiftMax
+from dynzoo.layers.residual_transfer import DynamicResidualConv2D
+from dynzoo.layers.routing import CandidateOp, FactorizedReduce, GumbelTemperatureSchedule, ReLUConvBN, RouterNet
+from dynzoo.layers.shift_max import DynamicShiftMax, StaticShiftMax
 from dynzoo.layers.shuffle import ChannelShuffle
-from dynzoo.layers.wiring import Router, WiredStage  # noqa: F401
+from dynzoo.layers.wiring import Router, WiredStage
 
 __all__ = [
     "BatchNormalization",
+    "CDBBlock",
+    "CandidateOp",
     "ChannelShuffle",
+    "ContextAwareGroupController",
+    "CovNormAdapter",
     "DCDConv2D",
     "DCDDense",
+    "DomainAwareConv2D",
+    "DomainEmbeddings",
     "DynamicConv2D",
+    "DynamicResidualConv2D",
     "DynamicShiftMax",
+    "FactorizedReduce",
+    "GroupBranch",
+    "GroupGate",
     "GroupPointwiseConv",
+    "GumbelTemperatureSchedule",
     "MicroBlock",
     "MicroFactorizedDepthwise",
     "MicroFactorizedPointwise",
     "MicroStem",
+    "ReLUConvBN",
+    "Router",
+    "RouterNet",
     "SequenceBlock",
+    "StaticShiftMax",
+    "StreamingDomainEmbedding",
     "SymmetricConv2D",
     "SymmetricDepthwiseConv2D",
     "TemperatureAnnealing",
+    "WiredStage",
     "count_madds",
 ]

@@ -269,3 +269,12 @@ class SequenceBlock(keras.layers.Layer):
     def official_children(self) -> list[tuple[str, keras.layers.Layer]]:
         """(PyTorch sub-module path, Keras layer) for every step that holds weights."""
         return [(n, l) for n, l in zip(self.official_names, self.steps, strict=False) if n is not None and l.weights]
+
+
+def make_divisible(value: float, divisor: int = 4) -> int:
+    """The official rounding of squeeze widths: nearest multiple of ``divisor``, at least ``divisor``,
+    and never more than 10% below ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from dynzoo._compat import all_layers
 from dynzoo.layers.base import (
     PACKAGE,
     channels_of,
@@ -230,7 +231,7 @@ class DynamicConv2D(keras.layers.Layer):
 def dynamic_conv_layers(model: keras.Model) -> list[DynamicConv2D]:
     """Every DynamicConv2D inside ``model``, nested ones included."""
     return [
-        layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, DynamicConv2D)
+        layer for layer in all_layers(model, include_self=False, recursive=True) if isinstance(layer, DynamicConv2D)
     ]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from dynzoo._compat import all_layers
 from dynzoo.layers.base import (
     PACKAGE,
     SequenceBlock,
@@ -408,7 +409,7 @@ def routed_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of ``model`` (nested ones too) that routes between branches."""
     return [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in all_layers(model, include_self=False, recursive=True)
         if hasattr(layer, "temperature") and hasattr(layer, "threshold") and hasattr(layer, "branch_madds")
     ]
 

@@ -24,6 +24,7 @@ from dynzoo.layers.base import (
     dense_initializer,
     in_export_form,
     in_integer_export_form,
+    make_divisible,
     quant_point,
 )
 from dynzoo.layers.shuffle import PERMUTATION_MAX_CHANNELS, gathered
@@ -53,15 +54,6 @@ def maximum(a, b):
     """``max(a, b)``; in the full-integer export form ``a + relu(b − a)``, the same values from ops that
     XNNPACK runs on int8 (it has no int8 MAXIMUM: each one split the graph between two partitions)."""
     return a + ops.relu(b - a) if in_integer_export_form() else ops.maximum(a, b)
-
-
-def make_divisible(value: float, divisor: int = 4) -> int:
-    """The official rounding of squeeze widths: nearest multiple of ``divisor``, at least ``divisor``,
-    and never more than 10% below ``value``."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
 
 
 def partner_indices(channels: int, groups: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from dynzoo._compat import all_layers
 from dynzoo.layers.base import SequenceBlock
 
 
@@ -152,7 +153,7 @@ def reestimate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int
     images = np.asarray(images, "float32")
     if len(images) < 2:
         raise ValueError("`images` must hold at least 2 images to estimate BatchNorm statistics.")
-    layers = [l for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = [l for l in all_layers(model, include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
     momenta = [l.momentum for l in layers]
     try:
         for i, start in enumerate(range(0, len(images) - 1, batch_size)):

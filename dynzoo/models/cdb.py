@@ -28,10 +28,10 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    no_official_checkpoint,
+    register_family,
 )
 from dynzoo.models.resnet import resnet_stem
-from dynzoo.registry import register_model
 
 STEMS = ("imagenet", "cifar")
 
@@ -161,13 +161,7 @@ def CDBResNet(
         pooling=pooling,
         classifier_activation=classifier_activation,
         weights=weights,
-        official_loader=_no_official_checkpoint,
-    )
-
-
-def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(
-        f"`weights`: CDB has no released official checkpoint to convert ({path!r}); pass Keras `.weights.h5` weights."
+        official_loader=no_official_checkpoint("CDB"),
     )
 
 
@@ -319,19 +313,10 @@ def force_gates(model: keras.Model, on) -> None:
         dense.set_weights([np.zeros_like(kernel), bias.astype(kernel.dtype)])
 
 
-def _builder(model_name: str):
-    function_name = "".join(p.upper() if p == "cdb" else p.capitalize() for p in model_name.split("_"))
-    return named_builder(CDBResNet, model_name, function_name)
-
-
-BUILDERS = {}
-for _name, _cfg in cdb_config()["models"].items():
-    BUILDERS[_name] = _builder(_name)
-    register_model(
-        _name,
-        BUILDERS[_name],
-        family="cdb",
-        description=f"CDB-ResNet ({_cfg['block']}, {_cfg['layers']}, N={_cfg['groups']}, "
-        f"{_cfg['stem']} stem; Su et al.)",
-        reference=_cfg["reference"],
-    )
+BUILDERS = register_family(
+    "cdb",
+    CDBResNet,
+    cdb_config()["models"],
+    describe=lambda _, c: f"CDB-ResNet ({c['block']}, {c['layers']}, N={c['groups']}, {c['stem']} stem; Su et al.)",
+    function_name=lambda name: "".join(p.upper() if p == "cdb" else p.capitalize() for p in name.split("_")),
+)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
+
+from dynzoo.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -285,4 +287,51 @@ def named_builder(
     build.__signature__ = signature.replace(parameters=[*list(signature.parameters.values())[1:], levels])
     build.__name__ = build.__qualname__ = function_name or "".join(p.capitalize() for p in model_name.split("_"))
     build.__doc__ = f"{summary or model_name}." + (family_builder.__doc__ or "").split("\n", 1)[1] + FEATURE_LEVELS_DOC
+    build.family_builder = family_builder  # the family's builder, which dynzoo.models exports too
     return build
+
+
+def register_family(
+    family: str,
+    family_builder: Callable[..., keras.Model],
+    models: Mapping[str, Mapping[str, Any]],
+    describe: Callable[[str, Mapping[str, Any]], str],
+    *,
+    function_name: Callable[[str], str] | None = None,
+    summary: Callable[[str, Mapping[str, Any]], str] | None = None,
+) -> dict[str, Callable[..., keras.Model]]:
+    """Register every named model of a family, each name written once (in its ``zoo_configs`` file).
+
+    Args:
+        family: the family's registry name (``"micronet"``).
+        family_builder: ``family_builder(model_name, **kwargs)``, the family's builder.
+        models: model name → its configuration; the ``reference`` figures it holds go to the registry.
+        describe: ``describe(name, config)``, the one-line description that ``dynzoo list`` shows.
+        function_name: ``function_name(name)``, the builder's ``__name__`` (default: the CamelCase name).
+        summary: ``summary(name, config)``, the first line of the builder's docstring (default: the name).
+
+    Returns:
+        model name → its keras.applications-style builder (:func:`named_builder`).
+    """
+    builders = {}
+    for name, config in models.items():
+        builders[name] = named_builder(
+            family_builder,
+            name,
+            function_name(name) if function_name else None,
+            summary(name, config) if summary else None,
+        )
+        register_model(
+            name, builders[name], family=family, description=describe(name, config), reference=config.get("reference")
+        )
+    return builders
+
+
+def no_official_checkpoint(family: str, hint: str = "pass Keras `.weights.h5` weights") -> Callable[..., None]:
+    """The ``official_loader`` of a family whose authors released no checkpoint: it refuses the file with
+    ``hint`` (what to pass instead)."""
+
+    def refuse(model: keras.Model, path: str, include_top: bool = True) -> None:
+        raise ValueError(f"`weights`: {family} has no released official checkpoint to convert ({path!r}); {hint}.")
+
+    return refuse

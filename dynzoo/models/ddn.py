@@ -11,7 +11,8 @@ https://arxiv.org/abs/1911.13237.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 
@@ -23,19 +24,20 @@ from dynzoo.layers.base import (
     check_int,
     conv_initializer,
     dense_initializer,
+    make_divisible,
 )
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
 from dynzoo.layers.domain import DomainAwareConv2D
-from dynzoo.layers.shift_max import make_divisible
 from dynzoo.models.common import (
     check_application_args,
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    no_official_checkpoint,
+    register_family,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
-from dynzoo.registry import create_model, register_model
+from dynzoo.registry import create_model
 
 BACKBONES = ("mobilenetv2", "fbnet")
 EMBEDDING_INPUT = "domain_embedding"
@@ -289,13 +291,7 @@ def DDN(
         pooling=pooling,
         classifier_activation=classifier_activation,
         weights=weights,
-        official_loader=_no_official_checkpoint,
-    )
-
-
-def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(
-        f"`weights`: DDN has no released PyTorch checkpoints; give a Keras .weights.h5 file, got {path!r}."
+        official_loader=no_official_checkpoint("DDN"),
     )
 
 
@@ -322,16 +318,9 @@ def is_domain_aware(model: keras.Model) -> bool:
     return any(t.name == EMBEDDING_INPUT for t in model.inputs) if isinstance(model.inputs, list) else False
 
 
-def _builder(model_name: str):
-    return named_builder(DDN, model_name)
+def _description(_: str, config: Mapping[str, Any]) -> str:
+    net = "FBNet default trunk" if config["backbone"] == "fbnet" else f"MobileNetV2 ×{config['width']}"
+    return f"DDN {config['experts']}x {net} (domain-aware experts)" if config["experts"] else f"{net} (static)"
 
 
-def _description(cfg: dict) -> str:
-    net = "FBNet default trunk" if cfg["backbone"] == "fbnet" else f"MobileNetV2 ×{cfg['width']}"
-    return f"DDN {cfg['experts']}x {net} (domain-aware experts)" if cfg["experts"] else f"{net} (static)"
-
-
-BUILDERS = {}
-for _name, _cfg in load_config("ddn")["models"].items():
-    BUILDERS[_name] = _builder(_name)
-    register_model(_name, BUILDERS[_name], family="ddn", description=_description(_cfg), reference=_cfg["reference"])
+BUILDERS = register_family("ddn", DDN, load_config("ddn")["models"], _description)

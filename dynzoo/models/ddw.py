@@ -11,7 +11,8 @@ Networks", ICCV 2021 (an earlier version: https://arxiv.org/abs/2010.01097).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -30,11 +31,11 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    no_official_checkpoint,
+    register_family,
 )
 from dynzoo.models.mobilenetv2 import InvertedResidual, channels
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
-from dynzoo.registry import register_model
 
 STATIC_ALPHA_SUFFIX = "_static_alpha"
 
@@ -160,7 +161,9 @@ def DDW(
         pooling=pooling,
         classifier_activation=classifier_activation,
         weights=weights,
-        official_loader=_no_official_checkpoint,
+        official_loader=no_official_checkpoint(
+            "DDW", "pass Keras `.weights.h5` weights or copy a static network's with `load_static_weights`"
+        ),
     )
 
 
@@ -208,13 +211,6 @@ def _mobilenetv2_body(x, alpha: float, wire):
     x = keras.layers.Conv2D(last, 1, use_bias=False, kernel_initializer=conv_initializer(), name="head_conv")(x)
     x = batchnorm("head_bn")(x)
     return keras.layers.ReLU(6.0, name="head_relu6")(x)
-
-
-def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(
-        f"`weights`: DDW has no released checkpoint to convert ({path!r}); pass Keras "
-        "`.weights.h5` weights or copy a static network's with `load_static_weights`."
-    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,26 +271,25 @@ def adjacency_matrices(
     return {"outputs": results[0], **dict(zip(names, results[1:], strict=False))}
 
 
-def _builder(model_name: str):
-    return named_builder(DDW, model_name, summary=f"{model_name} (DDW)")
+def _registered_models() -> dict[str, dict[str, Any]]:
+    """Each DDW configuration, and its static-α ablation (``…_static_alpha``, compared with Table 6's figure)."""
+    models = {}
+    for name, config in load_config("ddw")["models"].items():
+        reference = config["reference"]
+        static = {"paper_top1": reference["static_alpha_top1"]} if "static_alpha_top1" in reference else {}
+        models[name] = config
+        models[name + STATIC_ALPHA_SUFFIX] = {**config, "reference": static}
+    return models
 
 
-BUILDERS = {}
-for _name, _cfg in load_config("ddw")["models"].items():
-    _backbone = (
-        "MobileNetV2-1.0"
-        if _cfg["backbone"] == "mobilenetv2"
-        else f"ResNet-{_name.split('resnet')[1].split('_')[0]}" + (" (32×32 stem)" if _cfg["stem"] == "cifar" else "")
-    )
-    for _registered, _what in ((_name, "DDW"), (_name + STATIC_ALPHA_SUFFIX, "static-α ablation of DDW")):
-        BUILDERS[_registered] = _builder(_registered)
-        _ref = dict(_cfg["reference"])
-        if _registered != _name:
-            _ref = {"paper_top1": _ref["static_alpha_top1"]} if "static_alpha_top1" in _ref else {}
-        register_model(
-            _registered,
-            BUILDERS[_registered],
-            family="ddw",
-            description=f"{_what} {_backbone} (Yuan et al., ICCV 2021)",
-            reference=_ref,
-        )
+def _description(name: str, config: Mapping[str, Any]) -> str:
+    if config["backbone"] == "mobilenetv2":
+        backbone = "MobileNetV2-1.0"
+    else:
+        depth = name.split("resnet")[1].split("_")[0]
+        backbone = f"ResNet-{depth}" + (" (32×32 stem)" if config["stem"] == "cifar" else "")
+    what = "static-α ablation of DDW" if name.endswith(STATIC_ALPHA_SUFFIX) else "DDW"
+    return f"{what} {backbone} (Yuan et al., ICCV 2021)"
+
+
+BUILDERS = register_family("ddw", DDW, _registered_models(), _description, summary=lambda name, _: f"{name} (DDW)")

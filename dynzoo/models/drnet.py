@@ -42,11 +42,10 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    no_official_checkpoint,
+    register_family,
 )
-from dynzoo.registry import register_model
 
-MODEL_NAMES = ("drnet_s", "drnet_m", "drnet_l", "drnet_l_imagenet")
 # Node i (2…5) reads x_{i−1} and x0 or x1 (§3.1); node 2 reads x0 and x1.
 DEFAULT_NODE_INPUTS = ((0, 1), (2, 0), (3, 1), (4, 0))
 
@@ -329,8 +328,8 @@ def DRNet(
         cells: L, to build a custom-size DRNet (default the named model's).
         channels: C of the first cell, to build a custom-width DRNet (default the named model's).
     """
-    if model_name not in MODEL_NAMES:
-        raise ValueError(f"`model_name` must be one of {list(MODEL_NAMES)}, got {model_name!r}.")
+    if model_name not in load_config("drnet")["models"]:
+        raise ValueError(f"`model_name` must be one of {list(load_config('drnet')['models'])}, got {model_name!r}.")
     cfg = dict(drnet_config(model_name))
     if cells is not None:
         cfg["cells"] = check_int("cells", cells)
@@ -408,14 +407,7 @@ def DRNet(
         pooling=pooling,
         classifier_activation=classifier_activation,
         weights=weights,
-        official_loader=_no_official_checkpoint,
-    )
-
-
-def _no_official_checkpoint(model, path, include_top=True):
-    raise ValueError(
-        f"`weights`: DRNets have no released official checkpoint to convert ({path!r}); "
-        "pass Keras `.weights.h5` weights."
+        official_loader=no_official_checkpoint("DRNets"),
     )
 
 
@@ -524,32 +516,13 @@ def analyze_routing(
     )
 
 
-def _builder(model_name: str):
-    suffix = model_name[len("drnet_") :]
-    return named_builder(
-        DRNet,
-        model_name,
-        "DRNet" + "".join(part.capitalize() for part in suffix.split("_")),
-        f"{model_name} (DRNets §3.5)",
-    )
-
-
-DRNetS = _builder("drnet_s")
-DRNetM = _builder("drnet_m")
-DRNetL = _builder("drnet_l")
-DRNetLImagenet = _builder("drnet_l_imagenet")
-
-_DESCRIPTIONS = {
-    "drnet_s": "DRNet(S), 5 cells, C=15, 32×32",
-    "drnet_m": "DRNet(M), 10 cells, C=20, 32×32",
-    "drnet_l": "DRNet(L), 10 cells, C=32, 32×32",
-    "drnet_l_imagenet": "DRNet(L) on the DARTS ImageNet stem, 224×224",
-}
-for _name, _fn in zip(MODEL_NAMES, (DRNetS, DRNetM, DRNetL, DRNetLImagenet), strict=False):
-    register_model(
-        _name,
-        _fn,
-        family="drnet",
-        description=_DESCRIPTIONS[_name] + " (Cai et al., WACV 2021)",
-        reference=drnet_config(_name)["reference"],
-    )
+BUILDERS = register_family(
+    "drnet",
+    DRNet,
+    load_config("drnet")["models"],
+    describe=lambda _, config: f"{config['description']} (Cai et al., WACV 2021)",
+    function_name=lambda name: "DRNet" + "".join(part.capitalize() for part in name[len("drnet_") :].split("_")),
+    summary=lambda name, _: f"{name} (DRNets §3.5)",
+)
+# keras.applications-style functions, as keras.applications.MobileNetV3Small
+DRNetS, DRNetM, DRNetL, DRNetLImagenet = (BUILDERS[f"drnet_{size}"] for size in ("s", "m", "l", "l_imagenet"))

@@ -24,7 +24,8 @@ UC San Diego, 2021.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -51,10 +52,9 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    register_family,
 )
 from dynzoo.models.resnet import STAGE_PLANES, ResNetBlock, resnet_stem
-from dynzoo.registry import register_model
 
 RESIDUAL_CHOICES = (*RESIDUALS, "none")
 
@@ -406,18 +406,11 @@ def covnorm_adapters(
     return out
 
 
-def _builder(model_name: str):
-    return named_builder(DRT, model_name)
+def _description(name: str, config: Mapping[str, Any]) -> str:
+    if config["residual"] == "none":
+        return "static LeNet (static-transfer baseline), thesis ch. 6"
+    arch = "LeNet" if config["arch"] == "lenet" else "ResNet-" + name.rsplit("resnet", 1)[1]
+    return f"DRT-{arch} ({config['residual']}), thesis ch. 6"
 
 
-BUILDERS = {}
-for _name, _cfg in load_config("drt")["models"].items():
-    BUILDERS[_name] = _builder(_name)
-    _kind = (
-        "static LeNet (static-transfer baseline)"
-        if _cfg["residual"] == "none"
-        else f"DRT-{'LeNet' if _cfg['arch'] == 'lenet' else 'ResNet-' + _name.rsplit('resnet', 1)[1]} ({_cfg['residual']})"
-    )
-    register_model(
-        _name, BUILDERS[_name], family="drt", description=f"{_kind}, thesis ch. 6", reference=_cfg["reference"]
-    )
+BUILDERS = register_family("drt", DRT, load_config("drt")["models"], _description)

@@ -21,12 +21,10 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    register_family,
 )
-from dynzoo.registry import register_model
 from dynzoo.weights import load_official_checkpoint
 
-MODEL_NAMES = ("micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3")
 HEAD_PREFIXES = ("classifier.",)
 
 
@@ -64,8 +62,8 @@ def MicroNet(
         dropout_rate: dropout before the last layer; default the official value of the model.
         name: model name; default ``model_name``.
     """
-    if model_name not in MODEL_NAMES:
-        raise ValueError(f"`model_name` must be one of {list(MODEL_NAMES)}, got {model_name!r}.")
+    if model_name not in load_config("micronet")["models"]:
+        raise ValueError(f"`model_name` must be one of {list(load_config('micronet')['models'])}, got {model_name!r}.")
     cfg = micronet_config(model_name)
     height, width, channels = check_application_args(
         model_name=model_name,
@@ -149,25 +147,13 @@ def load_micronet_checkpoint(model: keras.Model, path: str, include_top: bool = 
     load_official_checkpoint(path, official_layer_prefixes(model), ignore_prefixes=() if include_top else HEAD_PREFIXES)
 
 
-def _builder(model_name: str):
-    return named_builder(
-        MicroNet,
-        model_name,
-        "MicroNet" + model_name[-2:].upper(),
-        f"{model_name.replace('_', '-')} (official `{micronet_config(model_name)['official_config']}`)",
-    )
-
-
-MicroNetM0 = _builder("micronet_m0")
-MicroNetM1 = _builder("micronet_m1")
-MicroNetM2 = _builder("micronet_m2")
-MicroNetM3 = _builder("micronet_m3")
-
-for _name, _fn in zip(MODEL_NAMES, (MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3), strict=False):
-    register_model(
-        _name,
-        _fn,
-        family="micronet",
-        description=f"MicroNet-{_name[-2:].upper()} (thesis ch. 4), official configuration",
-        reference=micronet_config(_name)["reference"],
-    )
+BUILDERS = register_family(
+    "micronet",
+    MicroNet,
+    load_config("micronet")["models"],
+    describe=lambda name, _: f"MicroNet-{name[-2:].upper()} (thesis ch. 4), official configuration",
+    function_name=lambda name: "MicroNet" + name[-2:].upper(),
+    summary=lambda name, config: f"{name.replace('_', '-')} (official `{config['official_config']}`)",
+)
+# keras.applications-style functions, as keras.applications.MobileNetV3Small
+MicroNetM0, MicroNetM1, MicroNetM2, MicroNetM3 = (BUILDERS[f"micronet_m{i}"] for i in range(4))

@@ -14,7 +14,8 @@ Convolution Kernels", CVPR 2020, https://arxiv.org/abs/1912.03458.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 
@@ -27,6 +28,7 @@ from dynzoo.layers.base import (
     conv_initializer,
     dense_initializer,
     fuses_into_previous,
+    make_divisible,
     quant_point,
 )
 from dynzoo.layers.conv import SymmetricConv2D, SymmetricDepthwiseConv2D
@@ -39,15 +41,13 @@ from dynzoo.layers.dcd import (
     official_squeeze,
 )
 from dynzoo.layers.dynamic_conv import FORMULATIONS, DynamicConv2D
-from dynzoo.layers.shift_max import make_divisible
 from dynzoo.models.common import (
     check_application_args,
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    register_family,
 )
-from dynzoo.registry import register_model
 from dynzoo.weights.convert import assign_state_dict, model_targets
 from dynzoo.weights.pth import load_pth, state_dict_from
 
@@ -377,25 +377,22 @@ def load_mobilenetv2_checkpoint(model: keras.Model, path: str, include_top: bool
     load_official_dcd(model, path, official_layer_prefixes, include_top)
 
 
-def _builder(model_name: str):
-    cfg = mobilenetv2_config(model_name)
-    return named_builder(MobileNetV2, model_name, summary=f"{model_name} ({cfg['conv']} convs, width {cfg['width']})")
-
-
 _DESCRIPTIONS = {
     "static": "MobileNetV2 ×{w} (static)",
     "dcd": "DCD-MobileNetV2 ×{w} (thesis ch. 3, official code)",
     "dynamic": "{kind}-MobileNetV2 ×{w} (baseline of thesis Table 3.4)",
 }
-BUILDERS = {}
-for _name, _cfg in load_config("mobilenetv2")["models"].items():
-    BUILDERS[_name] = _builder(_name)
-    register_model(
-        _name,
-        BUILDERS[_name],
-        family="mobilenetv2",
-        description=_DESCRIPTIONS[_cfg["conv"]].format(
-            w=_cfg["width"], kind="DY-Conv" if _cfg.get("routing") == "softmax" else "CondConv"
-        ),
-        reference=_cfg["reference"],
-    )
+
+
+def _description(_: str, config: Mapping[str, Any]) -> str:
+    kind = "DY-Conv" if config.get("routing") == "softmax" else "CondConv"
+    return _DESCRIPTIONS[config["conv"]].format(w=config["width"], kind=kind)
+
+
+BUILDERS = register_family(
+    "mobilenetv2",
+    MobileNetV2,
+    load_config("mobilenetv2")["models"],
+    _description,
+    summary=lambda name, c: f"{name} ({c['conv']} convs, width {c['width']})",
+)

@@ -9,7 +9,8 @@ UC San Diego, 2021.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 
@@ -30,10 +31,9 @@ from dynzoo.models.common import (
     finish_application,
     imagenet_preprocessing,
     model_input,
-    named_builder,
+    register_family,
 )
 from dynzoo.models.mobilenetv2 import load_official_dcd
-from dynzoo.registry import register_model
 
 STAGE_PLANES = (64, 128, 256, 512)
 
@@ -264,18 +264,9 @@ def load_resnet_checkpoint(model: keras.Model, path: str, include_top: bool = Tr
     load_official_dcd(model, path, official_layer_prefixes, include_top, rename={".conv_q.": ".q.", ".conv_p.": ".p."})
 
 
-def _builder(model_name: str):
-    return named_builder(ResNet, model_name)
+def _description(name: str, config: Mapping[str, Any]) -> str:
+    depth = name.rsplit("resnet", 1)[1]
+    return f"DCD-ResNet-{depth} (thesis ch. 3)" if config["conv"] == "dcd" else f"ResNet-{depth} (static)"
 
 
-BUILDERS = {}
-for _name, _cfg in load_config("resnet")["models"].items():
-    BUILDERS[_name] = _builder(_name)
-    depth = _name.rsplit("resnet", 1)[1]
-    register_model(
-        _name,
-        BUILDERS[_name],
-        family="resnet",
-        description=(f"DCD-ResNet-{depth} (thesis ch. 3)" if _cfg["conv"] == "dcd" else f"ResNet-{depth} (static)"),
-        reference=_cfg["reference"],
-    )
+BUILDERS = register_family("resnet", ResNet, load_config("resnet")["models"], _description)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from dynzoo._compat import tensorflow_trainer
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -72,8 +74,8 @@ def work_around_multi_worker_fit(model, strategy) -> None:
     Neither touches the training itself: the gradients are all-reduced by the optimizer as before."""
     import tensorflow as tf
     from keras import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
 
+    tf_trainer = tensorflow_trainer()
     if not getattr(tf_trainer.reduce_per_replica, "averages_scalars", False):
         keras_reduce = tf_trainer.reduce_per_replica
 

@@ -8,8 +8,8 @@ unlabelled target batch. The alignment loss L_d acts on the features the classif
   so the feature extractor learns to fool it (DANN);
 * ``"none"``: source only.
 
-``dynzoo train --task msda --model drt_lenet --dataset digits --source_domains clean,inverted
---target_domain noisy --alignment mmd --alignment_weight 1`` runs :func:`train_msda`; domains are names of
+``dynzoo train --task msda --model drt_lenet --dataset digits --source-domains clean,inverted
+--target-domain noisy --alignment mmd --alignment-weight 1`` runs :func:`train_msda`; domains are names of
 :mod:`dynzoo.data.domains` (``clean`` is the untransformed digits, ``night+fog`` chains two transforms).
 """
 
@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo._compat import compiled_loss
 from dynzoo.train.hooks import TrainingSetup
 
 ALIGNMENTS = ("mmd", "adversarial", "none")
@@ -154,7 +155,7 @@ class MSDATrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, source_features, target_features = y_pred
-        ce = self._compile_loss(y, logits, sample_weight)
+        ce = compiled_loss(self)(y, logits, sample_weight)
         align = self.alignment_loss(source_features, target_features)
         self.ce_tracker.update_state(ce)
         self.alignment_tracker.update_state(align)

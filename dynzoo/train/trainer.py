@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynzoo._compat import all_layers
 from dynzoo.train.distribute import STRATEGIES
 
 LR_SCALINGS = ("linear", "none")
@@ -130,13 +131,13 @@ def run_folder(config: TrainConfig, label: str | None = None) -> Path:
     if (path / "summary.json").exists() and not config.overwrite:
         raise ValueError(
             f"{os.fspath(path)!r} holds a finished run (summary.json). Pass --overwrite to train it again "
-            "from the start, or choose another --model_dir."
+            "from the start, or choose another --model-dir."
         )
     return path
 
 
 UNCHECKED_IMAGES_HINT = (
-    " Pass --check_images to find such files before training, or --skip_bad_images to leave them out."
+    " Pass --check-images to find such files before training, or --skip-bad-images to leave them out."
 )
 
 
@@ -368,7 +369,7 @@ def build_model(config: TrainConfig, recipe, classes: int, sync_bn: bool = False
         weights=config.weights,
     )
     if sync_bn:  # statistics over the global batch, so N replicas train like one device
-        for layer in model._flatten_layers(include_self=False):
+        for layer in all_layers(model, include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     return model

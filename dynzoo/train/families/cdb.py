@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo._compat import compiled_loss
 from dynzoo.layers.base import check_int
 from dynzoo.models.cdb import (
     GateCosts,
@@ -161,7 +162,7 @@ class CDBTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, gates = y_pred[0], y_pred[1]
-        if self._compile_loss is None:
+        if compiled_loss(self) is None:
             classes = logits.shape[-1]
             target = (
                 y

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dynzoo._compat import compiled_loss
 from dynzoo.layers.base import check_int
 from dynzoo.layers.routing import GumbelTemperatureSchedule, routed_layers, set_routing
 from dynzoo.models.drnet import RoutingReport, analyze_routing, branch_cost_table, routing_model
@@ -70,7 +71,7 @@ class ResourceAwareTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, weights = y_pred
-        ce = self._compile_loss(y, logits, sample_weight)
+        ce = compiled_loss(self)(y, logits, sample_weight)
         one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
         labels = ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,))
         resource = resource_loss(logits, labels, weights, self.costs)
