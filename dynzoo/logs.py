@@ -21,13 +21,17 @@ COMMAND = "dynzoo"
 _quiet = False
 
 
+def in_the_command() -> bool:
+    """Whether this process is the ``dynzoo`` command (its console script), not a program that imports dynzoo."""
+    return Path((sys.argv or [""])[0]).name == COMMAND
+
+
 def quiet_native_logs_in_the_command() -> None:
     """In the ``dynzoo`` command, hide the native log lines for the rest of the process, unless it runs as
     ``dynzoo --verbose …`` or ``DYNZOO_VERBOSE`` is set. Runs when the package is imported, before
     TensorFlow is: TensorFlow reads its C++ log level (``TF_CPP_MIN_LOG_LEVEL``) once, at import."""
     global _quiet
-    argv = sys.argv or [""]
-    if Path(argv[0]).name != COMMAND or argv[1:2] == ["--verbose"]:
+    if not in_the_command() or sys.argv[1:2] == ["--verbose"]:
         return
     if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
         return

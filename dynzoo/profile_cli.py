@@ -6,7 +6,7 @@ import argparse
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("list", help="list the registered models")
+    p = subparsers.add_parser("list")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'micronet_*'")
     p.add_argument(
         "--features",
@@ -18,7 +18,6 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "profile",
-        help="parameters and MAdds per layer of registered models",
         description="Parameters and MAdds per layer, counted as the papers count them. With several "
         "models (names or patterns) and --compare, one row per model next to the papers' and the "
         "official code's figures.",

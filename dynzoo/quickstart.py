@@ -144,7 +144,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}.")
     if args.input_size < 32:
-        raise ValueError(f"--input_size must be at least 32, got {args.input_size}.")
+        raise ValueError(f"--input-size must be at least 32, got {args.input_size}.")
     run_quickstart(args.out, Path(args.run_dir), args.epochs, args.input_size)
     return 0
 
@@ -152,7 +152,6 @@ def _quickstart(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart",
-        help="train MicroNet-M0 on the offline digits, export float32/int8 bundles, compare",
         description="Train MicroNet-M0 on scikit-learn's handwritten digits (offline), evaluate it, export "
         "float32 and int8 TFLite bundles, run them through LiteRT, compare them with Keras in one table and "
         "write the bundles where the Android demo reads them.",
@@ -161,10 +160,10 @@ def add_commands(subparsers) -> None:
         "--out", default=None, help=f"bundle folder (default {ANDROID_BUNDLES} when it exists, else ./bundles)"
     )
     p.add_argument(
-        "--run_dir",
+        "--run-dir",
         default=os.fspath(Path("runs") / "quickstart"),
         help="training folder (checkpoint, logs, model.keras)",
     )
     p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--input_size", type=int, default=INPUT_SIZE)
+    p.add_argument("--input-size", type=int, default=INPUT_SIZE)
     p.set_defaults(func=_quickstart)

@@ -146,7 +146,6 @@ def _serve_demo(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "serve-demo",
-        help="serve the web demo and a folder of bundles on 127.0.0.1",
         description="Serve the web demo page (LiteRT.js in the browser) and the bundles of a folder from "
         f"127.0.0.1, and print the URL. Build the page once first, in the repository: `{BUILD_COMMAND}`, then "
         "`pip install .`.",

@@ -14,7 +14,6 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "export",
-        help="convert a model to TFLite (builtin ops only) in one or more modes",
         description="Convert a registered model (or a saved .keras model) to TFLite with builtin ops only. "
         "Fails, naming the op and its layer, if an op would need Flex or stay float in an integer mode. "
         "Writes <output>/<name>_<mode>.tflite, an op-count report and, with --verify, a parity report; "
@@ -88,7 +87,6 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "bench",
-        help="TFLite latency of models and modes, beside keras.applications baselines",
         description="Export each model (and MobileNetV3-Small/-Large and MobileNetV2 from keras.applications, "
         "the same way) and time it with the LiteRT interpreter in a fresh subprocess per measurement: "
         "XNNPACK on/off, 1 and 2 threads, median and p90, peak memory. Writes JSON, a markdown table and "

@@ -180,7 +180,7 @@ def bad_folders(tmp_path):
     [
         (["--epochs=abc"], "flag --epochs=abc: invalid literal for int"),
         (["--strategy=horovod"], "flag --strategy=horovod: value should be one of"),
-        (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+        (["--no_such_flag=1"], "Unknown command line flag 'no-such-flag'"),
         (["--dataset=imagenet_2012"], "unknown dataset 'imagenet_2012'. Did you mean 'imagenet2012'"),
         (["--dataset=folder", "--data_dir={tmp}/empty"], "no images"),
         (["--dataset=folder", "--data_dir={tmp}/broken"], "unreadable image file .*x.png"),
@@ -188,7 +188,7 @@ def bad_folders(tmp_path):
         (["--recipe=micronet_m9"], "unknown recipe 'micronet_m9'"),
         (["--model=micronet_m9"], "unknown model 'micronet_m9'"),
         (["--lr=-1"], "recipe `lr` must be > 0"),
-        (["--crop_scale=0.5,big"], "--crop_scale: expected comma-separated floats"),
+        (["--crop_scale=0.5,big"], "--crop-scale: expected comma-separated floats"),
         (["--strategy=multi_worker"], "TF_CONFIG"),
         (
             ["--routing_threshold=0.8"],
@@ -216,7 +216,7 @@ def test_bad_input_is_one_clear_error_before_training(argv, message, bad_folders
 def test_train_help_lists_the_recipe_flags(capsys):
     assert dynzoo_main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--label_smoothing" in out and "--strategy" in out and "--checkpoint_every" in out
+    assert "--label-smoothing" in out and "--strategy" in out and "--checkpoint-every" in out
 
 
 def test_eval_needs_exactly_one_model(capsys):
@@ -329,7 +329,7 @@ def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_pat
     for extra in ([], ["--check_images"]):
         assert dynzoo_main(["train", *common, f"--model_dir={tmp_path / 'checked'}", *extra]) == 2
         err = capsys.readouterr().err
-        assert f"unreadable image file '{bad}': does not decode" in err and "--skip_bad_images" in err
+        assert f"unreadable image file '{bad}': does not decode" in err and "--skip-bad-images" in err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "checked").exists()
 
     # left out, and counted
@@ -346,7 +346,7 @@ def test_a_truncated_jpeg_is_named_skipped_or_kept_from_costing_an_epoch(tmp_pat
     run = tmp_path / "unchecked"
     assert dynzoo_main(["train", *common, f"--model_dir={run}", "--nocheck_images", "--validation_freq=1"]) == 2
     err = capsys.readouterr().err
-    assert f"unreadable image file '{corrupt}': does not decode" in err and "--check_images" in err
+    assert f"unreadable image file '{corrupt}': does not decode" in err and "--check-images" in err
     assert checkpoint_step(run) == 5  # the epoch is kept: a retry resumes after it
 
     # evaluation: the same check, and the same way around it

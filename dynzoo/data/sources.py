@@ -239,7 +239,7 @@ def _folder_source(root: Path, split: str, check_images: bool | None, skip_bad_i
     bad = find_bad_images(paths, decode)
     if bad and not skip_bad_images:
         raise bad_images_error(
-            bad, " Remove or fix them, or leave them out (`dynzoo train` and `dynzoo eval` take --skip_bad_images)."
+            bad, " Remove or fix them, or leave them out (`dynzoo train` and `dynzoo eval` take --skip-bad-images)."
         )
     if bad:
         keep = [i for i, path in enumerate(paths) if path not in bad]
@@ -293,7 +293,7 @@ def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
             f"unknown dataset {name!r}.{hint} Use {DIGITS!r} (offline), {FOLDER!r} with "
-            "--data_dir, or a TensorFlow Datasets name."
+            "--data-dir, or a TensorFlow Datasets name."
         )
     builder = tfds.builder(name, data_dir=os.fspath(data_dir) if data_dir else None)
     info = builder.info
@@ -318,14 +318,14 @@ def _tfds_source(name: str, split: str, data_dir, manual_dir) -> Source:
         if not (name.startswith("imagenet2012") or manual_dir is not None):
             raise ValueError(
                 f"dataset {name!r} is not prepared under {builder.data_dir!r}; prepare it once "
-                "with internet access (`tfds build` or `tfds.load`) and pass --data_dir."
+                "with internet access (`tfds build` or `tfds.load`) and pass --data-dir."
             ) from None
         manual = Path(manual_dir) if manual_dir else Path(builder.data_dir_root) / "downloads" / "manual"
         if not manual.is_dir():
             raise ValueError(
                 f"dataset {name!r} is not prepared under {builder.data_dir!r} and its manual "
                 f"download folder {os.fspath(manual)!r} does not exist; put the archives there "
-                "(see the TFDS catalogue) or pass --manual_dir."
+                "(see the TFDS catalogue) or pass --manual-dir."
             ) from None
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
         info = builder.info

@@ -117,7 +117,7 @@ def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"the checkpoint {os.fspath(path)!r} is unreadable (truncated or not a dynzoo checkpoint: "
-            f"{type(e).__name__}). Delete it to start over, or use another --model_dir."
+            f"{type(e).__name__}). Delete it to start over, or use another --model-dir."
         ) from None
 
 
@@ -151,7 +151,7 @@ def restore_checkpoint(
         if differ:
             raise ValueError(
                 f"the checkpoint {os.fspath(path)!r} belongs to another run ({'; '.join(differ)}); "
-                "use another --model_dir, or --noresume to start over in this one."
+                "use another --model-dir, or --noresume to start over in this one."
             )
     problems = []
     if len(arrays) != len(variables):
@@ -165,7 +165,7 @@ def restore_checkpoint(
     if problems:
         raise ValueError(
             f"the checkpoint {os.fspath(path)!r} belongs to another model or recipe "
-            f"({'; '.join(problems[:5])}); use another --model_dir or --noresume."
+            f"({'; '.join(problems[:5])}); use another --model-dir or --noresume."
         )
     for variable, value in zip(variables, arrays, strict=False):
         variable.assign(value)

@@ -1,11 +1,15 @@
 """``dynzoo train`` / ``python -m dynzoo.train``: the absl-flags front end of :func:`dynzoo.train.train`.
 
-Every recipe field has a flag of the same name; a flag that is not given keeps the recipe's value.
+Every recipe field has a flag of the same name; a flag that is not given keeps the recipe's value. absl names
+the flags with underscores (``FLAGS.batch_size``); the command spells them with hyphens (``--batch-size``) and
+accepts both (:func:`underscore_flags`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -20,7 +24,7 @@ flags.DEFINE_string("model", "micronet_m0", "registered model name (`dynzoo list
 flags.DEFINE_string(
     "dataset",
     "digits",
-    "'digits' (offline), 'folder' (--data_dir/<split>/<class>/<image>) or a "
+    "'digits' (offline), 'folder' (--data-dir/<split>/<class>/<image>) or a "
     "TensorFlow Datasets name (imagenet2012, cifar10, cifar100, imagenette …)",
     flag_values=FLAGS,
 )
@@ -54,7 +58,7 @@ flags.DEFINE_enum("optimizer", None, list(OPTIMIZERS), "optimizer", flag_values=
 flags.DEFINE_float("momentum", None, "SGD momentum / Adam beta_1", flag_values=FLAGS)
 flags.DEFINE_boolean("nesterov", None, "Nesterov momentum", flag_values=FLAGS)
 flags.DEFINE_float("beta_2", None, "Adam beta_2", flag_values=FLAGS)
-flags.DEFINE_float("lr", None, "learning rate at the recipe's reference batch (see --lr_scaling)", flag_values=FLAGS)
+flags.DEFINE_float("lr", None, "learning rate at the recipe's reference batch (see --lr-scaling)", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", None, "global batch (split over the replicas)", flag_values=FLAGS)
 flags.DEFINE_integer("epochs", None, "training epochs", flag_values=FLAGS)
 flags.DEFINE_enum("schedule", None, list(SCHEDULES), "learning-rate schedule", flag_values=FLAGS)
@@ -82,7 +86,7 @@ flags.DEFINE_string(
     "model_dir",
     None,
     "output folder (default runs/<model>_<dataset>, plus the data folder's "
-    "name and a hash of its path with --data_dir)",
+    "name and a hash of its path with --data-dir)",
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(
@@ -91,11 +95,11 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean(
     "resume",
     True,
-    "resume from the checkpoint in --model_dir if there is one (same model, data and recipe)",
+    "resume from the checkpoint in --model-dir if there is one (same model, data and recipe)",
     flag_values=FLAGS,
 )
 flags.DEFINE_boolean(
-    "overwrite", False, "train again, from the start, into a --model_dir that holds a finished run", flag_values=FLAGS
+    "overwrite", False, "train again, from the start, into a --model-dir that holds a finished run", flag_values=FLAGS
 )
 flags.DEFINE_enum(
     "strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG)", flag_values=FLAGS
@@ -166,8 +170,9 @@ def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
             try:
                 value = [LIST_TYPES[name](v) for v in value]
             except ValueError:
+                flag = "--" + name.replace("_", "-")
                 raise ValueError(
-                    f"--{name}: expected comma-separated {LIST_TYPES[name].__name__}s, got {','.join(value)!r}."
+                    f"{flag}: expected comma-separated {LIST_TYPES[name].__name__}s, got {','.join(value)!r}."
                 ) from None
         overrides[name] = value
     return TrainConfig(
@@ -198,23 +203,49 @@ def config_from_flags(values: flags.FlagValues, option_names: list[str] = ()):
     )
 
 
+def underscore_flags(argv: Sequence[str], values: flags.FlagValues = FLAGS) -> list[str]:
+    """``argv`` with each long option's name spelled as absl defines it, with underscores: ``--batch-size=64``
+    → ``--batch_size=64``, and ``--no-sync-bn`` → ``--nosync_bn`` for a boolean flag of ``values``. Values
+    and everything after a lone ``--`` are left as they are."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            name = name.replace("-", "_")
+            if name.startswith("no_") and name[3:] in values and values[name[3:]].boolean:
+                name = "no" + name[3:]
+            out[i] = "--" + name + eq + value
+    return out
+
+
+def hyphenated(text: str) -> str:
+    """``text`` with the flags it names spelled with hyphens: ``--batch_size``, ``--[no]check_images`` and absl's
+    ``Unknown command line flag 'no_such_flag'``."""
+    text = re.sub(r"--(\[no\])?[A-Za-z0-9_]+", lambda m: m.group(0).replace("_", "-"), text)
+    return re.sub(r"(?<=flag ')[A-Za-z0-9_]+(?=')", lambda m: m.group(0).replace("_", "-"), text)
+
+
 def main(argv: list[str]) -> int:
-    """Parse ``argv`` (``argv[0]`` is the program name) and train. Bad flags or values: one error line,
-    exit status 2, before any training starts."""
+    """Parse ``argv`` (``argv[0]`` is the program name; flags with hyphens or underscores) and train. Bad flags
+    or values: one error line, exit status 2, before any training starts."""
     prog = argv[0] if argv else "dynzoo train"
     option_names = define_option_flags()
+    argv = [prog, *underscore_flags(argv[1:])]
     if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
         print(
             f"usage: {prog} [--flag=value ...]\n\nTrain a registered model with a paper's recipe. A recipe "
             "field's flag that is left out keeps the recipe's value (zoo_configs/recipes.json); "
-            f"--batch_size is the global batch.\n\n{FLAGS.get_help()}"
+            "--batch-size is the global batch. The flags' underscore spellings work too.\n\n"
+            f"{hyphenated(FLAGS.get_help())}"
         )
         return 0
     FLAGS.unparse_flags()  # every call starts from the defaults (several runs in one process)
     try:
         FLAGS(argv)
     except flags.Error as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {hyphenated(str(e))}", file=sys.stderr)
         return 2
     try:
         if FLAGS.logical_cpus:
@@ -232,7 +263,5 @@ def main(argv: list[str]) -> int:
 
 def add_commands(subparsers) -> None:
     """``dynzoo train``: every argument goes to the absl flags (``dynzoo train --helpfull``)."""
-    p = subparsers.add_parser(
-        "train", add_help=False, help="train a model with a paper's recipe (absl flags; `dynzoo train --help`)"
-    )
+    p = subparsers.add_parser("train", add_help=False)
     p.set_defaults(func=lambda args: main(["dynzoo train", *args.forwarded]), forward_arguments=True)

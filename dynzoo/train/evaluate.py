@@ -66,7 +66,7 @@ def _eval(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.tflite is None):
         raise ValueError("pass exactly one of --model (a registered name or a .keras file) and --tflite.")
     if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     if args.tflite:
@@ -74,7 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
 
         predict, size = tflite_predictor(args.tflite, args.threads)
         if args.input_size and args.input_size != size:
-            raise ValueError(f"--input_size {args.input_size} differs from the TFLite model's input {size}.")
+            raise ValueError(f"--input-size {args.input_size} differs from the TFLite model's input {size}.")
         source = open_source(
             args.dataset,
             args.split,
@@ -147,39 +147,38 @@ def _paper_top1(model: str | None):
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="top-1/top-5 of a Keras model or a .tflite on a dataset",
         description="Top-1/top-5 accuracy with the papers' evaluation preprocessing (resize the shorter side "
         "to size/crop_fraction, centre crop). Check converted ImageNet weights against the papers: "
-        "dynzoo eval --model micronet_m0 --weights imagenet --dataset imagenet2012 --data_dir DIR",
+        "dynzoo eval --model micronet_m0 --weights imagenet --dataset imagenet2012 --data-dir DIR",
     )
     p.add_argument("--model", help="registered model name or a .keras file")
     p.add_argument("--weights", default=None, help="'imagenet' or a weights file, for a registered --model")
     p.add_argument("--tflite", help="a .tflite file or a bundle folder (instead of --model)")
     p.add_argument("--dataset", default="digits", help="'digits', 'folder' or a TFDS name (default digits)")
-    p.add_argument("--data_dir", default=None, help="dataset folder")
-    p.add_argument("--manual_dir", default=None, help="TFDS manual download folder (imagenet2012)")
+    p.add_argument("--data-dir", default=None, help="dataset folder")
+    p.add_argument("--manual-dir", default=None, help="TFDS manual download folder (imagenet2012)")
     p.add_argument(
         "--split",
         default="test",
         choices=("train", "test"),
         help="split (test = the validation split where there is no test split)",
     )
-    p.add_argument("--input_size", type=int, default=None, help="input size (default: the model's, else 224)")
+    p.add_argument("--input-size", type=int, default=None, help="input size (default: the model's, else 224)")
     p.add_argument(
-        "--crop_fraction",
+        "--crop-fraction",
         type=float,
         default=None,
         help="centre-crop fraction (default 0.875 for photos, 1.0 for digits and CIFAR)",
     )
-    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     p.add_argument(
-        "--check_images",
+        "--check-images",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="decode every image of a folder first and name the ones that fail (default: for "
         "folders of up to 20,000 images)",
     )
-    p.add_argument("--skip_bad_images", action="store_true", help="evaluate without the images that fail to decode")
+    p.add_argument("--skip-bad-images", action="store_true", help="evaluate without the images that fail to decode")
     p.set_defaults(func=_eval)

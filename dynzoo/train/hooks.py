@@ -5,7 +5,7 @@ A family registers one hook in its module of :mod:`dynzoo.train.families` (all i
 
     register_training_hook("drnet", {"resource_weight": (float, "weight R of the resource loss")}, prepare)
 
-``dynzoo train`` then has a ``--resource_weight`` flag; the options a run gives reach ``prepare(network,
+``dynzoo train`` then has a ``--resource-weight`` flag; the options a run gives reach ``prepare(network,
 options, context)``, which returns the :class:`TrainingSetup` that ``fit`` uses. Every model of the family
 goes through its hook, with an empty ``options`` dict when no option is given.
 """

@@ -13,7 +13,6 @@ from pathlib import Path
 def add_commands(subparsers) -> None:
     weights = subparsers.add_parser(
         "weights",
-        help="pretrained weights: list, download, convert, publish, pin",
         description="Pretrained weights of the manifest (zoo_configs/weights.json, plus the user manifest "
         "$DYNZOO_HOME/weights.json). Downloads are hash-checked and cached under $DYNZOO_HOME; "
         "DYNZOO_MIRRORS lists base URLs tried first, DYNZOO_OFFLINE=1 uses the cache only, "
