@@ -2,7 +2,7 @@
 trained with every group on.
 
 Both runs go through ``dynzoo.train.train`` (what ``dynzoo train --model cdb_resnet10_cifar --dataset
-digits --target_flops 0.6 --category_map digits`` runs) with the ``digits`` recipe and the same seed. The
+digits --target-flops 0.6 --category-map digits`` runs) with the ``digits`` recipe and the same seed. The
 gated run trains with the paper's losses (category loss on the digits map, execution-rate and FLOPs-ratio
 losses at the target); the baseline uses ``all_groups_on`` (every gate forced on, controllers frozen). Then,
 on the 450 test images, in inference mode: accuracy, the measured FLOPs ratio (mean effective MAdds over
@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
+
+from dynzoo.cli import hyphenate_flags
 
 
 def parse_args():
@@ -26,7 +29,7 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "cdb_digits"))
-    return p.parse_args()
+    return p.parse_args(hyphenate_flags(sys.argv[1:]))
 
 
 def train_network(model: str, epochs: int, seed: int, options: dict, model_dir: str):

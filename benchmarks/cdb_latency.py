@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from dynzoo.cli import hyphenate_flags
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -42,7 +44,7 @@ def parse_args():
     p.add_argument("--tflite-cycles", type=int, default=15, help="timed TFLite invocations per variant")
     p.add_argument("--skip-tflite", action="store_true")
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "cdb_latency"))
-    return p.parse_args()
+    return p.parse_args(hyphenate_flags(sys.argv[1:]))
 
 
 def interleaved_median(runners: dict, cycles: int) -> dict:

@@ -12,8 +12,8 @@ dynzoo.data.domains is a new task. Per task:
     python benchmarks/covnorm_digits.py
 writes benchmarks/results/covnorm_digits.{json,md} (``--out`` names other files). Full fine-tuning and the
 adapters get the same epochs (``--epochs``, default 12: at 6 the models on the frozen backbone were still
-under-trained). ``--backbone_bn task`` gives each task its own re-estimated copy of the backbone's BatchNorms
-and ``--adapt_after`` moves the adapters; both were tried on ``rotated`` and are not the default.
+under-trained). ``--backbone-bn task`` gives each task its own re-estimated copy of the backbone's BatchNorms
+and ``--adapt-after`` moves the adapters; both were tried on ``rotated`` and are not the default.
 Task-specific parameters count every weight a task owns (adapters with their BatchNorms, and the classifier)
 against the whole backbone's, Keras's ``count_params`` convention (BatchNorm statistics included) for both.
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 import keras
 
 import dynzoo.models  # noqa: F401
+from dynzoo.cli import hyphenate_flags
 from dynzoo.data.domains import domain_digits
 from dynzoo.layers.covnorm import merge_statistics, pca
 from dynzoo.models.drt import (
@@ -61,12 +62,12 @@ def with_head(trunk, head):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["inverted", "colour_background", "rotated"])
-    parser.add_argument("--pretrain_epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument(
         "--epochs", type=int, default=12, help="fine-tuning / adapter epochs per task (the same budget for both)"
     )
-    parser.add_argument("--covnorm_epochs", type=int, default=4)
-    parser.add_argument("--covnorm_lr", type=float, default=1e-3, help="Adam learning rate of M (step 4)")
+    parser.add_argument("--covnorm-epochs", type=int, default=4)
+    parser.add_argument("--covnorm-lr", type=float, default=1e-3, help="Adam learning rate of M (step 4)")
     parser.add_argument(
         "--thresholds",
         type=float,
@@ -74,10 +75,10 @@ def main() -> None:
         default=[0.9, 0.95, 0.99],
         help="PCA thresholds t (the thesis's default 0.99, swept over [0.8, 0.995])",
     )
-    parser.add_argument("--joint_threshold", type=float, default=0.99)
+    parser.add_argument("--joint-threshold", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--backbone_bn",
+        "--backbone-bn",
         choices=["frozen", "task"],
         default="frozen",
         help="the backbone's BatchNorms in the adapter models: shared with the clean-digits "
@@ -85,10 +86,10 @@ def main() -> None:
         "in step 1, then frozen (task; counted as task weights)",
     )
     parser.add_argument(
-        "--adapt_after", nargs="+", default=list(ADAPT_AFTER), help="the backbone layers whose outputs get an adapter"
+        "--adapt-after", nargs="+", default=list(ADAPT_AFTER), help="the backbone layers whose outputs get an adapter"
     )
     parser.add_argument("--out", default="covnorm_digits", help="name of the results files (.json, .md)")
-    args = parser.parse_args()
+    args = parser.parse_args(hyphenate_flags(sys.argv[1:]))
 
     with tempfile.TemporaryDirectory() as model_dir:
         net = train(

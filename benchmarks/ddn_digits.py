@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dynzoo.cli import hyphenate_flags
+
 HERE = Path(__file__).resolve().parent
 MODELS = {"static": "mobilenetv2_035", "ddn_2x": "ddn_mobilenetv2_035_2x", "ddn_4x": "ddn_mobilenetv2_035_4x"}
 
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
         default=0,
         help="seeds the weights, the batches and the domains' photometric transforms (default 0)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenate_flags(sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()
     runs = Path(args.runs)
     results = train_all(args.dataset, args.epochs, args.lr, runs, args.models, args.embedding_scale, args.seed)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from dynzoo.cli import hyphenate_flags
 
 
 def parse_args():
@@ -31,7 +34,7 @@ def parse_args():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "ddw_digits"))
-    return p.parse_args()
+    return p.parse_args(hyphenate_flags(sys.argv[1:]))
 
 
 def build(wiring: str, args, inference_gate: str = "consistent"):

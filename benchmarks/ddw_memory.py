@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dynzoo.cli import hyphenate_flags
+
 FORMS = ("adjacency", "stacked", "edges")
 
 
@@ -36,7 +38,7 @@ def parse_args():
     p.add_argument("--steps", type=int, default=2, help="measured steps after the warm-up step")
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "ddw_memory"))
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "FORM"), help=argparse.SUPPRESS)
-    return p.parse_args()
+    return p.parse_args(hyphenate_flags(sys.argv[1:]))
 
 
 def vm_hwm_bytes() -> int:

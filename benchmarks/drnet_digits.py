@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from dynzoo.cli import hyphenate_flags
 
 
 def parse_args():
@@ -40,7 +43,7 @@ def parse_args():
     p.add_argument("--cells", type=int, default=None, help="a smaller DRNet for a quick check (default DRNet(S))")
     p.add_argument("--channels", type=int, default=None, help="a narrower DRNet for a quick check")
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "drnet_digits"))
-    return p.parse_args()
+    return p.parse_args(hyphenate_flags(sys.argv[1:]))
 
 
 def accuracy(report, labels) -> float:

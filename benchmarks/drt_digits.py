@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import dynzoo.models  # noqa: F401  (registers the models)
+from dynzoo.cli import hyphenate_flags
 from dynzoo.train import TrainConfig
 from dynzoo.train.msda import train_msda
 
@@ -31,13 +33,13 @@ def main() -> None:
     parser.add_argument("--sources", default="clean,inverted,rotated,noisy")
     parser.add_argument("--target", default="colour_background")
     parser.add_argument("--alignment", default="mmd")
-    parser.add_argument("--alignment_weight", type=float, default=1.0)
+    parser.add_argument("--alignment-weight", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60, help="iterations per epoch (batch 64)")
     parser.add_argument("--models", nargs="+", default=["drt_lenet_static", "drt_lenet"])
     parser.add_argument("--output", default="drt_digits", help="results file name (without extension)")
-    args = parser.parse_args()
+    args = parser.parse_args(hyphenate_flags(sys.argv[1:]))
 
     # Runs already in the results file with the same settings are kept (adding seeds reruns nothing).
     path = RESULTS / f"{args.output}.json"

@@ -25,9 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dynzoo.cli import hyphenate_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -117,9 +120,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
     parser.add_argument("--images", type=int, default=384, help="JPEGs in the generated folder")
-    parser.add_argument("--pipeline_batches", type=int, default=24, help="batches timed for the pipelines alone")
+    parser.add_argument("--pipeline-batches", type=int, default=24, help="batches timed for the pipelines alone")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(hyphenate_flags(sys.argv[1:]))
 
     load_before = os.getloadavg()
     recipe = get_recipe("micronet_m0")
@@ -151,7 +154,7 @@ def main() -> None:
         "",
         (
             f"Command: `python benchmarks/input_pipeline.py --steps {args.steps} --warmup {args.warmup} "
-            f"--images {args.images} --pipeline_batches {args.pipeline_batches}`. Machine: {os.cpu_count()} CPU "
+            f"--images {args.images} --pipeline-batches {args.pipeline_batches}`. Machine: {os.cpu_count()} CPU "
             f"cores ({platform.processor() or platform.machine()}), TensorFlow {tf.__version__}; load average "
             f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (the cores are shared, so absolute figures "
             "are noisy; the rows of one run are comparable)."

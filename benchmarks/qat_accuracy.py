@@ -11,9 +11,12 @@ Writes benchmarks/results/qat_accuracy.{json,md}. Training is the one of quantiz
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from quantization_accuracy import IMAGE_SIZE, save_results, train
+
+from dynzoo.cli import hyphenate_flags
 
 
 def evaluate(name: str, epochs: int, qat_epochs: int, learning_rate: float) -> dict:
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    args = parser.parse_args()
+    args = parser.parse_args(hyphenate_flags(sys.argv[1:]))
     save_results(
         "qat_accuracy",
         {name: evaluate(name, args.epochs, args.qat_epochs, args.learning_rate) for name in args.models},

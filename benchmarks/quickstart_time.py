@@ -29,7 +29,7 @@ def main() -> None:
             "quickstart",
             "--out",
             f"{tmp}/bundles",
-            "--run_dir",
+            "--run-dir",
             f"{tmp}/run",
         ]
         started = time.perf_counter()
