@@ -19,6 +19,7 @@ anywhere: the version is the first line of ``dynzoo/__init__.py``, set before it
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,31 @@ def test_allowed_imports_are_not_flagged():
     source = "from dynzoo import __version__\nfrom dynzoo.layers.base import count_madds\nimport numpy\n"
     assert upward_imports("dynzoo.export.bundle", source, known) == []
     assert upward_imports("dynzoo.cli", "import dynzoo.export.cli\nimport dynzoo\n", known) == []
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """module → the dynzoo modules it imports (at module level or inside functions)."""
+    known = set(sources)
+    graph = {}
+    for module, source in sources.items():
+        targets = set()
+        for node in ast.walk(ast.parse(source)):
+            for target in imported_modules(node, known):
+                while target not in known and "." in target:  # ``from dynzoo.x import name``: the module dynzoo.x
+                    target = target.rsplit(".", 1)[0]
+                if target in known and target not in (module, "dynzoo"):
+                    targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def test_no_import_cycle():
+    """Not even through imports deferred into functions (they used to close a cycle of two dozen modules)."""
+    sources = {module: path.read_text(encoding="utf-8") for module, path in package_modules().items()}
+    graphlib.TopologicalSorter(import_graph(sources)).prepare()  # raises CycleError naming the cycle
+    sources["dynzoo.train.hooks"] += "\ndef f():\n    from dynzoo.train.families import cdb\n"
+    with pytest.raises(graphlib.CycleError):
+        graphlib.TopologicalSorter(import_graph(sources)).prepare()
 
 
 def test_every_module_has_a_layer():
