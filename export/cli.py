@@ -302,6 +302,7 @@ def _bench(args: argparse.Namespace) -> int:
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.warmup < 0 or any(t < 1 for t in args.threads or []):
         raise ValueError("--warmup must be >= 0 and --threads positive.")
+    bench.pyplot()  # matplotlib (the bench extra) is missing: say so now, not after minutes of timing
     if args.profile:
         return _bench_profile(args)
     xnnpack = {"on": [True], "off": [False], "both": [True, False]}[args.xnnpack or "both"]

@@ -155,31 +155,23 @@ def test_pip_install_works_from_any_folder(tmp_path, editable):
 
 
 def test_bench_without_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
-    """matplotlib is the ``bench`` extra: without it, ``dynzoo bench`` ends with one error line (exit status
-    2) that says what to install, and the per-op profile's chart raises the same ImportError."""
+    """matplotlib is the ``bench`` extra: without it, ``dynzoo bench`` stops before timing anything with one
+    error line (exit status 2) that says what to install, and the per-op profile's chart raises the same
+    ImportError."""
     from dynzoo.cli import main
     from dynzoo.export import bench, op_profile
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
-    result = {
-        "model": "micronet_m0",
-        "mode": "float32",
-        "source": "dynzoo",
-        "threads": 1,
-        "xnnpack": True,
-        "median_ms": 1.0,
-        "p90_ms": 1.2,
-        "madds": 4.05e6,
-        "size_bytes": 4096,
-        "peak_memory_mb": None,
-    }
-    environment = {"input_size": 224, "runs": 1, "warmup": 0, "rounds": 1, "cpu": "cpu", "ai_edge_litert": "2.3"}
-    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: {"results": [result], "environment": environment})
-
-    assert main(["bench", "micronet_m0", "--no-baselines", "-o", str(tmp_path / "b")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == 'dynzoo bench: error: the PNG charts of `dynzoo bench` need matplotlib: pip install "dynzoo[bench]"'
-    assert (tmp_path / "b.json").is_file() and not (tmp_path / "b.png").exists()  # the results are kept
+    timed = []
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: timed.append(a))
+    monkeypatch.setattr(op_profile, "flatbuffer_for", lambda *a, **k: timed.append(a))
+    for flags in ([], ["--profile"]):
+        assert main(["bench", "micronet_m0", *flags, "--no-baselines", "-o", str(tmp_path / "b")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err == 'dynzoo bench: error: the PNG charts of `dynzoo bench` need matplotlib: pip install "dynzoo[bench]"'
+        )
+    assert not timed and not list(tmp_path.iterdir())  # it stopped before timing anything
 
     profile = op_profile.OpProfile(
         ops=[], model_us=1.0, overhead_us=0.0, partitions=1, num_threads=1, xnnpack=True, runs=1
