@@ -2,7 +2,7 @@
 
 The bottom of dynzoo's layers: it imports nothing of dynzoo. ``zoo_configs/`` sits at the top of the
 repository and is installed as the package ``dynzoo.zoo_configs`` (``setup.py``'s ``package_dir``), so one
-lookup serves a plain install, an editable install and any working folder.
+lookup serves a plain install, an editable install and any working folder, the checkout's root included.
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ import json
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 
 def config_dir() -> Traversable:
-    """The folder of the configurations: ``dynzoo.zoo_configs``'s files."""
-    return resources.files("dynzoo.zoo_configs")
+    """The folder of the configurations: ``dynzoo.zoo_configs``'s files, or ``zoo_configs/`` beside the package
+    when ``dynzoo`` itself was imported from a source checkout (Python started in the repository's root finds
+    the ``dynzoo/`` folder there before the installed package, and that folder has no ``zoo_configs``)."""
+    try:
+        return resources.files("dynzoo.zoo_configs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "zoo_configs"
 
 
 @cache

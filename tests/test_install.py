@@ -147,6 +147,21 @@ def test_pip_install_works_from_any_folder(tmp_path, editable):
     assert not found["matplotlib"]  # the bench extra is not needed to import dynzoo or build its command
     assert not any(r.startswith("matplotlib") for r in found["requires"] if "extra ==" not in r)
 
+    # from the checkout's root, Python imports the source folder dynzoo/ ahead of the install: the
+    # configurations still load (zoo_configs/ beside it), as the suite's subprocesses started there need
+    result = subprocess.run(
+        [python, "-c", "import dynzoo; print(len(dynzoo.list_models()), dynzoo.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=source,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    count, origin = result.stdout.split()[-2:]
+    assert Path(origin).resolve() == (source / "dynzoo" / "__init__.py").resolve()
+    assert int(count) > 50  # every family's configuration was read
+
     script = python.parent / "dynzoo"
     assert str(python) in script.read_text()  # the environment's interpreter runs it
     result = subprocess.run([script, "--help"], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=300)
