@@ -68,9 +68,9 @@ def built() -> dict[str, dict]:
     """
     result = {}
     for name in dynzoo.list_models():
-        # Shapes and configs only, so the variables never get their initial values (drawing them was
-        # most of a build's time; the models are never run): a stateless scope defers them, leaving it
-        # does not compute them, and clear_session below drops the deferred ones.
+        # Shapes and configs only, so the variables never get their initial values (drawing them took
+        # over a third of the builds' time; the models are never run): a stateless scope defers them,
+        # leaving it does not compute them, and clear_session below drops the deferred ones.
         with keras.StatelessScope(initialize_variables=False):
             model = _on_a_keras_tensor(name)
             size = 32 if _flattens(name) else None
